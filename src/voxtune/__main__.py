@@ -1,0 +1,5 @@
+import sys
+
+from voxtune.cli import main
+
+sys.exit(main())

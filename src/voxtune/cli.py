@@ -1,0 +1,222 @@
+"""The `voxtune` command. Each subcommand is a thin adapter: flags → RunSpec → a step or executor.
+
+Exit codes (errors.ExitCode): 0 ok, 2 bad input/config, 75 interrupted (run again to resume),
+1 a bug (with traceback).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from voxtune.errors import ExitCode, RetryableError, UserError
+from voxtune.spec import RunSpec, Settings, format_validation_error, load_spec
+
+Handler = Callable[[argparse.Namespace], int]
+
+
+# --- spec loading shared by the step commands ----------------------------------------------
+
+
+def _add_spec_arguments(parser: argparse.ArgumentParser) -> None:
+    where = parser.add_mutually_exclusive_group()
+    where.add_argument("--run-dir", type=Path, help="Run folder with spec.yaml (what the "
+                       "executors pass); outputs go into it.")
+    where.add_argument("--spec", type=Path, help="RunSpec or FineTuneRun YAML file.")
+
+
+def _spec(args: argparse.Namespace, overrides: dict[str, Any]) -> RunSpec:
+    path = args.run_dir / "spec.yaml" if args.run_dir else args.spec
+    if path is None:
+        overrides.setdefault("name", "adhoc")
+    return load_spec(path, overrides)
+
+
+def _drop_none(tree: dict[str, Any]) -> dict[str, Any]:
+    """Keep only the flags the user gave, so they override the file and nothing else."""
+    pruned = {key: _drop_none(value) if isinstance(value, dict) else value
+              for key, value in tree.items()}
+    return {key: value for key, value in pruned.items() if value not in (None, {})}
+
+
+# --- prepare ------------------------------------------------------------------------------------
+
+
+def _prepare_parser(commands: argparse._SubParsersAction) -> None:
+    parser = commands.add_parser(
+        "prepare", help="Validate speech sources into 16 kHz clips + manifest.jsonl.",
+        description="Sources: FILE.jsonl | FOLDER | jsonl:PATH | folder:PATH | recordings:PATH "
+        "| hub:ID_OR_PATH?split=train&text_column=text | granary:sv_voxpopuli?audio_root=DIR",
+        epilog="example: voxtune prepare --source data.jsonl --output prepared --language en")
+    _add_spec_arguments(parser)
+    parser.add_argument("--source", action="append", help="A speech source (repeatable); "
+                        "replaces the spec's sources.")
+    parser.add_argument("--output", type=Path, help="Prepared folder (default with --run-dir: "
+                        "RUN/prepared).")
+    parser.add_argument("--language", help="ISO-639-1 code for clips that do not carry one.")
+    parser.add_argument("--eval-fraction", type=float, help="Share held out for evaluation.")
+    parser.add_argument("--min-duration", type=float, help="Reject clips shorter (seconds).")
+    parser.add_argument("--max-duration", type=float, help="Reject clips longer (seconds, ≤30).")
+    parser.add_argument("--workers", type=int, help="Decoding processes (default: all CPUs).")
+    parser.set_defaults(handler=_prepare)
+
+
+def _prepare(args: argparse.Namespace) -> int:
+    from voxtune.data.prepare import prepare
+
+    spec = _spec(args, _drop_none({
+        "language": args.language,
+        "data": {"sources": args.source, "eval_fraction": args.eval_fraction,
+                 "min_duration": args.min_duration, "max_duration": args.max_duration},
+    }))
+    output = args.output or (args.run_dir / "prepared" if args.run_dir else None)
+    if output is None:
+        raise UserError("--output is required (or --run-dir)")
+    workers = args.workers or Settings().workers
+    summary = prepare(spec.data, output, spec.language, workers)
+    print("\n".join(summary.lines()))
+    if summary.kept == 0:
+        raise UserError("no usable clips were found; see the reasons above")
+    return ExitCode.OK
+
+
+# --- synthetic data -----------------------------------------------------------------------------
+
+
+def _data_parser(commands: argparse._SubParsersAction) -> None:
+    parser = commands.add_parser("data", help="Make speech data for trying voxtune out.")
+    data = parser.add_subparsers(dest="data_command", required=True)
+    synth = data.add_parser("synth", help="Synthesize a corpus with espeak-ng.")
+    synth.add_argument("--output", type=Path, required=True)
+    synth.add_argument("--count", type=int, default=40, help="Number of clips.")
+    synth.add_argument("--kind", choices=["mixed", "sentences", "digits"], default="mixed")
+    synth.add_argument("--seed", type=int, default=0)
+    synth.set_defaults(handler=_synth)
+    samples = data.add_parser("samples", help="Copy the bundled sample clips (no espeak-ng).")
+    samples.add_argument("--output", type=Path, required=True)
+    samples.set_defaults(handler=_samples)
+
+
+def _synth(args: argparse.Namespace) -> int:
+    from voxtune.data.synth import plan, synthesize
+
+    manifest = synthesize(args.output, plan(args.count, args.kind, seed=args.seed))
+    print(f"wrote {args.count} clips; use it with: voxtune prepare --source {manifest} ...")
+    return ExitCode.OK
+
+
+def _samples(args: argparse.Namespace) -> int:
+    from voxtune.data.synth import copy_samples
+
+    print(f"copied sample clips to {copy_samples(args.output)}")
+    return ExitCode.OK
+
+
+# --- runs -------------------------------------------------------------------------------------
+
+
+def _run_parsers(commands: argparse._SubParsersAction) -> None:
+    run = commands.add_parser("run", help="Run a spec's steps locally, in order.",
+                              epilog="example: voxtune run my-run.yaml")
+    run.add_argument("spec", type=Path, help="RunSpec or FineTuneRun YAML file.")
+    run.set_defaults(handler=_run)
+    status = commands.add_parser("status", help="Show a run's status.")
+    status.add_argument("run")
+    status.set_defaults(handler=_status)
+    listing = commands.add_parser("list", help="List runs.")
+    listing.set_defaults(handler=_list)
+    logs = commands.add_parser("logs", help="Print a run's step logs.")
+    logs.add_argument("run")
+    logs.add_argument("--step", choices=["prepare", "train", "publish"])
+    logs.set_defaults(handler=_logs)
+    demo = commands.add_parser("demo", help="Run the whole pipeline on synthesized speech.")
+    demo.set_defaults(handler=_demo)
+    spec = commands.add_parser("spec", help="Validate a spec file and print it resolved.")
+    spec.add_argument("file", type=Path, nargs="?")
+    spec.add_argument("--schema", action="store_true", help="Print the RunSpec JSON schema.")
+    spec.set_defaults(handler=_show_spec)
+
+
+def _run(args: argparse.Namespace) -> int:
+    from voxtune.controller.local import LocalExecutor
+
+    status = LocalExecutor().submit(load_spec(args.spec))
+    print(f"{status.name}: {status.phase} — {status.message}")
+    return ExitCode.OK if status.phase == "Succeeded" else ExitCode.USER_ERROR
+
+
+def _status(args: argparse.Namespace) -> int:
+    from voxtune.controller.local import LocalExecutor
+
+    print(LocalExecutor().status(args.run).model_dump_json(indent=2))
+    return ExitCode.OK
+
+
+def _list(args: argparse.Namespace) -> int:
+    from voxtune.controller.local import LocalExecutor
+
+    for status in LocalExecutor().list():
+        print(f"{status.name:40} {status.phase:11} {status.step or '-':8} {status.updated}")
+    return ExitCode.OK
+
+
+def _logs(args: argparse.Namespace) -> int:
+    from voxtune.controller.local import LocalExecutor
+
+    sys.stdout.write(LocalExecutor().logs(args.run, args.step))
+    return ExitCode.OK
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from voxtune.demo import run_demo
+
+    return run_demo()
+
+
+def _show_spec(args: argparse.Namespace) -> int:
+    if args.schema:
+        print(json.dumps(RunSpec.model_json_schema(), indent=2))
+    elif args.file:
+        print(load_spec(args.file).to_yaml(), end="")
+    else:
+        raise UserError("give a spec FILE to validate, or --schema")
+    return ExitCode.OK
+
+
+# --- entry point --------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="voxtune", description="Fine-tune Voxtral speech "
+                                     "recognition on your own speech.")
+    commands = parser.add_subparsers(dest="command", required=True)
+    _prepare_parser(commands)
+    _data_parser(commands)
+    _run_parsers(commands)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.handler(args))
+    except UserError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return ExitCode.USER_ERROR
+    except ValidationError as error:
+        print(f"error: {format_validation_error(error, 'arguments')}", file=sys.stderr)
+        return ExitCode.USER_ERROR
+    except (RetryableError, KeyboardInterrupt) as error:
+        print(f"interrupted: {error or 'stopped'}; run the same command again to resume",
+              file=sys.stderr)
+        return ExitCode.RETRYABLE
+
+
+if __name__ == "__main__":
+    sys.exit(main())

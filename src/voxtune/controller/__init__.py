@@ -1,0 +1,1 @@
+"""Executors: local (subprocesses) and, later, Kubernetes (FineTuneRun → Jobs)."""

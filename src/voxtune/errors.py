@@ -1,0 +1,28 @@
+"""Exit codes and the two kinds of expected failure.
+
+The exit code is the contract with the scheduler: a Job's podFailurePolicy fails the run at once
+on USER_ERROR (retrying bad input cannot help) and retries on RETRYABLE (preemption, network).
+"""
+
+from __future__ import annotations
+
+from enum import IntEnum
+
+
+class ExitCode(IntEnum):
+    OK = 0
+    FAILURE = 1  # a bug: unexpected exception, traceback printed
+    USER_ERROR = 2  # bad input, bad config, nothing usable: fix and resubmit
+    RETRYABLE = 75  # EX_TEMPFAIL: interrupted or transient; running again resumes
+
+
+class UserError(Exception):
+    """A mistake the user can fix; printed as one clear message, never a traceback."""
+
+    exit_code = ExitCode.USER_ERROR
+
+
+class RetryableError(Exception):
+    """A transient failure; the same command run again continues from where it stopped."""
+
+    exit_code = ExitCode.RETRYABLE

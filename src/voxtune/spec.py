@@ -1,0 +1,325 @@
+"""RunSpec: the one description of a run, and Settings: where this process keeps things.
+
+A RunSpec says *what* to do. The UI form, the CLI flags, a `FineTuneRun`'s `spec` and every
+step's input are the same model. Settings say *where/how* on this machine (VOXTUNE_HOME, workers).
+
+Precedence when a step loads its spec (lowest first):
+    field defaults < spec file (YAML) < VOXTUNE_SPEC__* environment < command-line flags
+e.g. `VOXTUNE_SPEC__TRAINING__MAX_STEPS=5` overrides `training.max_steps` from the file.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal
+from urllib.parse import parse_qsl
+
+import yaml
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from voxtune.errors import UserError
+
+DEFAULT_BASE_MODEL = "mistralai/Voxtral-Mini-3B-2507"
+STEPS = ("prepare", "train", "publish")
+# Job names are `<run>-<step>` and must stay a DNS-1123 label (63) with room for pod suffixes.
+RUN_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]{0,38}[a-z0-9])?$")
+LANGUAGE_CODE = r"^[a-z]{2}$"
+Language = Annotated[
+    str | None,
+    Field(
+        pattern=LANGUAGE_CODE,
+        description="ISO-639-1 code such as 'en' or 'sv'; null lets Voxtral detect the language.",
+    ),
+]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+# --- data sources -----------------------------------------------------------------------------
+
+
+class JsonlSource(_Strict):
+    """Upstream (VoxFactory) format: one `{"audio_path", "text"}` object per line."""
+
+    kind: Literal["jsonl"] = "jsonl"
+    path: Path = Field(description="The .jsonl file; audio paths in it are relative to its folder.")
+
+
+class FolderSource(_Strict):
+    """Audio files with `metadata.csv`/`metadata.jsonl` (audiofolder) or `name.txt` sidecars."""
+
+    kind: Literal["folder"] = "folder"
+    path: Path = Field(description="Folder scanned recursively for audio files.")
+    text_column: str | None = Field(
+        None, description="Transcript column in metadata files; default: the first of "
+        "text, transcription, sentence, transcript that exists.",
+    )
+
+
+class RecordingsSource(_Strict):
+    """A folder written by the UI: `recordings.jsonl` (append-only log) + `clips/`."""
+
+    kind: Literal["recordings"] = "recordings"
+    path: Path = Field(description="The recordings folder (contains recordings.jsonl).")
+
+
+class HubSource(_Strict):
+    """A Hugging Face dataset by Hub id or local path (parquet/arrow with an Audio column)."""
+
+    kind: Literal["hub"] = "hub"
+    dataset: str = Field(description="Hub id like 'org/name' or a local folder in Hub format.")
+    config: str | None = Field(None, description="Dataset configuration (subset) name.")
+    split: str = Field("train", description="Split to read, e.g. train, validation, test.")
+    revision: str | None = Field(None, description="Hub git revision; pin it to reproduce.")
+    audio_column: str = Field("audio", description="Column holding the audio.")
+    text_column: str = Field("text", description="Column holding the transcript.")
+    streaming: bool = Field(False, description="Stream instead of downloading the whole split; "
+                            "use for large datasets together with max_samples.")
+    max_samples: int | None = Field(None, ge=1, description="Read at most this many rows.")
+
+
+class GranarySource(_Strict):
+    """NVIDIA Granary: transcripts + paths into the source corpora, joined to `audio_root`."""
+
+    kind: Literal["granary"] = "granary"
+    subset: str = Field(pattern=r"^[a-z]{2}_[a-z0-9]+$",
+                        description="`<lang>_<corpus>`, e.g. sv_voxpopuli, en_yodas, it_ytc.")
+    split: Literal["asr", "ast"] = Field(
+        "asr", description="asr = transcripts; ast = translations into English.")
+    audio_root: Path = Field(description="Folder where the source corpus audio was downloaded; "
+                             "each entry's audio_filepath is resolved inside it.")
+    dataset: str = Field("nvidia/Granary", description="Hub id or local copy of the manifests "
+                         "(also nvidia/Granary-v2 style layouts).")
+    streaming: bool = Field(False, description="Stream the manifest instead of downloading it.")
+    max_samples: int | None = Field(None, ge=1, description="Read at most this many entries.")
+
+    @property
+    def language(self) -> str:
+        return self.subset.split("_", 1)[0]
+
+
+def parse_source(text: str) -> dict[str, Any]:
+    """Turn the CLI form of a source into its fields.
+
+    `data.jsonl` | `some/folder` | `jsonl:PATH` | `folder:PATH` | `recordings:PATH` |
+    `hub:ID_OR_PATH?split=test&text_column=sentence` | `granary:sv_voxpopuli?audio_root=/data/vp`
+    """
+    kind, sep, rest = text.partition(":")
+    if not sep or kind not in {"jsonl", "folder", "recordings", "hub", "granary"}:
+        path = Path(text)
+        return {"kind": "jsonl" if path.suffix == ".jsonl" else "folder", "path": text}
+    target, _, query = rest.partition("?")
+    options: dict[str, Any] = dict(parse_qsl(query, keep_blank_values=True))
+    key = {"hub": "dataset", "granary": "subset"}.get(kind, "path")
+    return {"kind": kind, key: target, **options}
+
+
+Source = Annotated[
+    JsonlSource | FolderSource | RecordingsSource | HubSource | GranarySource,
+    Field(discriminator="kind"),
+    BeforeValidator(lambda v: parse_source(v) if isinstance(v, str) else v),
+]
+
+
+# --- sections ---------------------------------------------------------------------------------
+
+
+class DataSpec(_Strict):
+    sources: list[Source] = Field(default_factory=list, description="Where the speech comes from.")
+    eval_fraction: float = Field(0.1, gt=0, le=0.5, description="Share of clips held out for "
+                                 "WER/CER; raise it for very small sets so eval is meaningful.")
+    min_duration: float = Field(0.3, ge=0, description="Seconds; shorter clips are rejected.")
+    max_duration: float = Field(30.0, gt=0, le=30.0, description="Seconds; Voxtral encodes 30-s "
+                                "chunks and splitting needs alignments, so longer is rejected.")
+    silence_dbfs: float = Field(-60.0, le=0, description="Clips whose peak is below this level "
+                                "are rejected as silence.")
+
+
+class LoraSpec(_Strict):
+    rank: int = Field(8, ge=1, le=512, description="Adapter rank; raise for more capacity.")
+    alpha: int = Field(32, ge=1, description="Scaling numerator (alpha/rank).")
+    dropout: float = Field(0.0, ge=0, lt=1, description="Adapter dropout; try 0.05 on tiny sets.")
+    mlp: bool = Field(False, description="Also adapt the language model's MLP projections.")
+    projector: bool = Field(False, description="Also train the audio→text projector fully.")
+
+
+class TrainingSpec(_Strict):
+    epochs: float = Field(3.0, gt=0, description="Passes over the train split (unless max_steps).")
+    max_steps: int | None = Field(None, ge=1, description="Stop after this many optimizer steps.")
+    learning_rate: float = Field(1e-4, gt=0, lt=1, description="Peak learning rate.")
+    batch_size: int = Field(2, ge=1, le=256, description="Clips per device per micro-batch.")
+    grad_accum: int = Field(4, ge=1, le=1024, description="Micro-batches per optimizer step.")
+    warmup_ratio: float = Field(0.1, ge=0, lt=1, description="Share of steps spent warming up.")
+    save_steps: int = Field(50, ge=1, description="Checkpoint every N optimizer steps.")
+    keep_checkpoints: int = Field(2, ge=1, description="Rolling checkpoints kept on disk.")
+    precision: Literal["auto", "bf16", "fp16", "fp32"] = Field(
+        "auto", description="auto = bf16 where the hardware supports it natively, else fp16 on "
+        "GPUs, fp32 on CPUs.")
+    gradient_checkpointing: bool = Field(False, description="Trade compute for memory (full FT).")
+    freeze_audio_encoder: bool = Field(True, description="Keep the audio encoder frozen in full "
+                                       "fine-tuning; needed to fit 80 GB GPUs.")
+    lora: LoraSpec = Field(default_factory=LoraSpec)
+    seed: int = Field(42, description="Seed for initialisation, shuffling and dropout.")
+
+
+class EvalSpec(_Strict):
+    max_new_tokens: int = Field(128, ge=1, le=2048, description="Generation limit per clip.")
+    lowercase: bool = Field(True, description="Normalise case before WER/CER.")
+    remove_punctuation: bool = Field(True, description="Drop punctuation before WER/CER.")
+
+
+class TrackingSpec(_Strict):
+    enabled: bool = Field(True, description="Log metrics to trackio (stored in the run folder).")
+    project: str = Field("voxtune", description="trackio project name.")
+    space_id: str | None = Field(None, description="Also sync to this trackio Space (token).")
+
+
+class PublishSpec(_Strict):
+    to: str | None = Field(None, description="Local registry folder or hf://owner/name; "
+                           "default: the registry under VOXTUNE_HOME.")
+    merge: bool = Field(False, description="Also export a merged full model for LoRA runs.")
+    private: bool = Field(True, description="Hub repos are private unless you say otherwise; "
+                          "voice recordings are biometric data.")
+    dataset: bool = Field(False, description="Also publish the prepared dataset.")
+    space: bool = Field(False, description="Also create a demo Space for the model.")
+
+
+class ResourcesSpec(_Strict):
+    gpus: int = Field(1, ge=0, le=16, description="GPUs for the train step (data-parallel if >1).")
+    cpu: str | None = Field(None, description="CPU request, Kubernetes quantity (e.g. '8').")
+    memory: str | None = Field(None, description="Memory request, Kubernetes quantity (e.g. 64Gi).")
+
+
+class RunSpec(_Strict):
+    """Everything that defines a run. Saved as spec.yaml beside every artifact it produces."""
+
+    name: str = Field(description="Run name: lowercase letters, digits and '-', at most 40.")
+    base_model: str = Field(DEFAULT_BASE_MODEL, description="Hub id, local path, or "
+                            "'tiny-random' (a small random smoke-test model).")
+    mode: Literal["lora", "full"] = Field("lora", description="lora fits ~16-24 GB GPUs; full "
+                                          "fine-tuning needs ~80 GB.")
+    language: Language = None
+    steps: list[Literal["prepare", "train", "publish"]] = Field(
+        default_factory=lambda: list(STEPS), min_length=1, description="Steps to run, in order.")
+    data: DataSpec = Field(default_factory=DataSpec)
+    training: TrainingSpec = Field(default_factory=TrainingSpec)
+    eval: EvalSpec = Field(default_factory=EvalSpec)
+    tracking: TrackingSpec = Field(default_factory=TrackingSpec)
+    publish: PublishSpec = Field(default_factory=PublishSpec)
+    resources: ResourcesSpec = Field(default_factory=ResourcesSpec)
+
+    @field_validator("name")
+    @classmethod
+    def _dns_label(cls, value: str) -> str:
+        if not RUN_NAME.match(value):
+            raise ValueError("use 1-40 lowercase letters, digits or '-', starting and ending "
+                             "with a letter or digit (it becomes part of Kubernetes names)")
+        return value
+
+    @field_validator("steps")
+    @classmethod
+    def _pipeline_order(cls, value: list[str]) -> list[str]:
+        if value != sorted(set(value), key=STEPS.index):
+            raise ValueError(f"list each step once, in pipeline order {list(STEPS)}")
+        return value
+
+    def with_absolute_paths(self, base: Path) -> RunSpec:
+        """Resolve relative source paths against `base`, so the saved spec works anywhere."""
+        sources = []
+        for source in self.data.sources:
+            for field in ("path", "audio_root"):
+                value = getattr(source, field, None)
+                if value is not None and not Path(value).is_absolute():
+                    source = source.model_copy(update={field: (base / value).resolve()})
+            sources.append(source)
+        return self.model_copy(update={"data": self.data.model_copy(update={"sources": sources})})
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False, allow_unicode=True)
+
+
+# --- loading ----------------------------------------------------------------------------------
+
+
+class _Values(PydanticBaseSettingsSource):
+    """A settings source that returns a fixed mapping (the spec file's contents)."""
+
+    def __init__(self, settings_cls: type[BaseSettings], values: dict[str, Any]):
+        super().__init__(settings_cls)
+        self._values = values
+
+    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:
+        return None, field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        return self._values
+
+
+def read_yaml(path: Path) -> dict[str, Any]:
+    """Read a spec file: a RunSpec mapping or a FineTuneRun object (its `spec` is the RunSpec)."""
+    try:
+        document = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise UserError(f"{path}: no such spec file") from None
+    except (yaml.YAMLError, UnicodeDecodeError) as error:
+        raise UserError(f"{path}: not valid YAML: {error}") from None
+    if not isinstance(document, dict):
+        raise UserError(f"{path}: expected a mapping of RunSpec fields")
+    if document.get("kind") == "FineTuneRun":
+        spec = dict(document.get("spec") or {})
+        spec.setdefault("name", (document.get("metadata") or {}).get("name"))
+        return spec
+    return document
+
+
+def load_spec(path: Path | None = None, overrides: dict[str, Any] | None = None) -> RunSpec:
+    """Build a RunSpec from defaults < file < VOXTUNE_SPEC__* env < `overrides` (CLI flags)."""
+    file_values = read_yaml(path) if path else {}
+
+    class _Layered(BaseSettings, RunSpec):
+        model_config = SettingsConfigDict(env_prefix="VOXTUNE_SPEC__", env_nested_delimiter="__",
+                                          extra="forbid", frozen=True)
+
+        @classmethod
+        def settings_customise_sources(cls, settings_cls, init_settings, env_settings,
+                                       dotenv_settings, file_secret_settings):
+            return (init_settings, env_settings, _Values(settings_cls, file_values))
+
+    where = str(path) if path else "spec"
+    try:
+        layered = _Layered(**(overrides or {}))
+        spec = RunSpec.model_validate(layered.model_dump())
+    except ValidationError as error:
+        raise UserError(format_validation_error(error, where)) from None
+    return spec.with_absolute_paths(Path(path).parent if path else Path.cwd())
+
+
+def format_validation_error(error: ValidationError, where: str) -> str:
+    """One line per problem, naming the field by its dotted path."""
+    lines = [f"{where}: invalid run spec"]
+    for problem in error.errors():
+        field = ".".join(str(part) for part in problem["loc"]) or "(root)"
+        message = problem["msg"].removeprefix("Value error, ")
+        if problem["type"] == "extra_forbidden":
+            message = "unknown field (check the spelling; see `voxtune spec --schema`)"
+        lines.append(f"  {field}: {message}")
+    return "\n".join(lines)
+
+
+class Settings(BaseSettings):
+    """Per-process settings from VOXTUNE_* environment variables."""
+
+    model_config = SettingsConfigDict(env_prefix="VOXTUNE_", extra="ignore")
+
+    home: Path = Field(Path.home() / ".voxtune", description="Root of runs/, registry/ and "
+                       "caches; in the cluster this is the shared volume's mount point.")
+    workers: int | None = Field(None, ge=1, description="Processes for audio preparation; "
+                                "default: the CPUs this process may use.")
+
+    @property
+    def runs_dir(self) -> Path:
+        return self.home / "runs"
