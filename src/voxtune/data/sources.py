@@ -175,18 +175,18 @@ def _read_folder(source: FolderSource) -> Iterator[Item]:
             if isinstance(text, Rejection):
                 yield text
                 continue
-            if file_name is None or text is None:
+            audio = resolve_inside(meta.parent.resolve(), str(file_name or ""))
+            if audio is None:
+                yield _escapes(where, str(file_name), root)
+                continue
+            listed.add(audio)  # listed files are never also reported by the folder scan
+            if not file_name or text is None:
                 yield Rejection(where, "missing_field", "row needs file_name and a transcript "
                                 f"column ({source.text_column or ', '.join(TEXT_COLUMNS)})")
                 continue
             if isinstance(text, str) and _has_undecodable(text):
                 yield Rejection(where, "bad_utf8", "transcript is not valid UTF-8")
                 continue
-            audio = resolve_inside(meta.parent.resolve(), str(file_name))
-            if audio is None:
-                yield _escapes(where, str(file_name), root)
-                continue
-            listed.add(audio)
             yield Candidate(where, audio, text)
     for path in sorted(root.rglob("*")):
         relative = path.relative_to(root)
