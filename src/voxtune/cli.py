@@ -86,6 +86,91 @@ def _prepare(args: argparse.Namespace) -> int:
     return ExitCode.OK
 
 
+# --- train and evaluate -----------------------------------------------------------------------
+
+
+def _train_parser(commands: argparse._SubParsersAction) -> None:
+    parser = commands.add_parser(
+        "train", help="Fine-tune Voxtral (LoRA or full) on a prepared folder.",
+        epilog="example: voxtune train --data prepared --output runs/me --model tiny-random "
+        "--mode lora --max-steps 20")
+    _add_spec_arguments(parser)
+    parser.add_argument("--data", type=Path, help="Prepared folder (default: RUN/prepared).")
+    parser.add_argument("--output", type=Path, help="Run folder for checkpoints/, final/, "
+                        "metrics.json (default: --run-dir).")
+    parser.add_argument("--model", dest="base_model", help="Hub id, local path or tiny-random.")
+    parser.add_argument("--mode", choices=["lora", "full"])
+    parser.add_argument("--language", help="ISO-639-1 code for clips without one.")
+    steps = parser.add_mutually_exclusive_group()
+    steps.add_argument("--max-steps", type=int, help="Optimizer steps (overrides --epochs).")
+    steps.add_argument("--epochs", type=float, help="Passes over the train split.")
+    parser.add_argument("--save-steps", type=int, help="Checkpoint every N steps.")
+    parser.add_argument("--learning-rate", type=float)
+    parser.add_argument("--batch-size", type=int, help="Clips per device per micro-batch.")
+    parser.add_argument("--grad-accum", type=int, help="Micro-batches per optimizer step.")
+    parser.add_argument("--precision", choices=["auto", "bf16", "fp16", "fp32"])
+    parser.add_argument("--lora-rank", type=int)
+    parser.add_argument("--lora-alpha", type=int)
+    parser.add_argument("--lora-targets", help="Comma list: attention (always), mlp, projector.")
+    parser.set_defaults(handler=_train)
+
+
+def _lora_targets(value: str | None) -> dict[str, bool]:
+    if value is None:
+        return {}
+    names = {name.strip() for name in value.split(",") if name.strip()}
+    unknown = names - {"attention", "mlp", "projector"}
+    if unknown:
+        raise UserError(f"--lora-targets: unknown {sorted(unknown)}; use attention, mlp, "
+                        "projector")
+    return {"mlp": "mlp" in names, "projector": "projector" in names}
+
+
+def _train(args: argparse.Namespace) -> int:
+    from voxtune.train.recipe import main as train
+
+    spec = _spec(args, _drop_none({
+        "base_model": args.base_model, "mode": args.mode, "language": args.language,
+        "training": {"max_steps": args.max_steps, "epochs": args.epochs,
+                     "save_steps": args.save_steps, "learning_rate": args.learning_rate,
+                     "batch_size": args.batch_size, "grad_accum": args.grad_accum,
+                     "precision": args.precision,
+                     "lora": {"rank": args.lora_rank, "alpha": args.lora_alpha,
+                              **_lora_targets(args.lora_targets)}},
+    }))
+    output = args.output or args.run_dir
+    data = args.data or (args.run_dir / "prepared" if args.run_dir else None)
+    if output is None or data is None:
+        raise UserError("give --data and --output (or --run-dir)")
+    metrics = train(spec, data, output)
+    if "wer" in metrics:
+        print(f"WER {metrics.get('base_wer', float('nan')):.3f} → {metrics['wer']:.3f}   "
+              f"CER {metrics.get('base_cer', float('nan')):.3f} → {metrics['cer']:.3f}")
+    return ExitCode.OK
+
+
+def _evaluate_parser(commands: argparse._SubParsersAction) -> None:
+    parser = commands.add_parser("evaluate", help="WER/CER of a model on a prepared eval split.")
+    parser.add_argument("--model", required=True, help="Run folder (uses final/), a saved "
+                        "model/adapter folder, a Hub id or tiny-random.")
+    parser.add_argument("--data", type=Path, required=True, help="Prepared folder.")
+    parser.add_argument("--split", default="eval", choices=["eval", "train"])
+    parser.add_argument("--language", help="ISO-639-1 code for clips without one.")
+    parser.add_argument("--output", type=Path, help="Write the metrics JSON here too.")
+    parser.set_defaults(handler=_evaluate)
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from voxtune.train.evaluate import evaluate_folder
+
+    metrics = evaluate_folder(args.model, args.data, args.split, args.language)
+    text = json.dumps(metrics, indent=2, ensure_ascii=False)
+    print(text)
+    if args.output:
+        args.output.write_text(text + "\n", encoding="utf-8")
+    return ExitCode.OK
+
+
 # --- synthetic data -----------------------------------------------------------------------------
 
 
@@ -197,6 +282,8 @@ def build_parser() -> argparse.ArgumentParser:
                                      "recognition on your own speech.")
     commands = parser.add_subparsers(dest="command", required=True)
     _prepare_parser(commands)
+    _train_parser(commands)
+    _evaluate_parser(commands)
     _data_parser(commands)
     _run_parsers(commands)
     return parser

@@ -19,7 +19,7 @@ from voxtune.runs import PHASE_OF_STEP, RunFolder, RunStatus, StepStatus, now
 from voxtune.spec import RunSpec, Settings
 
 # Steps this version can run; later steps are added here as they are built.
-AVAILABLE_STEPS = ("prepare",)
+AVAILABLE_STEPS = ("prepare", "train")
 LOG_TAIL_LINES = 20
 
 
@@ -59,7 +59,7 @@ class LocalExecutor:
         status.steps[step] = StepStatus(state="running", started=now())
         run.write_status(status)
         run.logs.mkdir(parents=True, exist_ok=True)
-        command = [sys.executable, "-m", "voxtune", step, "--run-dir", str(run.path)]
+        command = step_command(run.read_spec(), step, run.path)
         with open(run.log(step), "w", encoding="utf-8") as log:
             process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                        text=True, bufsize=1)
@@ -95,6 +95,15 @@ class LocalExecutor:
         steps = [step] if step else [s for s in run.read_spec().steps if run.log(s).exists()]
         return "".join(f"==> {s} <==\n{run.log(s).read_text(encoding='utf-8')}" for s in steps
                        if run.log(s).exists())
+
+
+def step_command(spec: RunSpec, step: str, run_dir: Path) -> list[str]:
+    """The step's entrypoint; training on several GPUs runs one process per GPU (torchrun)."""
+    entrypoint = ["-m", "voxtune", step, "--run-dir", str(run_dir)]
+    if step == "train" and spec.resources.gpus > 1:
+        return [sys.executable, "-m", "torch.distributed.run",
+                f"--nproc-per-node={spec.resources.gpus}", *entrypoint]
+    return [sys.executable, *entrypoint]
 
 
 def tail(path: Path, lines: int = LOG_TAIL_LINES) -> str:

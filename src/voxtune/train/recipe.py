@@ -1,0 +1,259 @@
+"""Train step: a prepared manifest → a fine-tuned Voxtral, with WER/CER base vs tuned.
+
+Runbook:
+    voxtune train --data prepared/ --output runs/r --model tiny-random --mode lora --max-steps 20
+    voxtune train --run-dir $VOXTUNE_HOME/runs/my-run          # everything from spec.yaml
+    torchrun --nproc-per-node 4 -m voxtune train --run-dir …     # data-parallel, N GPUs
+
+Run the same command again after a crash or kill: it says "resuming from …" and finishes the
+same number of steps. SIGTERM (pod preemption) saves a checkpoint and exits 75 (retryable).
+
+Outputs in the run folder: checkpoints/ (rolling, for resuming only), final/ (adapter or weights
++ processor + spec.yaml; never optimizer state), metrics.json, trackio/ (metrics database).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+from voxtune.data.manifest import read_manifest
+from voxtune.errors import RetryableError, UserError
+from voxtune.files import write_atomic
+from voxtune.spec import RunSpec
+
+CHECKPOINTS, FINAL, METRICS, BASE_EVAL = "checkpoints", "final", "metrics.json", "base-eval.json"
+FEATURES = "features"
+
+
+# --- small pieces the loop is made of -----------------------------------------------------------
+
+
+def latest_checkpoint(folder: Path) -> Path | None:
+    """The newest complete checkpoint; one cut off by a kill (no trainer_state.json) is removed."""
+    if not folder.is_dir():
+        return None
+    candidates = sorted((p for p in folder.glob("checkpoint-*") if p.name[11:].isdigit()),
+                        key=lambda p: int(p.name[11:]), reverse=True)
+    for candidate in candidates:
+        if (candidate / "trainer_state.json").exists():
+            return candidate
+        shutil.rmtree(candidate, ignore_errors=True)
+    return None
+
+
+def trainer_callbacks(tracking: Any) -> list[Any]:
+    """SIGTERM → checkpoint + stop, and metrics → trackio (kept in the run folder)."""
+    from transformers import TrainerCallback
+
+    class StopOnSigterm(TrainerCallback):
+        """Kubernetes sends SIGTERM before evicting a pod: save now, exit retryable after."""
+
+        def __init__(self) -> None:
+            self.received = False
+            signal.signal(signal.SIGTERM, self._handle)
+
+        def _handle(self, signum: int, frame: Any) -> None:
+            self.received = True
+
+        def on_step_end(self, args, state, control, **kwargs):
+            if self.received:
+                control.should_save = True
+                control.should_training_stop = True
+            return control
+
+    class Trackio(TrainerCallback):
+        """Logs loss, learning rate and grad norm per logging step to the run's trackio run."""
+
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            if state.is_world_process_zero and logs:
+                numbers = {k: v for k, v in logs.items() if isinstance(v, (int, float))}
+                tracking.log(numbers, step=state.global_step)
+
+    callbacks: list[Any] = [StopOnSigterm()]
+    if tracking is not None:
+        callbacks.append(Trackio())
+    return callbacks
+
+
+def start_tracking(spec: RunSpec, run_dir: Path) -> Any:
+    """A trackio run stored in run_dir/trackio (offline; survives pod deletion)."""
+    if not spec.tracking.enabled:
+        return None
+    os.environ["TRACKIO_DIR"] = str(run_dir / "trackio")  # read once, at import
+    import trackio
+
+    trackio.init(project=spec.tracking.project, name=spec.name, space_id=spec.tracking.space_id,
+                 config=spec.model_dump(mode="json"), resume="allow", embed=False,
+                 auto_log_gpu=False)
+    return trackio
+
+
+def training_arguments(spec: RunSpec, output: Path, dtype_name: str, on_gpu: bool) -> Any:
+    from transformers import TrainingArguments
+
+    training = spec.training
+    optimizer = "adamw_torch_fused" if on_gpu else "adamw_torch"
+    if on_gpu and spec.mode == "full" and _has_bitsandbytes():
+        optimizer = "adamw_bnb_8bit"  # 8-bit states: full FT of ~4.7 B fits an 80 GB GPU
+    return TrainingArguments(
+        output_dir=str(output),
+        max_steps=training.max_steps or -1,
+        num_train_epochs=training.epochs,
+        learning_rate=training.learning_rate,
+        per_device_train_batch_size=training.batch_size,
+        gradient_accumulation_steps=training.grad_accum,
+        warmup_steps=training.warmup_ratio,  # a float < 1 is read as a ratio
+        lr_scheduler_type="cosine",
+        save_strategy="steps",
+        save_steps=training.save_steps,
+        save_total_limit=training.keep_checkpoints,
+        logging_steps=1,
+        bf16=dtype_name == "bf16",
+        fp16=dtype_name == "fp16",
+        activation_checkpointing=training.gradient_checkpointing,
+        optim=optimizer,
+        use_cpu=not on_gpu,  # also what lets bf16 autocast run on CPUs that support it
+        seed=training.seed,
+        train_sampling_strategy="group_by_length",  # similar lengths per batch: less padding
+        remove_unused_columns=False,  # our collator needs every field
+        dataloader_num_workers=0,  # features are cached on disk; workers only add start-up
+        report_to=[],  # trackio is driven by our callback so eval metrics join the same run
+        disable_tqdm=False,
+    )
+
+
+def _has_bitsandbytes() -> bool:
+    try:
+        import bitsandbytes  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def save_final(model: Any, processor: Any, spec: RunSpec, folder: Path) -> None:
+    """What a user loads: adapter or weights, processor, spec. Written aside, then swapped in."""
+    staging = folder.with_name(f".{folder.name}.tmp")
+    shutil.rmtree(staging, ignore_errors=True)
+    model.save_pretrained(staging)  # LoRA: adapter_model.safetensors; full: model weights
+    (staging / "README.md").unlink(missing_ok=True)  # peft's stub card; publish writes ours
+    processor.save_pretrained(staging)
+    (staging / "spec.yaml").write_text(spec.to_yaml(), encoding="utf-8")
+    shutil.rmtree(folder, ignore_errors=True)
+    staging.rename(folder)
+
+
+def evaluate_model(model: Any, processor: Any, spec: RunSpec, prepared: Path,
+                   clips: list[Any]) -> tuple[Any, list[Any]]:
+    from voxtune.train.evaluate import score, transcribe
+
+    transcripts = transcribe(model, processor, clips, prepared, spec.language,
+                             spec.eval.max_new_tokens)
+    return score([clip.text for clip in clips], transcripts, spec.eval), transcripts
+
+
+# --- the recipe ---------------------------------------------------------------------------------
+
+
+def main(spec: RunSpec, prepared: Path, output: Path) -> dict[str, Any]:
+    """Train per `spec` on `prepared`, write into `output`, and return the metrics."""
+    import torch
+    from transformers import Trainer
+
+    from voxtune.train.adapt import adapt, trainable_summary
+    from voxtune.train.collator import TrainingCollator, TranscriptionDataset
+    from voxtune.train.evaluate import as_metrics, samples
+    from voxtune.train.model import is_smoke_model, load, pick_dtype
+
+    started = time.time()
+    # 1. data: the prepared train and eval splits
+    train_clips, eval_clips = read_manifest(prepared, "train"), read_manifest(prepared, "eval")
+    if not train_clips:
+        raise UserError(f"{prepared}: no train clips; run `voxtune prepare` first")
+    main_process = int(os.environ.get("RANK", "0")) == 0
+    features = prepared / FEATURES  # log-mels cached per clip on first use, for every epoch
+
+    # 2. model, processor and precision from the hardware
+    on_gpu = torch.cuda.is_available()
+    dtype = pick_dtype(spec.training.precision, "cuda" if on_gpu else "cpu")
+    dtype_name = {torch.bfloat16: "bf16", torch.float16: "fp16"}.get(dtype, "fp32")
+    # LoRA keeps the frozen base in the compute dtype (adapters stay fp32); full fine-tuning
+    # keeps fp32 master weights and computes in bf16/fp16 under autocast.
+    model, processor = load(spec.base_model, dtype if spec.mode == "lora" else torch.float32)
+    if is_smoke_model(model):
+        print("NOTE: tiny-random is a randomly initialised smoke-test model, not Voxtral")
+    print(f"precision {dtype_name} on {'cuda' if on_gpu else 'cpu'}")
+    if on_gpu:
+        model.to(f"cuda:{os.environ.get('LOCAL_RANK', '0')}")
+
+    # 3. the base model's WER/CER once (cached, so a resumed run does not pay again)
+    base_file = output / BASE_EVAL
+    if main_process and eval_clips and not base_file.exists():
+        base_scores, base_text = evaluate_model(model, processor, spec, prepared, eval_clips)
+        write_atomic(base_file, json.dumps({"scores": base_scores.__dict__,
+                                            "text": [t.text for t in base_text]}).encode())
+        print(f"base model: WER {base_scores.wer:.3f} CER {base_scores.cer:.3f}")
+
+    # 4. LoRA or full fine-tuning
+    model = adapt(model, spec.mode, spec.training)
+    print(trainable_summary(model))
+
+    # 5. train, resuming from the newest complete checkpoint
+    tracking = start_tracking(spec, output) if main_process else None
+    checkpoints = output / CHECKPOINTS
+    resume = latest_checkpoint(checkpoints)
+    if resume:
+        print(f"resuming from {resume}")
+    dataset = TranscriptionDataset(train_clips, prepared, processor, features, spec.language)
+    args = training_arguments(spec, checkpoints, dtype_name, on_gpu)
+    callbacks = trainer_callbacks(tracking)
+    collator = TrainingCollator(processor.tokenizer.pad_token_id)
+    trainer = Trainer(model=model, args=args, train_dataset=dataset, data_collator=collator,
+                      callbacks=callbacks)
+    result = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
+    if callbacks[0].received:
+        raise RetryableError(f"stopped by SIGTERM at step {trainer.state.global_step}; "
+                             "checkpoint saved")
+    if not main_process:
+        return {}
+
+    # 6. what a user loads, then the tuned model's WER/CER on the same clips
+    save_final(model, processor, spec, output / FINAL)
+    metrics: dict[str, Any] = {"train_loss": result.training_loss,
+                               "train_steps": trainer.state.global_step,
+                               "train_samples_per_second":
+                                   result.metrics.get("train_samples_per_second")}
+    base: dict[str, Any] = json.loads(base_file.read_text()) if base_file.exists() else {}
+    tuned_text: list[Any] = []
+    if eval_clips:
+        tuned_scores, tuned_text = evaluate_model(model, processor, spec, prepared, eval_clips)
+        metrics.update(as_metrics("", tuned_scores))
+        metrics.update({f"base_{k}": v for k, v in base.get("scores", {}).items()})
+        held_out = TranscriptionDataset(eval_clips, prepared, processor, features, spec.language)
+        metrics["eval_loss"] = float(trainer.evaluate(eval_dataset=held_out)["eval_loss"])
+    metrics["peak_memory_gb"] = peak_memory_gb(on_gpu)
+    metrics["wall_time_s"] = round(time.time() - started, 1)
+    metrics["smoke_model"] = is_smoke_model(model)
+    metrics["samples"] = samples(eval_clips, base.get("text"),
+                                 [t.text for t in tuned_text] or None)
+    write_atomic(output / METRICS, json.dumps(metrics, indent=2, ensure_ascii=False).encode())
+    if tracking is not None:
+        tracking.log({k: v for k, v in metrics.items() if isinstance(v, (int, float))},
+                     step=trainer.state.global_step)
+        tracking.finish()
+    return metrics
+
+
+def peak_memory_gb(on_gpu: bool) -> float:
+    import resource
+
+    import torch
+
+    if on_gpu:
+        return round(torch.cuda.max_memory_allocated() / 2**30, 3)
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 3)  # KiB → GiB

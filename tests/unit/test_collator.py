@@ -1,0 +1,207 @@
+"""Training examples on real processor output: masking, EOS, language token, padding, caching."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from tests.train_fixtures import shared_tiny_home, write_clip  # noqa: F401 (fixture)
+from voxtune.errors import UserError
+from voxtune.train.collator import (
+    IGNORE_INDEX,
+    TrainingCollator,
+    TranscriptionDataset,
+    cached_clip_features,
+    collate_prompts,
+    encode_clip,
+    features_key,
+    read_audio,
+)
+from voxtune.train.model import load
+
+pytestmark = pytest.mark.usefixtures("shared_tiny_home")
+
+# (id, seconds, transcript, clip language)
+CLIPS = [
+    ("swedish", 1.0, "ett två tre", "sv"),
+    ("unknown", 2.5, "four five six seven eight nine", None),
+    ("english", 1.5, "ten", "en"),
+]
+
+
+@pytest.fixture
+def tiny():
+    return load("tiny-random")
+
+
+@pytest.fixture
+def tiny_short():
+    return load("tiny-random-4s")
+
+
+@pytest.fixture
+def prepared(tmp_path: Path):
+    clips = [write_clip(tmp_path / "prepared", clip_id, seconds, text, language, seed=i)
+             for i, (clip_id, seconds, text, language) in enumerate(CLIPS)]
+    return tmp_path / "prepared", clips
+
+
+def dataset_and_batch(processor, prepared, cache: Path, language=None):
+    folder, clips = prepared
+    dataset = TranscriptionDataset(clips, folder, processor, cache, language=language)
+    batch = TrainingCollator(processor.tokenizer.pad_token_id)(
+        [dataset[i] for i in range(len(dataset))])
+    return dataset, batch
+
+
+def prompt_text(processor, input_ids: list[int]) -> str:
+    return processor.tokenizer.decode(input_ids, skip_special_tokens=False)
+
+
+def test_labels_mask_exactly_prompt_and_padding(tiny, prepared, tmp_path):
+    _, processor = tiny
+    dataset, batch = dataset_and_batch(processor, prepared, tmp_path / "cache")
+    transcribe = processor.tokenizer.convert_tokens_to_ids("[TRANSCRIBE]")
+    width = batch["input_ids"].shape[1]
+    for row, (_, _, text, _) in enumerate(CLIPS):
+        length = len(dataset.input_ids[row])
+        prompt_length = dataset.input_ids[row].index(transcribe) + 1
+        target = processor.tokenizer.encode(text, add_special_tokens=False)
+        labels = batch["labels"][row]
+        assert (labels[:prompt_length] == IGNORE_INDEX).all()
+        assert labels[prompt_length:length].tolist() == [*target, processor.tokenizer.eos_token_id]
+        assert (labels[length:] == IGNORE_INDEX).all()
+        assert int((labels == IGNORE_INDEX).sum()) == prompt_length + (width - length)
+
+
+def test_every_example_ends_with_eos(tiny, prepared, tmp_path):
+    _, processor = tiny
+    eos = processor.tokenizer.eos_token_id
+    dataset, batch = dataset_and_batch(processor, prepared, tmp_path / "cache")
+    for row in range(len(CLIPS)):
+        length = int(batch["attention_mask"][row].sum())
+        kept = batch["labels"][row][batch["labels"][row] != IGNORE_INDEX]
+        assert kept[-1] == eos
+        assert batch["input_ids"][row][length - 1] == eos
+        assert dataset.input_ids[row][-1] == eos
+
+
+def test_batches_are_right_padded(tiny, prepared, tmp_path):
+    _, processor = tiny
+    assert processor.tokenizer.padding_side == "left"  # the default this collator overrides
+    dataset, batch = dataset_and_batch(processor, prepared, tmp_path / "cache")
+    pad = processor.tokenizer.pad_token_id
+    for row, input_ids in enumerate(dataset.input_ids):
+        length = len(input_ids)
+        assert batch["input_ids"][row][:length].tolist() == input_ids
+        assert (batch["input_ids"][row][length:] == pad).all()
+        assert batch["attention_mask"][row].tolist() == [1] * length + [0] * (
+            batch["input_ids"].shape[1] - length)
+    assert batch["input_ids"][:, 0].tolist() == [processor.tokenizer.bos_token_id] * len(CLIPS)
+
+
+def test_padding_does_not_change_what_the_model_sees(tiny, prepared, tmp_path):
+    """Each row's logits in a right-padded batch equal those of the clip alone."""
+    model, processor = tiny
+    dataset, batch = dataset_and_batch(processor, prepared, tmp_path / "cache")
+    collator = TrainingCollator(processor.tokenizer.pad_token_id)
+    with torch.no_grad():
+        together = model(**batch).logits
+        for row in range(len(dataset)):
+            alone = model(**collator([dataset[row]])).logits[0]
+            assert torch.allclose(together[row, :len(alone)], alone, atol=1e-4)
+
+
+@pytest.mark.parametrize("clip_language, run_language, expected", [
+    ("sv", None, "lang:sv"),
+    ("sv", "de", "lang:sv"),
+    (None, "de", "lang:de"),
+    (None, None, None),
+], ids=["clip", "clip-over-run", "run", "auto-detect"])
+def test_language_token(tiny, tmp_path, clip_language, run_language, expected):
+    _, processor = tiny
+    clip = write_clip(tmp_path / "prepared", "clip", 1.0, "hello", clip_language)
+    dataset = TranscriptionDataset([clip], tmp_path / "prepared", processor, tmp_path / "cache",
+                                   language=run_language)
+    prompt = prompt_text(processor, dataset.input_ids[0])
+    head, _, _ = prompt.partition("[TRANSCRIBE]")
+    if expected is None:
+        assert "lang:" not in prompt
+        assert head.endswith("[/INST]")
+    else:
+        assert head.endswith(f"[/INST]{expected}")
+
+
+def test_features_are_computed_once_and_reused(tiny, prepared, tmp_path):
+    _, processor = tiny
+    calls = []
+    request = processor.apply_transcription_request
+
+    def counting_request(*args, **kwargs):
+        calls.append(kwargs.get("language"))
+        return request(*args, **kwargs)
+
+    processor.apply_transcription_request = counting_request
+    first, _ = dataset_and_batch(processor, prepared, tmp_path / "cache")
+    assert calls == ["sv", None, "en"]
+    written = {path: path.stat().st_mtime_ns for path in first.paths}
+
+    second, _ = dataset_and_batch(processor, prepared, tmp_path / "cache")
+    assert calls == ["sv", None, "en"]  # nothing recomputed
+    assert {path: path.stat().st_mtime_ns for path in second.paths} == written
+    assert second.input_ids == first.input_ids
+
+    folder, clips = prepared
+    fresh = encode_clip(processor, read_audio(folder / clips[1].audio_path), None)
+    assert torch.equal(second[1]["input_features"], fresh.input_features)
+
+
+def test_cache_is_keyed_by_processor_and_language(tiny, tiny_short, prepared, tmp_path):
+    (_, processor), (_, short) = tiny, tiny_short
+    assert features_key(processor) == features_key(load("tiny-random")[1])
+    assert features_key(processor) != features_key(short)
+    folder, clips = prepared
+    paths = {cached_clip_features(clips[0], folder, p, tmp_path / "cache", language)[0]
+             for p in (processor, short) for language in ("sv", None)}
+    assert len(paths) == 4
+
+
+def test_input_features_one_row_per_window_in_batch_order(tiny_short, tmp_path):
+    _, processor = tiny_short
+    folder = tmp_path / "prepared"
+    clips = [write_clip(folder, "short", 1.0, "a", "en", seed=1),
+             write_clip(folder, "long", 6.0, "b", "en", seed=2),
+             write_clip(folder, "tiny", 0.5, "c", "en", seed=3)]
+    dataset = TranscriptionDataset(clips, folder, processor, tmp_path / "cache")
+    batch = TrainingCollator(processor.tokenizer.pad_token_id)([dataset[i] for i in range(3)])
+    assert batch["input_features"].shape == (4, 128, 400)
+    assert torch.equal(batch["input_features"][0], dataset[0]["input_features"][0])
+    assert torch.equal(batch["input_features"][1:3], dataset[1]["input_features"])
+    assert torch.equal(batch["input_features"][3], dataset[2]["input_features"][0])
+
+
+def test_generation_batch_is_left_padded_and_matches_single_clips(tiny, prepared, tmp_path):
+    model, processor = tiny
+    folder, clips = prepared
+    features = [cached_clip_features(clip, folder, processor, tmp_path / "cache", clip.language)[1]
+                for clip in clips]
+    pad = processor.tokenizer.pad_token_id
+    batch = collate_prompts(features, pad)
+    assert batch["input_ids"][:, -1].eq(processor.tokenizer.convert_tokens_to_ids(
+        "[TRANSCRIBE]")).all()
+    together = model.generate(**batch, max_new_tokens=3, do_sample=False)
+    prompt_width = batch["input_ids"].shape[1]
+    for row, item in enumerate(features):
+        alone = model.generate(**collate_prompts([item], pad), max_new_tokens=3, do_sample=False)
+        assert together[row, prompt_width:].tolist() == alone[0, len(item.prompt_ids):].tolist()
+
+
+def test_missing_prepared_audio_names_the_file(tiny, prepared, tmp_path):
+    _, processor = tiny
+    folder, clips = prepared
+    (folder / clips[0].audio_path).unlink()
+    expected = rf"{clips[0].audio_path} \(clip swedish\).*voxtune prepare"
+    with pytest.raises(UserError, match=expected):
+        TranscriptionDataset(clips, folder, processor, tmp_path / "cache")
