@@ -38,11 +38,8 @@ def apply_lora(model: Any, spec: LoraSpec) -> Any:
 
 def prepare_full(model: Any, spec: TrainingSpec) -> Any:
     """Full fine-tuning; the audio encoder (~0.6 B parameters) is frozen unless asked otherwise."""
-    for parameter in model.parameters():
-        parameter.requires_grad = True
-    if spec.freeze_audio_encoder:
-        for parameter in model.audio_tower.parameters():
-            parameter.requires_grad = False
+    for name, parameter in model.named_parameters():
+        parameter.requires_grad = not (spec.freeze_audio_encoder and ".audio_tower." in name)
     return model
 
 

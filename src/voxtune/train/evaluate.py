@@ -114,7 +114,7 @@ def load_tuned(model: str) -> tuple[Any, Any, RunSpec | None]:
 
     Returns the model, its processor, and the RunSpec it was trained with (None for others).
     """
-    from voxtune.train.model import load
+    from voxtune.train.model import load, pick_dtype
 
     path = Path(model)
     final = path / "final" if (path / "final").is_dir() else path
@@ -125,8 +125,10 @@ def load_tuned(model: str) -> tuple[Any, Any, RunSpec | None]:
 
         if spec is None:
             raise UserError(f"{final}: adapter without spec.yaml; cannot tell its base model")
-        base, processor = load(spec.base_model)
-        return PeftModel.from_pretrained(base, final), processor, spec
+        # the base in the dtype it was trained under, so results match the run's metrics.json
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+        base, processor = load(spec.base_model, pick_dtype(spec.training.precision, device))
+        return PeftModel.from_pretrained(base, final).to(device), processor, spec
     loaded, processor = load(str(final) if final.exists() else model)
     return loaded, processor, spec
 

@@ -219,6 +219,10 @@ def main(spec: RunSpec, prepared: Path, output: Path) -> dict[str, Any]:
     if callbacks[0].received:
         raise RetryableError(f"stopped by SIGTERM at step {trainer.state.global_step}; "
                              "checkpoint saved")
+    held_out = (TranscriptionDataset(eval_clips, prepared, processor, features, spec.language)
+                if eval_clips else None)
+    # evaluate() gathers across processes, so every rank takes part before the others leave
+    loss = float(trainer.evaluate(eval_dataset=held_out)["eval_loss"]) if held_out else None
     if not main_process:
         return {}
 
@@ -234,8 +238,7 @@ def main(spec: RunSpec, prepared: Path, output: Path) -> dict[str, Any]:
         tuned_scores, tuned_text = evaluate_model(model, processor, spec, prepared, eval_clips)
         metrics.update(as_metrics("", tuned_scores))
         metrics.update({f"base_{k}": v for k, v in base.get("scores", {}).items()})
-        held_out = TranscriptionDataset(eval_clips, prepared, processor, features, spec.language)
-        metrics["eval_loss"] = float(trainer.evaluate(eval_dataset=held_out)["eval_loss"])
+        metrics["eval_loss"] = loss
     metrics["peak_memory_gb"] = peak_memory_gb(on_gpu)
     metrics["wall_time_s"] = round(time.time() - started, 1)
     metrics["smoke_model"] = is_smoke_model(model)

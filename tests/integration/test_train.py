@@ -1,0 +1,190 @@
+"""The train step end to end on the tiny model: outputs, LoRA/full, kills, SIGTERM, two processes.
+
+Training really runs (CPU, tiny random Voxtral, bundled speech clips); processes are really
+killed. `tiny-random-4s` (a 4-s audio window) keeps steps short where the window does not matter.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from tests.train_fixtures import shared_home, shared_tiny_home  # noqa: F401 (fixture)
+from voxtune.data.prepare import prepare
+from voxtune.data.synth import copy_samples
+from voxtune.spec import DataSpec, LoraSpec
+from voxtune.train.adapt import apply_lora
+from voxtune.train.model import load
+
+pytestmark = pytest.mark.usefixtures("shared_tiny_home")
+TRAINING_STATE = ("optimizer.pt", "scheduler.pt", "rng_state.pth", "trainer_state.json")
+
+
+@pytest.fixture(scope="module")
+def prepared(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("prepared")
+    prepare(DataSpec(sources=[str(copy_samples(folder / "samples"))], eval_fraction=0.25),
+            folder / "prepared", language="en")
+    return folder / "prepared"
+
+
+def train(prepared: Path, output: Path, *extra: str, wait: bool = True,
+          launcher: tuple[str, ...] = ()) -> subprocess.CompletedProcess | subprocess.Popen:
+    command = [sys.executable, *launcher, "-m", "voxtune", "train", "--data", str(prepared),
+               "--output", str(output), "--language", "en", *extra]
+    env = {**os.environ, "VOXTUNE_HOME": str(shared_home())}
+    if wait:
+        return subprocess.run(command, capture_output=True, text=True, env=env)
+    return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True, env=env)
+
+
+def wait_for(path: Path, process: subprocess.Popen) -> None:
+    while not path.exists() and process.poll() is None:
+        time.sleep(0.02)
+    assert process.poll() is None, "training ended before the signal could be sent"
+
+
+def steps_done(output: Path) -> int:
+    checkpoints = sorted((output / "checkpoints").glob("checkpoint-*"),
+                         key=lambda p: int(p.name.split("-")[1]))
+    return json.loads((checkpoints[-1] / "trainer_state.json").read_text())["global_step"]
+
+
+def test_lora_run_writes_loadable_outputs_and_no_training_state(prepared: Path,
+                                                                 tmp_path: Path) -> None:
+    output = tmp_path / "run"
+    done = train(prepared, output, "--model", "tiny-random-4s", "--mode", "lora",
+                 "--max-steps", "6", "--save-steps", "2")
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "WER" in done.stdout and "smoke-test model" in done.stdout
+
+    final = output / "final"
+    assert {p.name for p in final.iterdir()} >= {"adapter_model.safetensors", "adapter_config.json",
+                                                "tekken.json", "processor_config.json",
+                                                "spec.yaml"}
+    assert not [p for p in final.rglob("*") if p.name in TRAINING_STATE]
+    assert len(list((output / "checkpoints").glob("checkpoint-*"))) == 2  # keep_checkpoints
+
+    metrics = json.loads((output / "metrics.json").read_text())
+    for key in ("wer", "cer", "base_wer", "base_cer", "train_loss", "eval_loss",
+                "train_samples_per_second", "peak_memory_gb", "wall_time_s", "empty",
+                "repetitive", "max_length"):
+        assert isinstance(metrics[key], (int, float)), key
+    assert metrics["smoke_model"] is True and metrics["train_steps"] == 6
+    assert all(row["reference"] and row["base"] is not None and row["tuned"] is not None
+               for row in metrics["samples"])
+
+    # `voxtune evaluate` reloads adapter + base from the run folder and agrees with metrics.json
+    evaluated = subprocess.run([sys.executable, "-m", "voxtune", "evaluate", "--model",
+                                str(output), "--data", str(prepared)], capture_output=True,
+                               text=True, env={**os.environ,
+                                               "VOXTUNE_HOME": str(shared_home())})
+    assert evaluated.returncode == 0, evaluated.stderr[-2000:]
+    assert json.loads(evaluated.stdout)["wer"] == pytest.approx(metrics["wer"])
+
+    # trackio kept the step losses inside the run folder
+    databases = list((output / "trackio").rglob("*.db"))
+    assert databases
+    with sqlite3.connect(databases[0]) as db:
+        rows = db.execute("select count(*) from metrics").fetchone()[0]
+    assert rows >= 6
+
+
+def test_full_fine_tuning_freezes_the_audio_encoder(prepared: Path, tmp_path: Path) -> None:
+    output = tmp_path / "full"
+    done = train(prepared, output, "--model", "tiny-random-4s", "--mode", "full",
+                 "--max-steps", "2", "--learning-rate", "0.01")
+    assert done.returncode == 0, done.stderr[-3000:]
+    base = load("tiny-random-4s")[0].state_dict()
+    tuned = load(str(output / "final"))[0].state_dict()
+    assert tuned.keys() == base.keys()
+    changed = {name for name in tuned if not torch.equal(tuned[name], base[name])}
+    assert changed and not any("audio_tower" in name for name in changed)
+    assert any("language_model" in name for name in changed)
+
+
+@pytest.mark.parametrize(("lora", "adapted"), [
+    (LoraSpec(), {"q_proj", "k_proj", "v_proj", "o_proj"}),
+    (LoraSpec(mlp=True), {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj",
+                          "down_proj"}),
+], ids=["attention", "attention+mlp"])
+def test_lora_adapts_only_the_language_model(lora: LoraSpec, adapted: set[str]) -> None:
+    model = apply_lora(load("tiny-random-4s")[0], lora)
+    names = [name for name, _ in model.named_modules() if name.endswith(".lora_A")]
+    assert names and all("language_model" in name for name in names)
+    assert {name.split(".")[-2] for name in names} == adapted
+
+
+def test_lora_can_train_the_projector() -> None:
+    model = apply_lora(load("tiny-random-4s")[0], LoraSpec(projector=True))
+    trainable = [name for name, p in model.named_parameters() if p.requires_grad]
+    assert any("multi_modal_projector" in name for name in trainable)
+    assert not any("audio_tower" in name for name in trainable)
+
+
+def test_sigkill_then_same_command_resumes_to_the_same_step_count(prepared: Path,
+                                                                   tmp_path: Path) -> None:
+    output = tmp_path / "killed"
+    args = ("--model", "tiny-random", "--mode", "lora", "--max-steps", "12", "--save-steps", "2")
+    process = train(prepared, output, *args, wait=False)
+    wait_for(output / "checkpoints" / "checkpoint-4" / "trainer_state.json", process)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert not (output / "final").exists()
+
+    resumed = train(prepared, output, *args)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "resuming from" in resumed.stdout
+    assert steps_done(output) == 12
+    assert json.loads((output / "metrics.json").read_text())["train_steps"] == 12
+
+
+def test_sigterm_saves_a_checkpoint_and_exits_retryable(prepared: Path, tmp_path: Path) -> None:
+    output = tmp_path / "preempted"
+    args = ("--model", "tiny-random", "--mode", "lora", "--max-steps", "40", "--save-steps",
+            "10")
+    process = train(prepared, output, *args, wait=False)
+    wait_for(output / "checkpoints" / "checkpoint-10" / "trainer_state.json", process)
+    process.send_signal(signal.SIGTERM)
+    log, _ = process.communicate()
+    assert process.returncode == 75, log[-3000:]
+    assert "run the same command again" in log
+    stopped_at = steps_done(output)
+    assert 10 < stopped_at < 40  # saved where it stopped, not only at the last save_steps
+    finished = train(prepared, output, *args)
+    assert finished.returncode == 0 and f"checkpoint-{stopped_at}" in finished.stdout
+    assert steps_done(output) == 40
+
+
+@pytest.mark.slow
+def test_two_processes_train_data_parallel(prepared: Path, tmp_path: Path) -> None:
+    """torchrun with 2 CPU processes (gloo): each step consumes twice the examples."""
+    args = ("--model", "tiny-random-4s", "--mode", "lora", "--max-steps", "2", "--batch-size",
+            "1", "--grad-accum", "1", "--save-steps", "2")
+    launcher = ("-m", "torch.distributed.run", "--nproc-per-node=2")
+    done = train(prepared, tmp_path / "ddp", *args, launcher=launcher)
+    assert done.returncode == 0, done.stderr[-3000:]
+    single = train(prepared, tmp_path / "one", *args)
+    assert single.returncode == 0
+    epochs = [json.loads((tmp_path / name / "checkpoints" / "checkpoint-2" /
+                          "trainer_state.json").read_text())["epoch"] for name in ("ddp", "one")]
+    assert epochs[0] == pytest.approx(2 * epochs[1])
+    assert (tmp_path / "ddp" / "final" / "adapter_model.safetensors").exists()
+
+
+def test_no_train_clips_is_a_clear_error(tmp_path: Path) -> None:
+    (tmp_path / "prepared").mkdir()
+    (tmp_path / "prepared" / "manifest.jsonl").write_text("")
+    done = train(tmp_path / "prepared", tmp_path / "out", "--model", "tiny-random-4s")
+    assert done.returncode == 2 and "no train clips" in done.stderr
+    assert "Traceback" not in done.stderr
