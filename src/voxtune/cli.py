@@ -220,6 +220,11 @@ def _run_parsers(commands: argparse._SubParsersAction) -> None:
     logs.add_argument("run")
     logs.add_argument("--step", choices=["prepare", "train", "publish"])
     logs.set_defaults(handler=_logs)
+    dashboard = commands.add_parser("dashboard", help="Open the trackio dashboard of a run.",
+                                    epilog="example: voxtune dashboard ~/.voxtune/runs/demo")
+    dashboard.add_argument("run_dir", type=Path, help="Run folder (holds trackio/).")
+    dashboard.add_argument("--host", default="127.0.0.1", help="Interface to serve on.")
+    dashboard.set_defaults(handler=_dashboard)
     demo = commands.add_parser("demo", help="Run the whole pipeline on synthesized speech.")
     demo.set_defaults(handler=_demo)
     spec = commands.add_parser("spec", help="Validate a spec file and print it resolved.")
@@ -256,6 +261,23 @@ def _logs(args: argparse.Namespace) -> int:
 
     sys.stdout.write(LocalExecutor().logs(args.run, args.step))
     return ExitCode.OK
+
+
+def _dashboard(args: argparse.Namespace) -> int:
+    import os
+    import subprocess
+
+    spec_file = args.run_dir / "final" / "spec.yaml"
+    if not spec_file.exists():
+        spec_file = args.run_dir / "spec.yaml"
+    project = load_spec(spec_file).tracking.project if spec_file.exists() else "voxtune"
+    if not (args.run_dir / "trackio").is_dir():
+        raise UserError(f"{args.run_dir}: no trackio/ folder; has the train step run there?")
+    # trackio reads TRACKIO_DIR once at import, so the dashboard runs in its own process.
+    env = {**os.environ, "TRACKIO_DIR": str(args.run_dir / "trackio")}
+    command = [sys.executable, "-m", "trackio.cli", "show", "--project", project,
+               "--host", args.host]
+    return subprocess.run(command, env=env).returncode
 
 
 def _demo(args: argparse.Namespace) -> int:

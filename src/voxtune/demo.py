@@ -11,7 +11,7 @@ import shutil
 from voxtune.controller.local import AVAILABLE_STEPS, LocalExecutor
 from voxtune.data.synth import copy_samples, plan, synthesize
 from voxtune.errors import ExitCode
-from voxtune.spec import DataSpec, JsonlSource, RunSpec, Settings
+from voxtune.spec import DataSpec, JsonlSource, RunSpec, Settings, TrainingSpec
 
 DEMO_RUN = "demo"
 
@@ -27,15 +27,27 @@ def run_demo() -> int:
         manifest = copy_samples(data_dir / "samples")
     spec = RunSpec(name=DEMO_RUN, base_model="tiny-random", language="en",
                    steps=list(AVAILABLE_STEPS),
-                   data=DataSpec(sources=[JsonlSource(path=manifest)], eval_fraction=0.2))
+                   data=DataSpec(sources=[JsonlSource(path=manifest)], eval_fraction=0.2),
+                   # a smoke run: enough steps to see the loss move, seconds on a laptop CPU
+                   training=TrainingSpec(max_steps=20, batch_size=4, grad_accum=1,
+                                         learning_rate=1e-3, save_steps=10),
+                   eval={"max_new_tokens": 32})
     executor = LocalExecutor(settings)
     run = executor.folder(DEMO_RUN)
     if run.spec_file.exists() and run.read_spec() != spec:
         shutil.rmtree(run.path)  # the demo run is ours to replace when its recipe changed
     status = executor.submit(spec)
-    print(f"\nrun {status.name}: {status.phase}")
+    print(f"\nrun {status.name}: {status.phase} — {status.message}")
+    if status.metrics:
+        print("  tiny-random is a random smoke-test model: these numbers only show the pipeline")
+        print(f"  {'':8} {'base':>8} {'tuned':>8}")
+        for metric in ("wer", "cer"):
+            print(f"  {metric.upper():8} {status.metrics.get('base_' + metric, float('nan')):8.3f}"
+                  f" {status.metrics.get(metric, float('nan')):8.3f}")
     print(f"  run folder:  {run.path}")
-    print(f"  manifest:    {run.prepared / 'manifest.jsonl'}")
-    print(f"  rejected:    {run.prepared / 'rejected.jsonl'}")
+    print(f"  manifest:    {run.prepared / 'manifest.jsonl'} (rejected: rejected.jsonl)")
+    print(f"  model:       {run.path / 'final'}")
+    print(f"  metrics:     {run.path / 'metrics.json'}")
     print(f"  logs:        {run.logs}")
+    print(f"  dashboard:   voxtune dashboard {run.path}")
     return ExitCode.OK if status.phase == "Succeeded" else ExitCode.FAILURE

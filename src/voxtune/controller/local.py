@@ -9,6 +9,7 @@ the same spec again skips finished steps; a different spec under an existing nam
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from collections.abc import Callable
@@ -21,6 +22,7 @@ from voxtune.spec import RunSpec, Settings
 # Steps this version can run; later steps are added here as they are built.
 AVAILABLE_STEPS = ("prepare", "train")
 LOG_TAIL_LINES = 20
+HEADLINE = ("wer", "cer", "base_wer", "base_cer")
 
 
 class LocalExecutor:
@@ -72,6 +74,7 @@ class LocalExecutor:
         result = status.steps[step]
         result.finished, result.exit_code = now(), code
         result.state = "succeeded" if code == 0 else "failed"
+        status.metrics.update(headline_metrics(run.path))
         if code != 0:
             status.phase = "Failed"
             kind = "bad input or config" if code == ExitCode.USER_ERROR else f"exit code {code}"
@@ -104,6 +107,15 @@ def step_command(spec: RunSpec, step: str, run_dir: Path) -> list[str]:
         return [sys.executable, "-m", "torch.distributed.run",
                 f"--nproc-per-node={spec.resources.gpus}", *entrypoint]
     return [sys.executable, *entrypoint]
+
+
+def headline_metrics(run_dir: Path) -> dict[str, float]:
+    """WER/CER base vs tuned from the train step's metrics.json, for status and listings."""
+    path = run_dir / "metrics.json"
+    if not path.exists():
+        return {}
+    metrics = json.loads(path.read_text(encoding="utf-8"))
+    return {key: metrics[key] for key in HEADLINE if isinstance(metrics.get(key), (int, float))}
 
 
 def tail(path: Path, lines: int = LOG_TAIL_LINES) -> str:

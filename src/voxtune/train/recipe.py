@@ -18,6 +18,7 @@ import json
 import os
 import shutil
 import signal
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -124,7 +125,7 @@ def training_arguments(spec: RunSpec, output: Path, dtype_name: str, on_gpu: boo
         remove_unused_columns=False,  # our collator needs every field
         dataloader_num_workers=0,  # features are cached on disk; workers only add start-up
         report_to=[],  # trackio is driven by our callback so eval metrics join the same run
-        disable_tqdm=False,
+        disable_tqdm=not sys.stderr.isatty(),  # in log files a bar is noise; loss lines stay
     )
 
 
