@@ -199,7 +199,8 @@ class RunSpec(_Strict):
 
     name: str = Field(description="Run name: lowercase letters, digits and '-', at most 40.")
     base_model: str = Field(DEFAULT_BASE_MODEL, description="Hub id, local path, or "
-                            "'tiny-random' (a small random smoke-test model).")
+                            "'tiny-random' / 'tiny-random-<N>s' (small random smoke-test "
+                            "models with a 30-s or N-s audio window).")
     mode: Literal["lora", "full"] = Field("lora", description="lora fits ~16-24 GB GPUs; full "
                                           "fine-tuning needs ~80 GB.")
     language: Language = None

@@ -30,6 +30,10 @@ from voxtune.spec import RunSpec
 
 CHECKPOINTS, FINAL, METRICS, BASE_EVAL = "checkpoints", "final", "metrics.json", "base-eval.json"
 FEATURES = "features"
+OUT_OF_MEMORY = ("out of memory at batch_size {batch}: lower training.batch_size (and raise "
+                 "training.grad_accum to keep the effective batch), set "
+                 "training.gradient_checkpointing: true, or use mode: lora; full fine-tuning "
+                 "needs an 80 GB GPU")
 
 
 # --- small pieces the loop is made of -----------------------------------------------------------
@@ -216,7 +220,10 @@ def main(spec: RunSpec, prepared: Path, output: Path) -> dict[str, Any]:
     collator = TrainingCollator(processor.tokenizer.pad_token_id)
     trainer = Trainer(model=model, args=args, train_dataset=dataset, data_collator=collator,
                       callbacks=callbacks)
-    result = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
+    try:
+        result = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
+    except torch.OutOfMemoryError:
+        raise UserError(OUT_OF_MEMORY.format(batch=spec.training.batch_size)) from None
     if callbacks[0].received:
         raise RetryableError(f"stopped by SIGTERM at step {trainer.state.global_step}; "
                              "checkpoint saved")
