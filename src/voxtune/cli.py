@@ -171,6 +171,22 @@ def _evaluate(args: argparse.Namespace) -> int:
     return ExitCode.OK
 
 
+def _merge_parser(commands: argparse._SubParsersAction) -> None:
+    parser = commands.add_parser("merge", help="Fold a LoRA run's adapter into a standalone "
+                                 "model.", epilog="example: voxtune merge runs/me")
+    parser.add_argument("run", help="Run folder (or its final/) of a LoRA run.")
+    parser.add_argument("--output", type=Path, help="Default: RUN/merged.")
+    parser.set_defaults(handler=_merge)
+
+
+def _merge(args: argparse.Namespace) -> int:
+    from voxtune.train.evaluate import export_merged
+
+    output = args.output or Path(args.run) / "merged"
+    print(f"merged model written to {export_merged(args.run, output)}")
+    return ExitCode.OK
+
+
 # --- synthetic data -----------------------------------------------------------------------------
 
 
@@ -306,6 +322,7 @@ def build_parser() -> argparse.ArgumentParser:
     _prepare_parser(commands)
     _train_parser(commands)
     _evaluate_parser(commands)
+    _merge_parser(commands)
     _data_parser(commands)
     _run_parsers(commands)
     return parser

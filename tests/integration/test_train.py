@@ -19,6 +19,7 @@ import pytest
 import torch
 
 from tests.train_fixtures import shared_home, shared_tiny_home  # noqa: F401 (fixture)
+from voxtune.data.manifest import read_manifest
 from voxtune.data.prepare import prepare
 from voxtune.data.synth import copy_samples
 from voxtune.spec import DataSpec, LoraSpec
@@ -188,3 +189,30 @@ def test_no_train_clips_is_a_clear_error(tmp_path: Path) -> None:
     done = train(tmp_path / "prepared", tmp_path / "out", "--model", "tiny-random-4s")
     assert done.returncode == 2 and "no train clips" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_merged_export_matches_the_adapter(prepared: Path, tmp_path: Path) -> None:
+    from voxtune.train.collator import TrainingCollator, TranscriptionDataset
+    from voxtune.train.evaluate import load_tuned
+
+    output = tmp_path / "lora"
+    done = train(prepared, output, "--model", "tiny-random-4s", "--mode", "lora",
+                 "--max-steps", "3", "--precision", "fp32", "--learning-rate", "0.05")
+    assert done.returncode == 0, done.stderr[-3000:]
+    merged = subprocess.run([sys.executable, "-m", "voxtune", "merge", str(output)],
+                            capture_output=True, text=True,
+                            env={**os.environ, "VOXTUNE_HOME": str(shared_home())})
+    assert merged.returncode == 0, merged.stderr[-2000:]
+    assert not list((output / "merged").glob("adapter_*"))
+
+    adapter_model, processor, _ = load_tuned(str(output))
+    standalone, _ = load(str(output / "merged"))
+    clips = read_manifest(prepared, "eval")[:2]
+    dataset = TranscriptionDataset(clips, prepared, processor, tmp_path / "cache", "en")
+    batch = TrainingCollator(processor.tokenizer.pad_token_id)([dataset[0], dataset[1]])
+    with torch.no_grad():
+        expected = adapter_model(**batch).logits
+        actual = standalone(**batch).logits
+        untuned = load("tiny-random-4s")[0](**batch).logits
+    assert not torch.allclose(expected, untuned, atol=1e-3)  # the adapter changed something
+    assert torch.allclose(expected, actual, atol=1e-4)

@@ -148,3 +148,25 @@ def evaluate_folder(model: str, prepared: Path, split: str = "eval",
     return {**asdict(scores), "samples": [
         {"id": clip.id, "reference": clip.text, "hypothesis": transcript.text}
         for clip, transcript in zip(clips, transcripts, strict=True)]}
+
+
+def export_merged(run: str, output: Path) -> Path:
+    """Fold a LoRA adapter into its base and save a standalone model + processor + spec.
+
+    The result loads with transformers alone (no peft) and runs as fast as the base model.
+    """
+    from peft import PeftModel
+
+    model, processor, spec = load_tuned(run)
+    if not isinstance(model, PeftModel):
+        raise UserError(f"{run}: not a LoRA run (final/ holds full weights already)")
+    merged = model.merge_and_unload()
+    staging = output.with_name(f".{output.name}.tmp")
+    merged.save_pretrained(staging)
+    processor.save_pretrained(staging)
+    if spec is not None:
+        (staging / "spec.yaml").write_text(spec.to_yaml(), encoding="utf-8")
+    if output.exists():
+        raise UserError(f"{output} already exists; remove it or choose another --output")
+    staging.rename(output)
+    return output

@@ -254,8 +254,11 @@ def main(spec: RunSpec, prepared: Path, output: Path) -> dict[str, Any]:
                                  [t.text for t in tuned_text] or None)
     write_atomic(output / METRICS, json.dumps(metrics, indent=2, ensure_ascii=False).encode())
     if tracking is not None:
-        tracking.log({k: v for k, v in metrics.items() if isinstance(v, (int, float))},
-                     step=trainer.state.global_step)
+        import pandas
+
+        summary = {k: v for k, v in metrics.items() if isinstance(v, (int, float))}
+        summary["samples"] = tracking.Table(dataframe=pandas.DataFrame(metrics["samples"]))
+        tracking.log(summary, step=trainer.state.global_step)
         tracking.finish()
     return metrics
 
