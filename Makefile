@@ -46,6 +46,7 @@ lint: $(STAMP)  ## ruff
 
 bench: $(STAMP) system-packages  ## benchmarks (print ratios against the upstream recipe)
 	$(BIN)/python bench/prepare.py
+	$(BIN)/python bench/train.py
 
 clean:  ## remove the virtual environment and caches
 	rm -rf $(VENV) .pytest_cache .ruff_cache
