@@ -16,6 +16,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from voxtune.errors import ExitCode, RetryableError, UserError
+from voxtune.publish.cli import add_parsers as _publish_parsers
 from voxtune.spec import RunSpec, Settings, format_validation_error, load_spec
 
 Handler = Callable[[argparse.Namespace], int]
@@ -325,6 +326,7 @@ def build_parser() -> argparse.ArgumentParser:
     _merge_parser(commands)
     _data_parser(commands)
     _run_parsers(commands)
+    _publish_parsers(commands)
     return parser
 
 

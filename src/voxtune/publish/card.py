@@ -1,0 +1,453 @@
+"""Model and dataset cards: pure functions of what was trained, measured and published.
+
+No I/O here. The YAML front matter is what the Hub indexes (`huggingface_hub.ModelCard` parses
+it); every value comes from the run — nothing is a template default. `base_model` is left out
+when the base is not a Hub model (a local folder or the tiny-random preset), because the Hub
+rejects cards whose `base_model` names no Hub model.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import yaml
+
+from voxtune.publish.dataset import DataSummary, parquet_name
+from voxtune.spec import GranarySource, HubSource, RunSpec
+
+Layout = Literal["adapter", "merged", "full"]
+HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+SAMPLE_ROWS = 5
+SAMPLE_CHARS = 120
+LAYOUT_WORDS = {"adapter": "a LoRA adapter (load it on top of the base model with peft)",
+                "merged": "a merged model (the LoRA adapter folded into the base weights; "
+                          "the adapter itself is in `adapter/`)",
+                "full": "fully fine-tuned weights (the audio encoder was "
+                        "{frozen} during training)"}
+
+
+@dataclass(frozen=True)
+class ModelFacts:
+    """Everything a model card says, gathered by the publish step."""
+
+    name: str  # published name: model-index name and title
+    spec: RunSpec  # what the model was trained with
+    metrics: dict[str, Any]  # the train step's metrics.json ({} when there was no eval split)
+    layout: Layout
+    model_ref: str  # what the loading snippet loads: Hub repo id or local folder
+    on_hub: bool
+    private: bool
+    revision: str | None = None  # Hub branch the files were committed to
+    base_ref: str | None = None  # Hub id or folder of the base an adapter loads on
+    base_preset: str | None = None  # e.g. "tiny-random-4s": a base voxtune builds locally
+    window_seconds: float = 30.0  # the processor's audio window; real Voxtral: 30
+    data: DataSummary | None = None
+    dataset_ref: str | None = None  # the published dataset: Hub id or folder
+    space_ref: str | None = None  # the demo Space: Hub id or folder
+
+    @property
+    def smoke(self) -> bool:
+        return bool(self.metrics.get("smoke_model")) or self.base_preset is not None
+
+    @property
+    def language(self) -> str | None:
+        return default_language(self.spec, self.data)
+
+    @property
+    def evaluated(self) -> bool:
+        return all(_finite(self.metrics.get(key)) for key in ("wer", "cer"))
+
+
+def default_language(spec: RunSpec, data: DataSummary | None) -> str | None:
+    """The run's language, or the one language its clips are labelled with; None = detect."""
+    if spec.language or data is None or len(data.languages) != 1:
+        return spec.language
+    return data.languages[0]
+
+
+def clips_text(count: Any) -> str:
+    return f"{count} clip" if count == 1 else f"{count} clips"
+
+
+# --- front matter -------------------------------------------------------------------------------
+
+
+def _finite(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def percent(value: Any) -> float | None:
+    return round(100 * value, 2) if _finite(value) else None
+
+
+def is_hub_id(value: str | None) -> bool:
+    return bool(value) and HUB_ID.match(value) is not None and not value.startswith((".", "~"))
+
+
+def license_of(facts: ModelFacts) -> str:
+    """Voxtral and voxtune's tiny preset are Apache-2.0; for anything else the user must check."""
+    if facts.base_preset or facts.spec.base_model.lower().startswith("mistralai/voxtral"):
+        return "apache-2.0"
+    return "other"
+
+
+def languages(facts: ModelFacts) -> list[str]:
+    found = set(facts.data.languages) if facts.data else set()
+    if facts.spec.language:
+        found.add(facts.spec.language)
+    return sorted(found)
+
+
+def source_datasets(spec: RunSpec) -> list[str]:
+    """Hub datasets the training data came from (local folders are not Hub references)."""
+    ids = [source.dataset for source in spec.data.sources
+           if isinstance(source, (HubSource, GranarySource)) and is_hub_id(source.dataset)]
+    return list(dict.fromkeys(ids))
+
+
+def tags(facts: ModelFacts) -> list[str]:
+    names = ["voxtral", "speech-recognition", "voxtune",
+             "lora" if facts.spec.mode == "lora" else "full-fine-tuning"]
+    if facts.layout == "merged":
+        names.append("merged")
+    if facts.smoke:
+        names += ["smoke-test", "random-weights"]
+    return names
+
+
+def model_index(facts: ModelFacts) -> list[dict[str, Any]]:
+    clips = facts.metrics.get("clips")
+    held_out = f"held-out eval split ({clips_text(clips)})" if clips else "held-out eval split"
+    dataset = {"type": facts.dataset_ref if facts.on_hub and facts.dataset_ref else "custom",
+               "name": f"{facts.name} {held_out}", "split": "eval"}
+    return [{"name": facts.name, "results": [{
+        "task": {"type": "automatic-speech-recognition", "name": "Speech Recognition"},
+        "dataset": dataset,
+        "metrics": [{"type": "wer", "value": percent(facts.metrics["wer"]), "name": "WER (%)"},
+                    {"type": "cer", "value": percent(facts.metrics["cer"]), "name": "CER (%)"}],
+    }]}]
+
+
+def front_matter(facts: ModelFacts) -> dict[str, Any]:
+    matter: dict[str, Any] = {}
+    if is_hub_id(facts.spec.base_model) and not facts.base_preset:
+        matter["base_model"] = facts.spec.base_model
+    matter["library_name"] = "peft" if facts.layout == "adapter" else "transformers"
+    matter["pipeline_tag"] = "automatic-speech-recognition"
+    if languages(facts):
+        matter["language"] = languages(facts)
+    matter["license"] = license_of(facts)
+    datasets = source_datasets(facts.spec)
+    if facts.on_hub and facts.dataset_ref:
+        datasets.insert(0, facts.dataset_ref)
+    if datasets:
+        matter["datasets"] = datasets
+    matter["tags"] = tags(facts)
+    if facts.evaluated:
+        matter["model-index"] = model_index(facts)
+    return matter
+
+
+def with_front_matter(matter: dict[str, Any], body: str) -> str:
+    yaml_text = yaml.safe_dump(matter, sort_keys=False, allow_unicode=True)
+    return f"---\n{yaml_text}---\n\n{body.strip()}\n"
+
+
+# --- body ---------------------------------------------------------------------------------------
+
+
+def _cell(text: Any) -> str:
+    """A table cell: one line, pipes escaped, long outputs cut (smoke models babble)."""
+    if text is None:
+        return "—"
+    flat = " ".join(str(text).split()).replace("|", "\\|")
+    return flat if len(flat) <= SAMPLE_CHARS else flat[:SAMPLE_CHARS - 1] + "…"
+
+
+def _pct(value: Any) -> str:
+    return f"{100 * value:.1f} %" if _finite(value) else "—"
+
+
+def smoke_banner(facts: ModelFacts) -> str:
+    if not facts.smoke:
+        return ""
+    return ("> **This is a smoke-test model.** Its base is voxtune's `tiny-random` preset: a "
+            "tiny, randomly initialised Voxtral (about 0.5 M parameters) that only exercises "
+            "the pipeline. It does not recognise speech; its transcripts and error rates "
+            "below are noise.\n\n")
+
+
+def summary_section(facts: ModelFacts) -> str:
+    spec = facts.spec
+    base = f"voxtune's `{facts.base_preset}` smoke preset" if facts.base_preset else \
+        f"`{spec.base_model}`"
+    frozen = "frozen" if spec.training.freeze_audio_encoder else "trained too"
+    what = LAYOUT_WORDS[facts.layout].format(frozen=frozen)
+    language = facts.language or "detected by the model"
+    return (f"Speech recognition (ASR) model: {base} fine-tuned with "
+            f"{'LoRA' if spec.mode == 'lora' else 'full fine-tuning'} by "
+            f"voxtune (run `{spec.name}`, language: {language}). "
+            f"This repository holds {what}, the processor (tokenizer and feature extractor), "
+            "`metrics.json` and the resolved run spec `spec.yaml`.\n")
+
+
+def data_section(facts: ModelFacts) -> str:
+    lines = ["## Data", ""]
+    data = facts.data
+    if data is None:
+        clips = facts.metrics.get("clips")
+        lines.append("The prepared data folder was not published with this model"
+                     + (f"; evaluation used {clips_text(clips)} held out." if clips else "."))
+    else:
+        lines += ["| split | clips | minutes |", "|---|---:|---:|"]
+        lines += [f"| {split} | {count} | {data.minutes.get(split, 0):.1f} |"
+                  for split, count in data.clips.items()]
+        lines += [f"| total | {data.total_clips} | {data.total_minutes:.1f} |", ""]
+        lines.append(f"Languages: {', '.join(data.languages) or 'not labelled'}. The eval split "
+                     "is chosen by a hash of each clip's id, so no eval clip was trained on.")
+    kinds = sorted({source.kind for source in facts.spec.data.sources})
+    if kinds:
+        lines += ["", f"Sources: {', '.join(kinds)}"
+                  + "".join(f"; Hub dataset `{name}`" for name in source_datasets(facts.spec))
+                  + "."]
+    if facts.dataset_ref:
+        lines += ["", f"The prepared clips are published as the dataset `{facts.dataset_ref}`."]
+    return "\n".join(lines) + "\n"
+
+
+def training_section(facts: ModelFacts) -> str:
+    spec, training, metrics = facts.spec, facts.spec.training, facts.metrics
+    rows = [("mode", "LoRA" if spec.mode == "lora" else "full fine-tuning"),
+            ("base model", facts.base_preset or spec.base_model),
+            ("optimizer steps", metrics.get("train_steps")),
+            ("schedule", f"max {training.max_steps} steps" if training.max_steps
+             else f"{training.epochs:g} epochs"),
+            ("learning rate", f"{training.learning_rate:g} (cosine, "
+                              f"{training.warmup_ratio:g} warm-up)"),
+            ("batch", f"{training.batch_size} × {training.grad_accum} accumulation"),
+            ("precision", training.precision), ("seed", training.seed)]
+    if spec.mode == "lora":
+        lora = training.lora
+        targets = "language-model attention" + (" + MLP" if lora.mlp else "")
+        rows += [("LoRA", f"r {lora.rank}, alpha {lora.alpha}, dropout {lora.dropout:g}, "
+                          f"on {targets}" + ("; projector trained" if lora.projector else ""))]
+    else:
+        rows += [("audio encoder", "frozen" if training.freeze_audio_encoder else "trained")]
+    rows += [("train loss", _number(metrics.get("train_loss"))),
+             ("eval loss", _number(metrics.get("eval_loss"))),
+             ("hardware", metrics.get("hardware")),
+             ("peak memory", f"{metrics['peak_memory_gb']:g} GB"
+              if _finite(metrics.get("peak_memory_gb")) else None),
+             ("wall time", f"{metrics['wall_time_s']:g} s"
+              if _finite(metrics.get("wall_time_s")) else None)]
+    lines = ["## Training", "", "| setting | value |", "|---|---|"]
+    lines += [f"| {key} | {_cell(value)} |" for key, value in rows if value is not None]
+    return "\n".join(lines) + "\n"
+
+
+def _number(value: Any) -> str | None:
+    return f"{value:.4g}" if _finite(value) else None
+
+
+def results_section(facts: ModelFacts) -> str:
+    metrics = facts.metrics
+    if not facts.evaluated:
+        return "## Results\n\nNot evaluated: the run had no held-out clips.\n"
+    norm = facts.spec.eval
+    how = ", ".join(filter(None, ["lowercased" if norm.lowercase else "",
+                                  "punctuation removed" if norm.remove_punctuation else "",
+                                  "whitespace collapsed"]))
+    base_name = facts.base_preset or facts.spec.base_model
+    lines = ["## Results", "",
+             f"Word and character error rates on {clips_text(metrics.get('clips', '?'))} held "
+             f"out (greedy decoding; references and transcripts {how}). Lower is better.", "",
+             "| model | WER | CER |", "|---|---:|---:|",
+             f"| base `{base_name}` | {_pct(metrics.get('base_wer'))} | "
+             f"{_pct(metrics.get('base_cer'))} |",
+             f"| **fine-tuned** | **{_pct(metrics['wer'])}** | **{_pct(metrics['cer'])}** |"]
+    if _finite(metrics.get("base_wer")) and metrics["base_wer"] > 0:
+        change = 100 * (metrics["wer"] - metrics["base_wer"]) / metrics["base_wer"]
+        lines += ["", f"Relative WER change: {change:+.1f} %."]
+    degenerate = [f"{metrics[key]} {label}" for key, label in
+                  (("empty", "empty"), ("repetitive", "repetitive"),
+                   ("max_length", "cut at the length limit")) if metrics.get(key)]
+    if degenerate:
+        lines += ["", f"Degenerate fine-tuned outputs: {', '.join(degenerate)}."]
+    samples = metrics.get("samples") or []
+    if samples:
+        lines += ["", "### Sample transcripts (held-out clips)", "",
+                  "| reference | base | fine-tuned |", "|---|---|---|"]
+        lines += [f"| {_cell(row.get('reference'))} | {_cell(row.get('base'))} | "
+                  f"{_cell(row.get('tuned'))} |" for row in samples[:SAMPLE_ROWS]]
+    return "\n".join(lines) + "\n"
+
+
+def loading_snippet(facts: ModelFacts) -> str:
+    """Python that loads what was published and transcribes `speech.wav` (tested verbatim)."""
+    revision = f", revision={facts.revision!r}" if facts.revision else ""
+    lines = []
+    if facts.layout == "adapter":
+        lines += ["from peft import PeftModel"]
+    lines += ["from transformers import VoxtralForConditionalGeneration, VoxtralProcessor", ""]
+    if facts.layout == "adapter" and facts.base_preset:
+        lines += ["from voxtune.train.model import resolve",
+                  "", f"model_id = {facts.model_ref!r}",
+                  f"base_id = resolve({facts.base_preset!r})  # the exact base, built offline"]
+    elif facts.layout == "adapter":
+        lines += [f"model_id = {facts.model_ref!r}",
+                  f"base_id = {facts.base_ref or facts.spec.base_model!r}"]
+    else:
+        lines += [f"model_id = {facts.model_ref!r}"]
+    if facts.layout == "adapter":
+        lines += ['base = VoxtralForConditionalGeneration.from_pretrained(base_id, dtype="auto")',
+                  f"model = PeftModel.from_pretrained(base, model_id{revision})"]
+    else:
+        lines += ["model = VoxtralForConditionalGeneration.from_pretrained("
+                  f'model_id, dtype="auto"{revision})']
+    lines += [f"processor = VoxtralProcessor.from_pretrained(model_id{revision})"]
+    if facts.window_seconds != 30:
+        lines += [f"# this model encodes {facts.window_seconds:g}-s audio windows (real Voxtral: "
+                  "30 s, no such line needed)",
+                  "extractor = processor.feature_extractor",
+                  "processor.audio_kwargs = {**processor.audio_kwargs, "
+                  '"pad_to_multiple_of": extractor.n_samples,',
+                  '                          "max_source_positions": extractor.nb_max_frames}']
+    lines += ["",
+              f"inputs = processor.apply_transcription_request(language={facts.language!r}, "
+              'audio="speech.wav", model_id=model_id)',
+              "inputs = inputs.to(model.device, dtype=model.dtype)",
+              "outputs = model.generate(**inputs, max_new_tokens=256)",
+              'new_tokens = outputs[:, inputs["input_ids"].shape[1]:]',
+              "print(processor.batch_decode(new_tokens, skip_special_tokens=True)[0])"]
+    return "\n".join(lines)
+
+
+def usage_section(facts: ModelFacts) -> str:
+    needs = "transformers, peft" if facts.layout == "adapter" else "transformers"
+    if facts.base_preset and facts.layout == "adapter":
+        needs += ", voxtune (it builds the tiny base)"
+    lines = ["## How to use", "",
+             f"Needs {needs} and `mistral-common[audio]`. `language` is an ISO-639-1 code, or "
+             "`None` to let the model detect it.", "", "```python", loading_snippet(facts),
+             "```"]
+    if facts.layout == "merged":
+        lines += ["", "The LoRA adapter is in `adapter/`: "
+                  "`PeftModel.from_pretrained(base, model_id, subfolder=\"adapter\")`."]
+    if facts.space_ref:
+        lines += ["", f"Try it in the demo Space `{facts.space_ref}` (it loads this model, and "
+                  "shows an error rather than falling back to the base model)."]
+    return "\n".join(lines) + "\n"
+
+
+def limitations_section(facts: ModelFacts) -> str:
+    data = facts.data
+    amount = (f"{data.total_minutes:.1f} minutes ({data.total_clips} clips)" if data
+              else "a small amount of speech")
+    lines = ["## Limitations", "",
+             f"- Fine-tuned on {amount} from a few speakers: it works best on the voices, "
+             "accents and vocabulary it was trained on and may be worse than the base model "
+             "on other speech.",
+             "- Error rates come from a small held-out set and have wide uncertainty.",
+             "- Like every speech recogniser it can produce fluent text for noise or silence; "
+             "check transcripts before relying on them."]
+    if facts.smoke:
+        lines.append("- This is a smoke-test model with random weights: do not use it for "
+                     "anything but testing the pipeline.")
+    if license_of(facts) == "other":
+        lines.append(f"- License: check the base model `{facts.spec.base_model}`'s license; "
+                     "this model inherits it.")
+    return "\n".join(lines) + "\n"
+
+
+def privacy_section(facts: ModelFacts) -> str:
+    if facts.on_hub:
+        where = ("This repository is **private**." if facts.private else
+                 "This repository is **public**: make sure every speaker agreed to that.")
+    else:
+        where = ("This copy lives in a local model registry; if you upload it, keep the "
+                 "repository private unless every speaker agreed to publication.")
+    return ("## Privacy\n\n"
+            "Voice recordings are biometric personal data. A model fine-tuned on someone's "
+            "speech can reveal how they speak and can reproduce phrases from its training "
+            "data; the sample transcripts above are real eval clips. " + where +
+            " Publish models and datasets only with the speakers' informed consent, and "
+            "delete them when consent is withdrawn.\n")
+
+
+def reproduce_section(facts: ModelFacts) -> str:
+    return ("## Reproduce\n\n"
+            "`spec.yaml` is the resolved run spec this model was trained with; "
+            "`voxtune run spec.yaml` repeats the run (data source paths may need adjusting). "
+            "`metrics.json` holds every number above and each eval clip's transcripts.\n")
+
+
+def render_model_card(facts: ModelFacts) -> str:
+    """The README.md for a published model."""
+    body = "\n".join([
+        f"# {facts.name}\n", smoke_banner(facts) + summary_section(facts), data_section(facts),
+        training_section(facts), results_section(facts), usage_section(facts),
+        limitations_section(facts), privacy_section(facts), reproduce_section(facts)])
+    return with_front_matter(front_matter(facts), body)
+
+
+# --- dataset card -------------------------------------------------------------------------------
+
+
+def size_category(count: int) -> str:
+    for limit, name in ((1_000, "n<1K"), (10_000, "1K<n<10K"), (100_000, "10K<n<100K")):
+        if count < limit:
+            return name
+    return "100K<n<1M"
+
+
+def render_dataset_card(name: str, data: DataSummary, splits: list[str], dataset_ref: str,
+                        private: bool, on_hub: bool, smoke: bool = False) -> str:
+    """The README.md of a published prepared dataset (parquet + Audio column)."""
+    matter: dict[str, Any] = {"pretty_name": f"{name} speech"}
+    if data.languages:
+        matter["language"] = list(data.languages)
+    matter |= {"task_categories": ["automatic-speech-recognition"],
+               "tags": ["voxtune", "speech", "audio"],
+               "size_categories": [size_category(data.total_clips)],
+               "configs": [{"config_name": "default", "data_files": [
+                   {"split": split, "path": parquet_name(split)} for split in splits]}]}
+    where = ("This dataset is **private**." if private else
+             "This dataset is **public**: make sure every speaker agreed to that.") if on_hub \
+        else "This copy lives in a local registry."
+    rows = "\n".join(f"| {split} | {data.clips.get(split, 0)} | "
+                     f"{data.minutes.get(split, 0):.1f} |" for split in splits)
+    body = f"""
+# {name} speech
+
+Speech clips with transcripts, prepared by voxtune for fine-tuning Voxtral
+speech recognition: 16 kHz mono FLAC, validated (length, silence, decodability, duplicates), split
+into train and eval by a hash of each clip's id.{" The matching model is a smoke test." if smoke
+else ""}
+
+| split | clips | minutes |
+|---|---:|---:|
+{rows}
+
+Columns: `audio` (Audio, 16 kHz), `text` (the transcript exactly as given), `language`
+(ISO-639-1 or empty), `duration` (seconds), `id` (hash of audio and text).
+
+```python
+from datasets import Audio, load_dataset
+
+clips = load_dataset({dataset_ref!r}, split={splits[0]!r})
+clips = clips.cast_column("audio", Audio(decode=False))  # raw FLAC bytes: decode with soundfile
+```
+
+## License
+
+Not set by voxtune: add the license the speakers agreed to before sharing this dataset.
+
+## Privacy
+
+Voice recordings are biometric personal data. {where} Share it only with the speakers' informed
+consent, and delete it when consent is withdrawn.
+"""
+    return with_front_matter(matter, body)

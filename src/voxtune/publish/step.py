@@ -1,0 +1,270 @@
+"""Publish step: a trained run → local registry or Hugging Face Hub, with card, dataset and Space.
+
+Runbook:
+    voxtune publish --model runs/me                       # → $VOXTUNE_HOME/registry/me/<n>/
+    voxtune publish --model runs/me --merge --space       # + merged model, Space folder in <n>/
+    voxtune publish --model runs/me --to hf://alice/my-voice --dataset runs/me/prepared --space
+                          # alice/my-voice, alice/my-voice-data, alice/my-voice-demo: all private
+    voxtune publish --run-dir $VOXTUNE_HOME/runs/me       # what the executors run (spec.yaml)
+    voxtune models list | voxtune models show me@2
+
+What is published: what a user loads (adapter and/or weights, processor), README.md (the model
+card), metrics.json and spec.yaml — never optimizer, scheduler or checkpoint files. Locally a
+version is written aside and renamed into place; on the Hub each repo gets one commit. The
+token comes from HF_TOKEN or VOXTUNE_HF_TOKEN_FILE only. Exit 2: bad input, missing or rejected
+token, name clash; 75: network or Hub unavailable (run again).
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from voxtune.data.manifest import Clip
+from voxtune.errors import UserError
+from voxtune.publish.bundle import SPEC, TrainedRun, read_run, stage_model
+from voxtune.publish.card import (
+    ModelFacts,
+    default_language,
+    render_dataset_card,
+    render_model_card,
+)
+from voxtune.publish.dataset import DataSummary, read_prepared, summarize, write_parquet
+from voxtune.publish.hub import (
+    Hub,
+    HubTarget,
+    PublishSettings,
+    parse_target,
+    read_space_token,
+    read_token,
+    repo_id,
+)
+from voxtune.publish.registry import Registry, check_name
+from voxtune.publish.space import INFERENCE_MODULE, SpaceFacts, write_space
+from voxtune.spec import PublishSpec
+
+REGISTRY, DATASET_DIR, SPACE_DIR = "registry", "dataset", "space"
+LAYOUT_NAMES = {"adapter": "LoRA adapter", "merged": "merged LoRA model",
+                "full": "fully fine-tuned model"}
+
+
+@dataclass
+class Published:
+    """Where everything went; `lines()` is what the step prints."""
+
+    name: str
+    layout: str
+    model: str  # the version folder, or the Hub commit URL
+    metrics: dict[str, Any]
+    version: int | None = None
+    dataset: str | None = None
+    space: str | None = None
+    commits: dict[str, str] = field(default_factory=dict)  # repo → commit URL
+
+    def lines(self) -> list[str]:
+        where = f"version {self.version} " if self.version else ""
+        lines = [f"published {self.name} {where}({LAYOUT_NAMES[self.layout]}): {self.model}"]
+        lines += [f"  dataset: {self.dataset}"] if self.dataset else []
+        lines += [f"  Space:   {self.space}"] if self.space else []
+        lines += [f"  commit {repo}: {url}" for repo, url in self.commits.items()]
+        if "wer" in self.metrics:
+            lines += [f"  {'':4} {'base':>8} {'tuned':>8}"]
+            lines += [f"  {key.upper():4} {_pct(self.metrics.get('base_' + key)):>8} "
+                      f"{_pct(self.metrics.get(key)):>8}" for key in ("wer", "cer")]
+        if self.metrics.get("smoke_model"):
+            lines.append("  tiny-random is a random smoke-test model: the numbers only show the "
+                         "pipeline works")
+        return lines
+
+
+def _pct(value: Any) -> str:
+    return f"{100 * value:.1f}%" if isinstance(value, (int, float)) else "-"
+
+
+@dataclass(frozen=True)
+class Contents:
+    """What goes out besides the model, gathered once for either destination."""
+
+    run: TrainedRun
+    name: str
+    publish: PublishSpec
+    clips: list[Clip] | None  # the prepared clips (card summary), if found
+    prepared: Path | None  # publish this prepared folder as a dataset
+    space: bool
+    base_preset: str | None
+
+    @property
+    def summary(self) -> DataSummary | None:
+        return summarize(self.clips) if self.clips else None
+
+    def facts(self, layout: str, model_ref: str, on_hub: bool, revision: str | None = None,
+              dataset_ref: str | None = None, space_ref: str | None = None) -> ModelFacts:
+        return ModelFacts(
+            name=self.name, spec=self.run.spec, metrics=self.run.metrics, layout=layout,
+            model_ref=model_ref, on_hub=on_hub, private=self.publish.private, revision=revision,
+            base_ref=self.run.base_ref, base_preset=self.base_preset,
+            window_seconds=self.run.window_seconds,
+            data=self.summary, dataset_ref=dataset_ref,
+            space_ref=space_ref)
+
+    def space_facts(self, model_ref: str, on_hub: bool, revision: str | None) -> SpaceFacts:
+        smoke = self.base_preset is not None or bool(self.run.metrics.get("smoke_model"))
+        return SpaceFacts(name=self.name, model_ref=model_ref, on_hub=on_hub,
+                          private=self.publish.private, revision=revision,
+                          language=default_language(self.run.spec, self.summary), smoke=smoke)
+
+
+# --- the step -----------------------------------------------------------------------------------
+
+
+def main(run_dir: Path, publish: PublishSpec, *, name: str | None = None,
+         prepared: Path | None = None, space: str | None = None,
+         space_hardware: str | None = None, settings: PublishSettings | None = None,
+         endpoint: str | None = None, echo: Callable[[str], None] = print) -> Published:
+    """Publish the run in `run_dir` as `publish` says; returns where everything went.
+
+    `name` defaults to the run folder's name; `prepared` (or RUN/prepared when
+    `publish.dataset`) is also published as a dataset; `space` is a Space id for the Hub
+    (`publish.space` alone picks `<owner>/<name>-demo`).
+    """
+    settings = settings or PublishSettings()
+    # 1. the trained model and the destination
+    run = read_run(run_dir)
+    target = parse_target(publish.to) if publish.to else None
+    if target and name and name != target.name:
+        raise UserError(f"--name {name!r}: on the Hub the name is part of --to ({publish.to})")
+    name = check_name(target.name if target else name or run.run_dir.name)
+    if target is None and (space or space_hardware):
+        raise UserError("--space SPACE_ID and --space-hardware deploy to the Hub: publish the "
+                        "model with --to hf://owner/name (a local registry gets a Space folder "
+                        "with plain --space)")
+    # 2. for the Hub: a token that works, before any heavy work
+    hub = Hub(read_token(settings), endpoint) if target else None
+    user = hub.user() if hub else ""
+
+    # 3. the prepared clips: summarised in the card, published as a dataset when asked
+    if publish.dataset and prepared is None:
+        prepared = run.run_dir / "prepared"
+    summary_source = prepared or run.run_dir / "prepared"
+    clips = read_prepared(summary_source) if prepared or summary_source.is_dir() else None
+    contents = Contents(run, name, publish, clips, prepared, publish.space or space is not None,
+                        base_preset(run.spec.base_model))
+
+    # 4. write everything aside, then make it visible in one step per destination
+    if hub and target:
+        space_token = read_space_token(settings, hub.token) \
+            if contents.space and publish.private else None
+        published = to_hub(contents, hub, target.owner or user, target, space, space_hardware,
+                           space_token)
+    else:
+        registry = Path(publish.to) if publish.to else settings.home / REGISTRY
+        published = to_registry(contents, Registry(registry))
+    for line in published.lines():
+        echo(line)
+    return published
+
+
+def base_preset(base_model: str) -> str | None:
+    """The tiny-random preset name when the base is one (built locally, not on the Hub)."""
+    from voxtune.train.model import tiny_preset_window
+
+    return base_model if tiny_preset_window(base_model) is not None else None
+
+
+def write_dataset(contents: Contents, folder: Path, dataset_ref: str, on_hub: bool) -> None:
+    """The prepared clips as parquet + dataset card + spec, in `folder`."""
+    assert contents.prepared is not None and contents.clips is not None
+    splits = write_parquet(contents.prepared, contents.clips, folder)
+    card = render_dataset_card(contents.name, summarize(contents.clips), splits, dataset_ref,
+                               contents.publish.private, on_hub,
+                               smoke=contents.base_preset is not None)
+    (folder / "README.md").write_text(card, encoding="utf-8")
+    (folder / SPEC).write_text(contents.run.spec.to_yaml(), encoding="utf-8")
+
+
+def to_registry(contents: Contents, registry: Registry) -> Published:
+    """A new version `<registry>/<name>/<n>/`: model, card, and the dataset and Space folders."""
+    layouts: list[str] = []
+
+    def build(staging: Path, final: Path) -> None:
+        layout = stage_model(contents.run, staging, contents.publish.merge)
+        layouts.append(layout)
+        dataset_ref = str(final / DATASET_DIR) if contents.prepared else None
+        if dataset_ref:
+            write_dataset(contents, staging / DATASET_DIR, dataset_ref, on_hub=False)
+        space_ref = str(final / SPACE_DIR) if contents.space else None
+        if space_ref:
+            write_space(staging / SPACE_DIR, contents.space_facts(str(final), False, None))
+        card = render_model_card(contents.facts(layout, str(final), False,
+                                                dataset_ref=dataset_ref, space_ref=space_ref))
+        (staging / "README.md").write_text(card, encoding="utf-8")
+
+    final = registry.publish(contents.name, build)
+    return Published(contents.name, layouts[-1], str(final), contents.run.metrics,
+                     version=int(final.name),
+                     dataset=str(final / DATASET_DIR) if contents.prepared else None,
+                     space=str(final / SPACE_DIR) if contents.space else None)
+
+
+def to_hub(contents: Contents, hub: Hub, owner: str, target: HubTarget, space: str | None,
+           hardware: str | None, space_token: str | None) -> Published:
+    """Model repo (+ dataset repo, + Space), each in one commit; all checked before any write."""
+    private, revision = contents.publish.private, target.revision
+    model_repo = f"{owner}/{target.name}"
+    dataset_repo = f"{model_repo}-data" if contents.prepared else None
+    space_repo = repo_id(space or f"{target.name}-demo", owner) if contents.space else None
+
+    # 1. nothing is written unless every repo may be: no clash, no visibility surprise
+    hub.check(model_repo, "model", private, SPEC)
+    if dataset_repo:
+        hub.check(dataset_repo, "dataset", private, SPEC)
+    if space_repo:
+        hub.check(space_repo, "space", private, INFERENCE_MODULE)
+
+    commits: dict[str, str] = {}
+    with tempfile.TemporaryDirectory(prefix="voxtune-publish-") as scratch:
+        # 2. stage every file set first (merging can fail; then nothing was committed)
+        staging = Path(scratch)
+        layout = stage_model(contents.run, staging / "model", contents.publish.merge)
+        facts = contents.facts(layout, model_repo, True, revision, dataset_repo, space_repo)
+        (staging / "model" / "README.md").write_text(render_model_card(facts), encoding="utf-8")
+        if dataset_repo:
+            write_dataset(contents, staging / DATASET_DIR, dataset_repo, on_hub=True)
+        if space_repo:
+            write_space(staging / SPACE_DIR, contents.space_facts(model_repo, True, revision))
+
+        # 3. commit: the dataset before the model whose card names it, the Space last
+        if dataset_repo:
+            commits[dataset_repo] = hub.commit_folder(
+                dataset_repo, "dataset", staging / DATASET_DIR, private=private,
+                message=f"Publish {contents.name} speech dataset ({len(contents.clips or [])} "
+                        "clips)", description="Prepared by voxtune: 16 kHz FLAC in parquet.")
+        commits[model_repo] = hub.commit_folder(
+            model_repo, "model", staging / "model", private=private, revision=revision,
+            message=commit_message(contents, layout), description=commit_description(contents))
+        if space_repo:
+            # secret and hardware before the files, so the Space's first build has them
+            hub.create(space_repo, "space", private=private, space_sdk="gradio")
+            hub.space_settings(space_repo, secret=space_token, hardware=hardware)
+            commits[space_repo] = hub.commit_folder(
+                space_repo, "space", staging / SPACE_DIR, private=private, space_sdk="gradio",
+                message=f"Demo of {model_repo}", description="Generated by voxtune.")
+    return Published(contents.name, layout, commits[model_repo], contents.run.metrics,
+                     dataset=dataset_repo, space=space_repo, commits=commits)
+
+
+def commit_message(contents: Contents, layout: str) -> str:
+    spec, metrics = contents.run.spec, contents.run.metrics
+    text = f"Publish {contents.name}: {LAYOUT_NAMES[layout]} of {spec.base_model}"
+    if "wer" in metrics:
+        text += f" (WER {_pct(metrics.get('base_wer'))} → {_pct(metrics['wer'])})"
+    return text
+
+
+def commit_description(contents: Contents) -> str:
+    spec, metrics = contents.run.spec, contents.run.metrics
+    return (f"Run {spec.name}: {spec.mode}, {metrics.get('train_steps', '?')} steps, language "
+            f"{spec.language or 'auto'}. Published by voxtune; spec.yaml reproduces it.")
