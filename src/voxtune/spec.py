@@ -237,7 +237,12 @@ class RunSpec(_Strict):
                 if value is not None and not Path(value).is_absolute():
                     source = source.model_copy(update={field: (base / value).resolve()})
             sources.append(source)
-        return self.model_copy(update={"data": self.data.model_copy(update={"sources": sources})})
+        update: dict[str, Any] = {"data": self.data.model_copy(update={"sources": sources})}
+        target = self.publish.to
+        if target and "://" not in target and not Path(target).is_absolute():
+            resolved = str((base / target).resolve())
+            update["publish"] = self.publish.model_copy(update={"to": resolved})
+        return self.model_copy(update=update)
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False, allow_unicode=True)

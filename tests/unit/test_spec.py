@@ -93,3 +93,10 @@ def test_unreadable_spec_files(tmp_path: Path, content: str) -> None:
         load_spec(path)
     with pytest.raises(UserError, match="no such spec file"):
         load_spec(tmp_path / "missing.yaml")
+
+
+def test_relative_registry_path_is_resolved_but_hub_targets_are_not(tmp_path: Path) -> None:
+    local = load_spec(write(tmp_path / "a.yaml", {"name": "r", "publish": {"to": "registry"}}))
+    assert local.publish.to == str(tmp_path / "registry")
+    hub = load_spec(write(tmp_path / "b.yaml", {"name": "r", "publish": {"to": "hf://me/x"}}))
+    assert hub.publish.to == "hf://me/x"

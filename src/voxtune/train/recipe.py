@@ -247,6 +247,7 @@ def main(spec: RunSpec, prepared: Path, output: Path) -> dict[str, Any]:
         metrics.update(as_metrics("", tuned_scores))
         metrics.update({f"base_{k}": v for k, v in base.get("scores", {}).items()})
         metrics["eval_loss"] = loss
+    metrics["hardware"] = hardware(on_gpu)
     metrics["peak_memory_gb"] = peak_memory_gb(on_gpu)
     metrics["wall_time_s"] = round(time.time() - started, 1)
     metrics["smoke_model"] = is_smoke_model(model)
@@ -261,6 +262,16 @@ def main(spec: RunSpec, prepared: Path, output: Path) -> dict[str, Any]:
         tracking.log(summary, step=trainer.state.global_step)
         tracking.finish()
     return metrics
+
+
+def hardware(on_gpu: bool) -> str:
+    """What trained it, for the model card: e.g. '1 × NVIDIA H100 80GB HBM3' or 'CPU (2 cores)'."""
+    import torch
+
+    if on_gpu:
+        count = int(os.environ.get("WORLD_SIZE", "1"))
+        return f"{count} × {torch.cuda.get_device_name()}"
+    return f"CPU ({len(os.sched_getaffinity(0))} cores)"
 
 
 def peak_memory_gb(on_gpu: bool) -> float:
