@@ -88,6 +88,8 @@ def prepare(data: DataSpec, output: Path, language: str | None = None,
     """Run the whole step and return its summary (also written to summary.json)."""
     output.mkdir(parents=True, exist_ok=True)
     (output / AUDIO_DIR).mkdir(exist_ok=True)
+    for leftover in (output / AUDIO_DIR).glob(".*.tmp"):  # half-written by a killed run
+        leftover.unlink(missing_ok=True)
     limits = ClipLimits(data.min_duration, data.max_duration, data.silence_dbfs)
     if not data.sources:
         raise UserError("no data sources: pass --source (or set data.sources in the spec)")
