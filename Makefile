@@ -47,6 +47,11 @@ lint: $(STAMP)  ## ruff
 bench: $(STAMP) system-packages  ## benchmarks (print ratios against the upstream recipe)
 	$(BIN)/python bench/prepare.py
 	$(BIN)/python bench/train.py
+	$(BIN)/python bench/controller.py
+
+.PHONY: learn
+learn: $(STAMP) system-packages  ## proof that it learns: CER vs an audio-blind control (≈20 min)
+	$(BIN)/python bench/learn.py
 
 clean:  ## remove the virtual environment and caches
 	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -15,6 +15,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from voxtune.controller.cli import add_parsers as _controller_parsers
 from voxtune.errors import ExitCode, RetryableError, UserError
 from voxtune.publish.cli import add_parsers as _publish_parsers
 from voxtune.spec import RunSpec, Settings, format_validation_error, load_spec
@@ -228,15 +229,6 @@ def _run_parsers(commands: argparse._SubParsersAction) -> None:
                               epilog="example: voxtune run my-run.yaml")
     run.add_argument("spec", type=Path, help="RunSpec or FineTuneRun YAML file.")
     run.set_defaults(handler=_run)
-    status = commands.add_parser("status", help="Show a run's status.")
-    status.add_argument("run")
-    status.set_defaults(handler=_status)
-    listing = commands.add_parser("list", help="List runs.")
-    listing.set_defaults(handler=_list)
-    logs = commands.add_parser("logs", help="Print a run's step logs.")
-    logs.add_argument("run")
-    logs.add_argument("--step", choices=["prepare", "train", "publish"])
-    logs.set_defaults(handler=_logs)
     dashboard = commands.add_parser("dashboard", help="Open the trackio dashboard of a run.",
                                     epilog="example: voxtune dashboard ~/.voxtune/runs/demo")
     dashboard.add_argument("run_dir", type=Path, help="Run folder (holds trackio/).")
@@ -256,28 +248,6 @@ def _run(args: argparse.Namespace) -> int:
     status = LocalExecutor().submit(load_spec(args.spec))
     print(f"{status.name}: {status.phase} — {status.message}")
     return ExitCode.OK if status.phase == "Succeeded" else ExitCode.USER_ERROR
-
-
-def _status(args: argparse.Namespace) -> int:
-    from voxtune.controller.local import LocalExecutor
-
-    print(LocalExecutor().status(args.run).model_dump_json(indent=2))
-    return ExitCode.OK
-
-
-def _list(args: argparse.Namespace) -> int:
-    from voxtune.controller.local import LocalExecutor
-
-    for status in LocalExecutor().list():
-        print(f"{status.name:40} {status.phase:11} {status.step or '-':8} {status.updated}")
-    return ExitCode.OK
-
-
-def _logs(args: argparse.Namespace) -> int:
-    from voxtune.controller.local import LocalExecutor
-
-    sys.stdout.write(LocalExecutor().logs(args.run, args.step))
-    return ExitCode.OK
 
 
 def _dashboard(args: argparse.Namespace) -> int:
@@ -326,6 +296,7 @@ def build_parser() -> argparse.ArgumentParser:
     _merge_parser(commands)
     _data_parser(commands)
     _run_parsers(commands)
+    _controller_parsers(commands)
     _publish_parsers(commands)
     return parser
 

@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import shutil
 
-from voxtune.controller.local import AVAILABLE_STEPS, LocalExecutor
+from voxtune.controller.local import LocalExecutor
 from voxtune.data.synth import copy_samples, plan, synthesize
 from voxtune.errors import ExitCode
-from voxtune.spec import DataSpec, JsonlSource, RunSpec, Settings, TrainingSpec
+from voxtune.publish.registry import Registry
+from voxtune.publish.step import REGISTRY
+from voxtune.spec import DataSpec, JsonlSource, PublishSpec, RunSpec, Settings, TrainingSpec
 
 DEMO_RUN = "demo"
 
@@ -26,12 +28,14 @@ def run_demo() -> int:
         print("espeak-ng not found: using the bundled sample clips")
         manifest = copy_samples(data_dir / "samples")
     spec = RunSpec(name=DEMO_RUN, base_model="tiny-random", language="en",
-                   steps=list(AVAILABLE_STEPS),
+                   steps=["prepare", "train", "publish"],
                    data=DataSpec(sources=[JsonlSource(path=manifest)], eval_fraction=0.2),
                    # a smoke run: enough steps to see the loss move, seconds on a laptop CPU
                    training=TrainingSpec(max_steps=20, batch_size=4, grad_accum=1,
                                          learning_rate=1e-3, save_steps=10),
-                   eval={"max_new_tokens": 32})
+                   eval={"max_new_tokens": 32},
+                   # to the local registry, with a model card, dataset card and demo Space app
+                   publish=PublishSpec(dataset=True, space=True))
     executor = LocalExecutor(settings)
     run = executor.folder(DEMO_RUN)
     if run.spec_file.exists() and run.read_spec() != spec:
@@ -47,6 +51,10 @@ def run_demo() -> int:
     print(f"  run folder:  {run.path}")
     print(f"  manifest:    {run.prepared / 'manifest.jsonl'} (rejected: rejected.jsonl)")
     print(f"  model:       {run.path / 'final'}")
+    registry = Registry(settings.home / REGISTRY)
+    if registry.versions(DEMO_RUN):
+        published = registry.find(DEMO_RUN).path
+        print(f"  published:   {published} (card: README.md; Space app: space/)")
     print(f"  metrics:     {run.path / 'metrics.json'}")
     print(f"  logs:        {run.logs}")
     print(f"  dashboard:   voxtune dashboard {run.path}")

@@ -21,7 +21,12 @@ def test_demo_runs_the_pipeline_and_says_where_results_are(voxtune_home: Path) -
     assert set(status["metrics"]) == {"wer", "cer", "base_wer", "base_cer"}
     assert (run / "final" / "adapter_model.safetensors").exists()
     assert (run / "prepared" / "manifest.jsonl").read_text().count("\n") >= 12
+    published = voxtune_home / "registry" / "demo" / "1"
+    assert f"published:   {published}" in done.stdout
+    assert {"README.md", "adapter_model.safetensors", "metrics.json", "space", "dataset"} <= {
+        p.name for p in published.iterdir()}
+    assert (published / "space" / "app.py").exists()
     # running it again is idempotent: every step is skipped
     again = subprocess.run([sys.executable, "-m", "voxtune", "demo"], capture_output=True,
                            text=True, env={**os.environ, "VOXTUNE_HOME": str(voxtune_home)})
-    assert again.returncode == 0 and again.stdout.count("already succeeded") == 2
+    assert again.returncode == 0 and again.stdout.count("already succeeded") == 3

@@ -19,6 +19,7 @@ import pytest
 import torch
 
 from tests.train_fixtures import shared_home, shared_tiny_home  # noqa: F401 (fixture)
+from voxtune.controller.step import PROGRESS
 from voxtune.data.manifest import read_manifest
 from voxtune.data.prepare import prepare
 from voxtune.data.synth import copy_samples
@@ -68,6 +69,8 @@ def test_lora_run_writes_loadable_outputs_and_no_training_state(prepared: Path,
                  "--max-steps", "6", "--save-steps", "2")
     assert done.returncode == 0, done.stderr[-3000:]
     assert "WER" in done.stdout and "smoke-test model" in done.stdout
+    # the lines the controller turns into status.progress and an ETA
+    assert PROGRESS.findall(done.stdout) == [(str(n), "6") for n in range(1, 7)]
 
     final = output / "final"
     assert {p.name for p in final.iterdir()} >= {"adapter_model.safetensors", "adapter_config.json",

@@ -1,18 +1,25 @@
 """Local executor: run a RunSpec's steps one after another as subprocesses, no cluster needed.
 
-    voxtune run examples/demo.yaml          # what `make demo` does
+    voxtune run examples/demo.yaml          # what `make demo` does (in the foreground)
+    voxtune submit examples/demo.yaml       # the same, detached: `voxtune logs --follow` watches
 
 Each step is the same entrypoint a Kubernetes Job runs (`voxtune <step> --run-dir RUN`), its
 output goes to logs/<step>.log (and the terminal), and status.json records progress. Submitting
-the same spec again skips finished steps; a different spec under an existing name is refused.
+the same spec again skips finished steps (and resumes a cancelled run); a different spec under an
+existing name is refused. `cancel` sends SIGTERM to the running step (train saves a checkpoint).
 """
 
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import signal
 import subprocess
 import sys
-from collections.abc import Callable
+import threading
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from voxtune.errors import ExitCode, UserError
@@ -20,9 +27,10 @@ from voxtune.runs import PHASE_OF_STEP, RunFolder, RunStatus, StepStatus, now
 from voxtune.spec import RunSpec, Settings
 
 # Steps this version can run; later steps are added here as they are built.
-AVAILABLE_STEPS = ("prepare", "train")
 LOG_TAIL_LINES = 20
 HEADLINE = ("wer", "cer", "base_wer", "base_cer")
+TERMINAL = ("Succeeded", "Failed", "Cancelled")
+POLL_S = 0.2
 
 
 class LocalExecutor:
@@ -32,61 +40,84 @@ class LocalExecutor:
     def folder(self, name: str) -> RunFolder:
         return RunFolder(self.settings.runs_dir / name)
 
-    def submit(self, spec: RunSpec, echo: Callable[[str], None] = print) -> RunStatus:
-        """Run every step of `spec` in order and return the final status."""
-        unavailable = [step for step in spec.steps if step not in AVAILABLE_STEPS]
-        if unavailable:
-            raise UserError(f"steps {unavailable} are not available in this version; "
-                            f"set steps to a subset of {list(AVAILABLE_STEPS)}")
+    def submit(self, spec: RunSpec, echo: Callable[[str], None] = print,
+               detach: bool = False) -> RunStatus:
+        """Run every step of `spec` in order and return the final status; with `detach`, start
+        them in a background process and return at once (then `wait`, `logs`, `cancel`)."""
         run = self.folder(spec.name)
-        if run.spec_file.exists() and run.read_spec() != spec:
-            raise UserError(f"run {spec.name!r} already exists with a different spec "
-                            f"({run.spec_file}); pick another name or delete that folder")
-        run.write_spec(spec)
-        status = run.read_status()
-        for step in spec.steps:
-            if status.steps.get(step, StepStatus()).state == "succeeded":
-                echo(f"[{step}] already succeeded, skipping")
-                continue
-            status = self._run_step(run, status, step, echo)
-            if status.phase == "Failed":
-                return status
-        status.phase, status.step, status.message = "Succeeded", None, "all steps succeeded"
-        run.write_status(status)
-        return status
+        claim_run_folder(run, spec)
+        _cancel_file(run).unlink(missing_ok=True)  # submitting again resumes a cancelled run
+        if not detach:
+            return self.run_steps(spec.name, echo)
+        if run.read_status().phase == "Succeeded":
+            return run.read_status()  # nothing left to run
+        run.logs.mkdir(parents=True, exist_ok=True)
+        with open(run.logs / "runner.log", "ab") as log:
+            subprocess.Popen([sys.executable, "-m", "voxtune.controller.local", spec.name],
+                             stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                             start_new_session=True,
+                             env={**os.environ, "VOXTUNE_HOME": str(self.settings.home)})
+        return run.read_status()
+
+    def run_steps(self, name: str, echo: Callable[[str], None] = print) -> RunStatus:
+        """The steps of an already submitted run that have not succeeded yet, in order."""
+        run = self.folder(name)
+        spec = run.read_spec()
+        _write_pid(_runner_file(run))
+        try:
+            status = run.read_status()
+            for step in spec.steps:
+                if status.steps.get(step, StepStatus()).state == "succeeded":
+                    echo(f"[{step}] already succeeded, skipping")
+                    continue
+                if _cancel_file(run).exists():
+                    return self._cancelled(run, status)
+                status = self._run_step(run, status, step, echo)
+                if status.phase in ("Failed", "Cancelled"):
+                    return status
+            status.phase, status.step, status.message = "Succeeded", None, "all steps succeeded"
+            run.write_status(status)
+            return status
+        finally:
+            _runner_file(run).unlink(missing_ok=True)
 
     def _run_step(self, run: RunFolder, status: RunStatus, step: str,
                   echo: Callable[[str], None]) -> RunStatus:
         status.phase, status.step, status.message = PHASE_OF_STEP[step], step, f"running {step}"
         status.steps[step] = StepStatus(state="running", started=now())
         run.write_status(status)
-        run.logs.mkdir(parents=True, exist_ok=True)
         command = step_command(run.read_spec(), step, run.path)
-        with open(run.log(step), "w", encoding="utf-8") as log:
-            process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                       text=True, bufsize=1)
-            assert process.stdout is not None
-            for line in process.stdout:
-                log.write(line)
-                log.flush()
-                echo(f"[{step}] {line.rstrip()}")
-            code = process.wait()
+        try:
+            code = run_logged(command, run.log(step), lambda line: echo(f"[{step}] {line}"),
+                              on_start=lambda pid: _write_pid(_step_file(run), pid))
+        finally:
+            _step_file(run).unlink(missing_ok=True)
         result = status.steps[step]
         result.finished, result.exit_code = now(), code
         result.state = "succeeded" if code == 0 else "failed"
         status.metrics.update(headline_metrics(run.path))
+        if _cancel_file(run).exists() and code != 0:
+            return self._cancelled(run, status)
         if code != 0:
             status.phase = "Failed"
-            kind = "bad input or config" if code == ExitCode.USER_ERROR else f"exit code {code}"
-            status.message = f"{step} failed ({kind}):\n{tail(run.log(step))}"
+            status.message = failure_message(step, code, tail(run.log(step)))
         run.write_status(status)
         return status
 
-    def status(self, name: str) -> RunStatus:
+    @staticmethod
+    def _cancelled(run: RunFolder, status: RunStatus) -> RunStatus:
+        status.phase, status.message = "Cancelled", "cancelled; submit again to resume"
+        run.write_status(status)
+        return status
+
+    def _existing(self, name: str) -> RunFolder:
         run = self.folder(name)
         if not run.path.is_dir():
             raise UserError(f"no run named {name!r} under {self.settings.runs_dir}")
-        return run.read_status()
+        return run
+
+    def status(self, name: str) -> RunStatus:
+        return self._existing(name).read_status()
 
     def list(self) -> list[RunStatus]:
         runs = self.settings.runs_dir
@@ -94,19 +125,102 @@ class LocalExecutor:
         return [RunFolder(path).read_status() for path in folders if path.is_dir()]
 
     def logs(self, name: str, step: str | None = None) -> str:
-        run = self.folder(name)
+        run = self._existing(name)
         steps = [step] if step else [s for s in run.read_spec().steps if run.log(s).exists()]
         return "".join(f"==> {s} <==\n{run.log(s).read_text(encoding='utf-8')}" for s in steps
                        if run.log(s).exists())
 
+    def follow(self, name: str, step: str | None = None) -> Iterator[str]:
+        """Each step's log as it is written, until the step (or the whole run) ends."""
+        run = self._existing(name)
+        for current in [step] if step else run.read_spec().steps:
+            yield from _follow_file(run.log(current),
+                                    lambda s=current: _step_over(run.read_status(), s))
 
-def step_command(spec: RunSpec, step: str, run_dir: Path) -> list[str]:
-    """The step's entrypoint; training on several GPUs runs one process per GPU (torchrun)."""
+    def cancel(self, name: str) -> RunStatus:
+        """Stop the run: SIGTERM to the running step, and no further steps."""
+        run = self._existing(name)
+        status = run.read_status()
+        if status.phase in TERMINAL:
+            return status
+        _cancel_file(run).touch()
+        if _signal(_step_file(run), signal.SIGTERM):
+            return status  # the runner records Cancelled when the step has stopped
+        if not _alive(_runner_file(run)):  # nothing is running it: record it ourselves
+            return self._cancelled(run, status)
+        return status
+
+    def delete(self, name: str, timeout: float = 60.0) -> None:
+        """Cancel the run if it is running, then remove its folder (data, checkpoints, logs)."""
+        run = self._existing(name)
+        deadline = time.monotonic() + timeout
+        if _alive(_runner_file(run)):
+            self.cancel(name)
+        while _alive(_runner_file(run)):
+            if time.monotonic() > deadline:
+                raise UserError(f"run {name!r} is still running after cancel; try again")
+            time.sleep(POLL_S)
+        shutil.rmtree(run.path)
+
+    def wait(self, name: str, timeout: float | None = None) -> RunStatus:
+        """Block until the run has Succeeded, Failed or been Cancelled."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while (status := self.status(name)).phase not in TERMINAL:
+            if deadline is not None and time.monotonic() > deadline:
+                raise TimeoutError(f"run {name!r} is still {status.phase} after {timeout:g} s")
+            time.sleep(POLL_S)
+        return status
+
+
+def claim_run_folder(run: RunFolder, spec: RunSpec) -> None:
+    """Write spec.yaml; a folder that already holds a different spec belongs to another run."""
+    if run.spec_file.exists() and run.read_spec() != spec:
+        raise UserError(f"run {spec.name!r} already exists with a different spec "
+                        f"({run.spec_file}); pick another name or delete that folder")
+    run.write_spec(spec)
+
+
+def step_command(spec: RunSpec, step: str, run_dir: Path,
+                 python: str = sys.executable) -> list[str]:
+    """The step's entrypoint; training on several GPUs runs one process per GPU (torchrun).
+    `python` is the interpreter in the step's image (the Kubernetes Jobs pass "python")."""
     entrypoint = ["-m", "voxtune", step, "--run-dir", str(run_dir)]
     if step == "train" and spec.resources.gpus > 1:
-        return [sys.executable, "-m", "torch.distributed.run",
+        return [python, "-m", "torch.distributed.run",
                 f"--nproc-per-node={spec.resources.gpus}", *entrypoint]
-    return [sys.executable, *entrypoint]
+    return [python, *entrypoint]
+
+
+def run_logged(command: list[str], log_path: Path, echo: Callable[[str], None],
+               on_start: Callable[[int], None] | None = None) -> int:
+    """Run `command`, copying its output line by line into `log_path` and to `echo`; SIGTERM to
+    this process is passed on (as PID 1 of a pod it is the only one the kubelet signals)."""
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(log_path, "a", encoding="utf-8") as log:
+        process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                   text=True, bufsize=1, errors="replace")
+        if on_start:
+            on_start(process.pid)
+        forwarding = threading.current_thread() is threading.main_thread()
+        if forwarding:
+            previous = signal.signal(signal.SIGTERM, lambda *_: process.send_signal(
+                signal.SIGTERM))
+        try:
+            assert process.stdout is not None
+            for line in process.stdout:
+                log.write(line)
+                log.flush()
+                echo(line.rstrip())
+            return process.wait()
+        finally:
+            if forwarding:
+                signal.signal(signal.SIGTERM, previous)
+
+
+def failure_message(step: str, code: int | None, log_tail: str) -> str:
+    """How a failed step is reported by every backend."""
+    kind = "bad input or config" if code == ExitCode.USER_ERROR else f"exit code {code}"
+    return f"{step} failed ({kind}):\n{log_tail}"
 
 
 def headline_metrics(run_dir: Path) -> dict[str, float]:
@@ -121,3 +235,59 @@ def headline_metrics(run_dir: Path) -> dict[str, float]:
 def tail(path: Path, lines: int = LOG_TAIL_LINES) -> str:
     text = path.read_text(encoding="utf-8", errors="replace") if path.exists() else ""
     return "\n".join(text.splitlines()[-lines:])
+
+
+# --- who is running a run: pid files in its folder ----------------------------------------------
+
+
+def _runner_file(run: RunFolder) -> Path:
+    return run.path / "runner.pid"  # the process going through the steps
+
+
+def _step_file(run: RunFolder) -> Path:
+    return run.path / "step.pid"  # the running step's process
+
+
+def _cancel_file(run: RunFolder) -> Path:
+    return run.path / "cancel"  # present = cancel requested
+
+
+def _write_pid(path: Path, pid: int | None = None) -> None:
+    path.write_text(str(pid or os.getpid()))
+
+
+def _alive(path: Path) -> bool:
+    return _signal(path, 0)
+
+
+def _signal(path: Path, signum: int) -> bool:
+    try:
+        os.kill(int(path.read_text()), signum)
+    except (FileNotFoundError, ValueError, ProcessLookupError, PermissionError):
+        return False
+    return True
+
+
+def _step_over(status: RunStatus, step: str) -> bool:
+    return status.phase in TERMINAL or status.steps.get(step, StepStatus()).state in (
+        "succeeded", "failed")
+
+
+def _follow_file(path: Path, finished: Callable[[], bool]) -> Iterator[str]:
+    position = 0
+    while True:
+        done = finished()  # read before the file, so the last lines are never missed
+        if path.exists():
+            with open(path, encoding="utf-8", errors="replace") as handle:
+                handle.seek(position)
+                chunk = handle.read()
+                position = handle.tell()
+            if chunk:
+                yield chunk
+        if done:
+            return
+        time.sleep(POLL_S)
+
+
+if __name__ == "__main__":  # the background process of a detached submit
+    LocalExecutor().run_steps(sys.argv[1])

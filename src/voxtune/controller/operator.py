@@ -1,0 +1,334 @@
+"""The controller process: watches FineTuneRuns, their Jobs and pods, and applies `reconcile`.
+
+    voxtune controller --namespace ml --config /etc/voxtune/controller.yaml --port 8080
+    curl localhost:8080/healthz ; curl localhost:8080/metrics
+
+Thin on purpose: every decision is in `reconcile` (pure). This loop only
+1. keeps caches of the namespace's FineTuneRuns, and of the Jobs and pods labelled
+   voxtune.io/run, each by list + watch from the list's resourceVersion (relist on 410 Gone);
+2. puts the run's name on a work queue whenever one of its objects changes, and every run
+   again every --resync-seconds (level-triggered: a missed event only delays);
+3. per run: fetches events of waiting pods and the few log tails reconcile asks for, calls
+   reconcile, creates/deletes/patches Jobs (409 on create = already there) and writes the
+   status subresource (a 409 Conflict just means "reconcile again");
+4. backs off on API errors (per watch and per run, exponentially, at most 60 s);
+5. serves /healthz, /readyz and Prometheus /metrics; stops cleanly on SIGTERM.
+Run one replica (the Deployment uses strategy Recreate); there is no leader election.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+import time
+from collections import Counter, defaultdict
+from collections.abc import Callable
+from datetime import datetime, timezone
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+from kubernetes.client import ApiClient, BatchV1Api, CoreV1Api, CustomObjectsApi
+from kubernetes.client.exceptions import ApiException
+
+from voxtune.controller.crd import GROUP, PLURAL, RUN_LABEL, VERSION, run_status
+from voxtune.controller.jobs import JobSettings
+from voxtune.controller.kubeapi import TRANSIENT, Informer, WorkQueue, backoff, raw
+from voxtune.controller.reconcile import (
+    CreateJob,
+    DeleteJob,
+    ExpireJob,
+    Observed,
+    reconcile,
+    wanted_logs,
+)
+from voxtune.runs import StepStatus
+
+log = logging.getLogger("voxtune.controller")
+PHASES = ("Pending", "Preparing", "Training", "Publishing", "Succeeded", "Failed", "Cancelled")
+DURATION_BUCKETS = (60, 300, 900, 1800, 3600, 7200, 14400, 28800, 86400, 259200)
+LOG_TAIL_LINES = 20
+
+
+class Metrics:
+    """Counters and a step-duration histogram in the Prometheus text format."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._counters: Counter[tuple[str, tuple[tuple[str, str], ...]]] = Counter()
+        self._durations: dict[str, list[float]] = defaultdict(list)
+
+    def count(self, name: str, amount: float = 1, **labels: str) -> None:
+        with self._lock:
+            self._counters[(name, tuple(sorted(labels.items())))] += amount
+
+    def step_finished(self, step: str, seconds: float) -> None:
+        with self._lock:
+            self._durations[step].append(seconds)
+
+    def render(self, runs: list[dict]) -> str:
+        phases = Counter(run_phase(run) for run in runs)
+        lines = ["# HELP voxtune_runs FineTuneRuns by phase.", "# TYPE voxtune_runs gauge"]
+        lines += [f'voxtune_runs{{phase="{phase}"}} {phases.get(phase, 0)}' for phase in PHASES]
+        lines += ["# HELP voxtune_step_duration_seconds Duration of finished steps.",
+                  "# TYPE voxtune_step_duration_seconds histogram"]
+        with self._lock:
+            for step, values in sorted(self._durations.items()):
+                for bound in DURATION_BUCKETS:
+                    below = sum(v <= bound for v in values)
+                    lines.append(f'voxtune_step_duration_seconds_bucket{{step="{step}",'
+                                 f'le="{bound}"}} {below}')
+                lines.append(f'voxtune_step_duration_seconds_bucket{{step="{step}",le="+Inf"}} '
+                             f"{len(values)}")
+                lines.append(f'voxtune_step_duration_seconds_sum{{step="{step}"}} {sum(values)}')
+                lines.append(f'voxtune_step_duration_seconds_count{{step="{step}"}} '
+                             f"{len(values)}")
+            seen: set[str] = set()
+            for (name, labels), value in sorted(self._counters.items()):
+                if name not in seen:
+                    seen.add(name)
+                    lines.append(f"# TYPE {name} counter")
+                text = ",".join(f'{k}="{v}"' for k, v in labels)
+                lines.append(f"{name}{{{text}}} {value:g}" if text else f"{name} {value:g}")
+        return "\n".join(lines) + "\n"
+
+
+def run_phase(run: dict) -> str:
+    return (run.get("status") or {}).get("phase") or "Pending"
+
+
+class Controller:
+    def __init__(self, api: ApiClient, namespace: str, settings: JobSettings,
+                 resync_s: float = 60.0, watch_timeout_s: int = 300,
+                 clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc)) -> None:
+        self.namespace, self.settings, self.resync_s, self.clock = namespace, settings, \
+            resync_s, clock
+        self.batch, self.core, self.custom = BatchV1Api(api), CoreV1Api(api), \
+            CustomObjectsApi(api)
+        self.stop_event = threading.Event()
+        self.queue = WorkQueue()
+        self.metrics = Metrics()
+        self._failures: Counter[str] = Counter()
+
+        def by_name(obj: dict) -> str:
+            return obj["metadata"]["name"]
+
+        def by_label(obj: dict) -> str:
+            return (obj["metadata"].get("labels") or {}).get(RUN_LABEL, "")
+
+        def informer(kind: str, call: Callable[..., Any], run_of: Callable[[dict], str]
+                     ) -> Informer:
+            def enqueue(obj: dict) -> None:  # a change to any object of a run: reconcile it
+                if run_of(obj):
+                    self.queue.add(run_of(obj))
+            def count_error(kind: str) -> None:
+                self.metrics.count("voxtune_api_errors_total", kind=kind)
+            return Informer(kind, call, run_of, enqueue, self.stop_event, count_error,
+                            watch_timeout_s)
+
+        ns = namespace
+        self.runs = informer("finetuneruns", lambda **kw: self.custom.list_namespaced_custom_object(
+            GROUP, VERSION, ns, PLURAL, **kw), by_name)
+        self.jobs = informer("jobs", lambda **kw: self.batch.list_namespaced_job(
+            ns, label_selector=RUN_LABEL, **kw), by_label)
+        self.pods = informer("pods", lambda **kw: self.core.list_namespaced_pod(
+            ns, label_selector=RUN_LABEL, **kw), by_label)
+        self.informers = (self.runs, self.jobs, self.pods)
+        self._worker = threading.Thread(target=self._work, name="reconcile", daemon=True)
+
+    # lifecycle ---------------------------------------------------------------------------
+    def start(self) -> Controller:
+        for each in self.informers:
+            each.thread.start()
+        self._worker.start()
+        return self
+
+    def ready(self) -> bool:
+        return all(each.synced.is_set() for each in self.informers)
+
+    def healthy(self) -> bool:
+        return not self.stop_event.is_set() and self._worker.is_alive() and all(
+            each.thread.is_alive() for each in self.informers)
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Finish the reconcile in progress, then stop watching."""
+        self.stop_event.set()
+        self.queue.add("")  # wakes the worker
+        for each in self.informers:
+            each.close()
+        self._worker.join(timeout)
+        for each in self.informers:
+            each.thread.join(1.0)
+
+    def _work(self) -> None:
+        for each in self.informers:  # reconcile against complete caches only
+            while not each.synced.wait(0.2):
+                if self.stop_event.is_set():
+                    return
+        next_resync = 0.0
+        while not self.stop_event.is_set():
+            if time.monotonic() >= next_resync:
+                for run in self.runs.all():
+                    self.queue.add(run["metadata"]["name"])
+                next_resync = time.monotonic() + self.resync_s
+            name = self.queue.get(timeout=min(1.0, self.resync_s))
+            if not name or self.stop_event.is_set():
+                continue
+            started = time.perf_counter()
+            try:
+                self.reconcile_run(name)
+                self._failures.pop(name, None)
+            except Exception as error:  # API trouble, or a bug: the other runs go on
+                self._failures[name] += 1
+                self.metrics.count("voxtune_reconcile_errors_total")
+                if isinstance(error, TRANSIENT):
+                    log.warning("reconcile %s/%s failed (%s); retrying", self.namespace, name,
+                                error)
+                else:
+                    log.exception("reconcile %s/%s crashed; retrying", self.namespace, name)
+                self.queue.add(name, backoff(self._failures[name]))
+            self.metrics.count("voxtune_reconciles_total")
+            self.metrics.count("voxtune_reconcile_seconds_total", time.perf_counter() - started)
+
+    # one run -----------------------------------------------------------------------------
+    def reconcile_run(self, name: str) -> None:
+        run = self.runs.get(name)
+        if run is None or run["metadata"].get("deletionTimestamp"):
+            return  # deleted: the garbage collector removes its Jobs
+        observed = Observed(jobs=self.jobs.of_run(name), pods=self.pods.of_run(name))
+        observed = Observed(observed.jobs, observed.pods, self._events(observed),
+                            self._log_tails(run, observed))
+        decision = reconcile(run, observed, self.settings, self.clock())
+        for action in decision.actions:
+            self._apply(action)
+        if decision.changed:
+            self._record_durations(run, decision.status.steps)
+            body = {**run, "status": decision.status.document()}
+            try:
+                written = self.custom.replace_namespaced_custom_object_status(
+                    GROUP, VERSION, self.namespace, PLURAL, name, body)
+            except ApiException as error:
+                if error.status == 409:  # changed meanwhile: the watch brings the new version
+                    self.queue.add(name, 0.2)
+                    return
+                if error.status == 404:
+                    return
+                raise
+            self.runs.put(written)
+
+    def _apply(self, action: CreateJob | DeleteJob | ExpireJob) -> None:
+        ns = self.namespace
+        try:
+            if isinstance(action, CreateJob):
+                self.jobs.put(raw(self.batch.create_namespaced_job, ns, action.job))
+                self.metrics.count("voxtune_jobs_created_total")
+                log.info("created Job %s/%s", ns, action.name)
+            elif isinstance(action, DeleteJob):
+                self.batch.delete_namespaced_job(action.name, ns,
+                                                 propagation_policy="Background")
+                log.info("deleted Job %s/%s", ns, action.name)
+            else:
+                self.batch.patch_namespaced_job(action.name, ns, {
+                    "spec": {"ttlSecondsAfterFinished": action.ttl_seconds}})
+        except ApiException as error:
+            # 409 on create: it exists (a restart, a stale cache); 404: already gone.
+            exists = error.status == 409 and isinstance(action, CreateJob)
+            if not (exists or error.status == 404):
+                raise
+
+    def _events(self, observed: Observed) -> list[dict]:
+        """Events about pods that wait and suspended Jobs: the words for "why pending"."""
+        names = [pod["metadata"]["name"] for pod in observed.pods
+                 if pod.get("status", {}).get("phase") == "Pending"]
+        names += [job["metadata"]["name"] for job in observed.jobs
+                  if job.get("spec", {}).get("suspend")]
+        events: list[dict] = []
+        for involved in names:
+            events += raw(self.core.list_namespaced_event, self.namespace,
+                          field_selector=f"involvedObject.name={involved}").get("items", [])
+        return events
+
+    def _log_tails(self, run: dict, observed: Observed) -> dict[str, str]:
+        tails = {}
+        for pod in wanted_logs(run, observed):
+            try:
+                tails[pod] = self.core.read_namespaced_pod_log(
+                    pod, self.namespace, tail_lines=LOG_TAIL_LINES)
+            except ApiException as error:
+                if error.status not in (400, 404):  # not started yet / gone
+                    raise
+        return tails
+
+    def _record_durations(self, run: dict, steps: dict[str, Any]) -> None:
+        before = run_status(run).steps if run.get("status") else {}
+        for step, state in steps.items():
+            was = before.get(step, StepStatus())
+            if state.state in ("succeeded", "failed") and was.state not in ("succeeded",
+                                                                           "failed"):
+                start, end = _time(state.started), _time(state.finished)
+                if start and end:
+                    self.metrics.step_finished(step, (end - start).total_seconds())
+
+
+def _time(text: str | None) -> datetime | None:
+    if not text:
+        return None
+    try:
+        return datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+
+
+# --- HTTP: health and metrics -------------------------------------------------------------
+
+
+def serve_http(controller: Controller, host: str, port: int) -> ThreadingHTTPServer:
+    """/healthz (alive), /readyz (caches synced), /metrics (Prometheus text format)."""
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            if self.path == "/metrics":
+                code, body = 200, controller.metrics.render(controller.runs.all())
+                kind = "text/plain; version=0.0.4"
+            elif self.path in ("/healthz", "/livez"):
+                ok = controller.healthy()
+                code, body, kind = (200 if ok else 503), ("ok\n" if ok else "unhealthy\n"), \
+                    "text/plain"
+            elif self.path == "/readyz":
+                ok = controller.ready()
+                code, body, kind = (200 if ok else 503), ("ok\n" if ok else "syncing\n"), \
+                    "text/plain"
+            else:
+                code, body, kind = 404, "not found\n", "text/plain"
+            data = body.encode()
+            self.send_response(code)
+            self.send_header("Content-Type", kind)
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def log_message(self, format: str, *args: Any) -> None:  # probes every few seconds
+            pass
+
+    server = ThreadingHTTPServer((host, port), Handler)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, name="http", daemon=True).start()
+    return server
+
+
+def run_forever(api: ApiClient, namespace: str, settings: JobSettings, host: str = "0.0.0.0",
+                port: int = 8080, resync_s: float = 60.0) -> int:
+    """`voxtune controller`: run until SIGTERM/SIGINT, then stop cleanly."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    controller = Controller(api, namespace, settings, resync_s=resync_s).start()
+    server = serve_http(controller, host, port)
+    stop = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stop.set())
+    log.info("watching FineTuneRuns in namespace %s; health and metrics on %s:%d",
+             namespace, host, server.server_address[1])
+    stop.wait()
+    log.info("stopping")
+    server.shutdown()
+    controller.stop()
+    return 0

@@ -1,0 +1,98 @@
+"""What every step's Job runs: the step's command, with its log kept on the shared volume.
+
+    python -m voxtune.controller.step --run-dir /data/runs/my-voice --step train -- \
+        python -m voxtune train --run-dir /data/runs/my-voice
+
+1. writes the run's spec (from VOXTUNE_RUN_SPEC, set by the controller) as RUN/spec.yaml, or
+   checks that the one already there is the same: a different run with the same name is refused
+   with exit code 2, like the local executor does;
+2. runs the command, copying its output to the pod log and to RUN/logs/<step>.log, so the log
+   outlives the pod; SIGTERM (eviction, preemption, cancel) is passed on, so training saves a
+   checkpoint;
+3. writes the pod's termination message (/dev/termination-log): the exit code, the headline
+   metrics (WER/CER) and, on failure, the log tail — how the controller learns the result
+   without mounting the volume;
+4. exits with the command's exit code (2 = bad input: the Job fails at once; 75 = retryable).
+
+It imports only the core package (no kubernetes, no torch), so every step image can run it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import re
+import sys
+from pathlib import Path
+
+from pydantic import ValidationError
+
+from voxtune.controller.local import claim_run_folder, headline_metrics, run_logged, tail
+from voxtune.errors import ExitCode, UserError
+from voxtune.runs import RunFolder
+from voxtune.spec import RunSpec, format_validation_error
+
+SPEC_ENV = "VOXTUNE_RUN_SPEC"
+TERMINATION_LOG_ENV = "VOXTUNE_TERMINATION_LOG"  # tests point it elsewhere
+TERMINATION_LOG = "/dev/termination-log"
+TERMINATION_LIMIT = 4000  # the kubelet keeps at most 4096 bytes
+# A step may print `progress 120/300` lines (done/total units of work, e.g. optimizer steps);
+# the controller reads the newest from the running pod's log tail into status.progress and eta.
+PROGRESS = re.compile(r"^progress (\d+)/(\d+)\s*$", re.MULTILINE)
+
+
+def termination_message(code: int, metrics: dict[str, float], log_tail: str) -> str:
+    """JSON for the controller; the log tail is cut from the front to fit the kubelet's limit."""
+    message: dict = {"exit_code": code, "metrics": metrics}
+    lines = log_tail.splitlines() if code != 0 else []
+    while True:
+        text = json.dumps({**message, **({"log_tail": "\n".join(lines)} if lines else {})})
+        if len(text.encode()) <= TERMINATION_LIMIT or not lines:
+            return text
+        lines = lines[1:]
+
+
+def _write_termination_message(text: str) -> None:
+    path = Path(os.environ.get(TERMINATION_LOG_ENV, TERMINATION_LOG))
+    with contextlib.suppress(OSError):  # not in a pod
+        path.write_text(text, encoding="utf-8")
+
+
+def _load_spec() -> RunSpec:
+    document = os.environ.get(SPEC_ENV)
+    if not document:
+        raise UserError(f"{SPEC_ENV} is not set; the controller sets it on every step's Job")
+    try:
+        return RunSpec.model_validate_json(document)
+    except ValidationError as error:
+        raise UserError(format_validation_error(error, SPEC_ENV)) from None
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m voxtune.controller.step")
+    parser.add_argument("--run-dir", type=Path, required=True)
+    parser.add_argument("--step", required=True)
+    parser.add_argument("command", nargs=argparse.REMAINDER, help="-- then the step's command")
+    args = parser.parse_args(argv)
+    command = args.command[1:] if args.command[:1] == ["--"] else args.command
+    if not command:
+        parser.error("give the step's command after --")
+    run = RunFolder(args.run_dir)
+    try:  # 1.
+        claim_run_folder(run, _load_spec())
+    except UserError as error:
+        print(f"error: {error}", file=sys.stderr, flush=True)
+        _write_termination_message(termination_message(ExitCode.USER_ERROR, {}, str(error)))
+        return ExitCode.USER_ERROR
+    code = run_logged(command, run.log(args.step), lambda line: print(line, flush=True))  # 2.
+    if code < 0:  # killed by a signal: report it the way a shell would
+        code = 128 - code
+    _write_termination_message(termination_message(  # 3.
+        code, headline_metrics(run.path), tail(run.log(args.step))))
+    return code  # 4.
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,114 @@
+"""voxtune.Client with the local backend: detached submit, wait, logs, follow, cancel, delete
+(the same verbs the Kubernetes backend has; see test_controller.py for that one)."""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from voxtune.client import Client
+from voxtune.controller import local
+from voxtune.controller.cli import add_parsers
+from voxtune.controller.local import LocalExecutor
+from voxtune.data.synth import copy_samples
+from voxtune.errors import UserError
+from voxtune.spec import RunSpec, Settings
+
+
+def spec_file(tmp_path: Path, name: str = "mine") -> Path:
+    manifest = copy_samples(tmp_path / "samples")
+    path = tmp_path / "run.yaml"
+    path.write_text(yaml.safe_dump({"name": name, "language": "en", "steps": ["prepare"],
+                                    "data": {"sources": [str(manifest)]}}))
+    return path
+
+
+def test_detached_submit_wait_logs_and_delete(tmp_path: Path, voxtune_home: Path) -> None:
+    client = Client("local")
+    submitted = client.submit(spec_file(tmp_path))
+    assert submitted.name == "mine" and submitted.phase == "Pending"
+    followed = "".join(client.follow("mine"))
+    final = client.wait("mine", timeout=120)
+    assert final.phase == "Succeeded", final.message
+    assert "kept 12 clips" in followed and "kept 12 clips" in client.logs("mine")
+    assert [s.name for s in client.list()] == ["mine"]
+    assert client.submit(spec_file(tmp_path)).phase == "Succeeded"  # same spec: nothing to do
+    assert client.wait("mine", timeout=60).phase == "Succeeded"
+    client.delete("mine")
+    assert not (voxtune_home / "runs" / "mine").exists() and client.list() == []
+    with pytest.raises(UserError, match="no run named"):
+        client.status("mine")
+
+
+def slow_step(monkeypatch: pytest.MonkeyPatch, seconds: float) -> None:
+    """Steps that print a line and then take `seconds` (SIGTERM ends them like a kill)."""
+    def command(spec: RunSpec, step: str, run_dir: Path, python: str = sys.executable):
+        return [python, "-c", f"import time; print('{step} working', flush=True); "
+                              f"time.sleep({seconds})"]
+    monkeypatch.setattr(local, "step_command", command)
+
+
+def test_cancel_stops_the_running_step_and_submit_resumes(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    slow_step(monkeypatch, 60)
+    executor = LocalExecutor(Settings(home=tmp_path / "home"))
+    spec = RunSpec(name="slow", steps=["prepare", "train"])
+    result: list = []
+    runner = threading.Thread(target=lambda: result.append(
+        executor.submit(spec, echo=lambda line: None)))
+    runner.start()
+    log = executor.folder("slow").log("prepare")
+    deadline = time.monotonic() + 30
+    while not (log.exists() and "working" in log.read_text()):
+        assert time.monotonic() < deadline, "the step did not start"
+        time.sleep(0.05)
+    started = time.monotonic()
+    executor.cancel("slow")
+    runner.join(30)
+    assert time.monotonic() - started < 10  # not the step's 60 s
+    (status,) = result
+    assert status.phase == "Cancelled" and executor.status("slow").phase == "Cancelled"
+    assert status.steps["prepare"].state == "failed" and "train" not in status.steps
+    assert executor.wait("slow", timeout=1).phase == "Cancelled"
+    assert executor.cancel("slow").phase == "Cancelled"  # again: nothing to do
+
+    slow_step(monkeypatch, 0)
+    resumed = executor.submit(spec, echo=lambda line: None)
+    assert resumed.phase == "Succeeded"
+    assert [s.state for s in resumed.steps.values()] == ["succeeded", "succeeded"]
+
+
+def test_cancel_without_a_runner_and_wait_timeout(tmp_path: Path) -> None:
+    executor = LocalExecutor(Settings(home=tmp_path / "home"))
+    run = executor.folder("stale")
+    local.claim_run_folder(run, RunSpec(name="stale", steps=["prepare"]))
+    with pytest.raises(TimeoutError, match="still Pending"):
+        executor.wait("stale", timeout=0.3)
+    assert executor.cancel("stale").phase == "Cancelled"  # nobody runs it: recorded at once
+    executor.delete("stale")
+    assert not run.path.exists()
+
+
+def test_cli_submit_wait_list_with_the_local_backend(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    parser = argparse.ArgumentParser(prog="voxtune")
+    add_parsers(parser.add_subparsers(dest="command", required=True))
+
+    def run(*argv: str) -> int:
+        args = parser.parse_args(list(argv))
+        return args.handler(args)
+
+    assert run("submit", str(spec_file(tmp_path)), "--wait") == 0
+    out = capsys.readouterr().out
+    assert "run mine submitted: Pending" in out and "mine: Succeeded" in out
+    run("list")
+    assert re.match(r"mine\s+Succeeded\s+-", capsys.readouterr().out)
+    run("logs", "mine", "--step", "prepare", "--follow")
+    assert "kept 12 clips" in capsys.readouterr().out
