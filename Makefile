@@ -9,7 +9,7 @@ VENV ?= .venv
 TORCH_VERSION ?= 2.13.0
 PYTEST_ARGS ?=
 # Packages the test suite needs from the OS (installed only when running as root, as CI does).
-SYSTEM_PACKAGES ?= espeak-ng sox
+SYSTEM_PACKAGES ?= espeak-ng sox chromium
 
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
@@ -27,7 +27,7 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)  ## create/refresh .venv with voxtune and its dependencies
 
-system-packages:  ## install espeak-ng and sox with apt-get when root (tests need them)
+system-packages:  ## install espeak-ng, sox and chromium with apt-get when root (tests need them)
 	@missing=$$(for p in $(SYSTEM_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
 	if [ -z "$$missing" ]; then exit 0; fi; \
 	if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
