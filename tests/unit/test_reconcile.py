@@ -83,7 +83,7 @@ def pod(step: str, phase: str = "Running", name: str | None = None, created: str
                          "labels": {"voxtune.io/run": "r", "voxtune.io/step": step},
                          "ownerReferences": [{"uid": f"job-{step}", "kind": "Job"}]},
             "status": {"phase": phase, "conditions": conditions or [], "containerStatuses": [
-                {"name": step, "image": f"ghcr.io/voxtune/{step}:0.1.0", "state": state}]}}
+                {"name": step, "image": f"voxtune/{step}:0.1.0", "state": state}]}}
 
 
 def disrupted(step: str, name: str) -> dict:
@@ -209,7 +209,7 @@ CASES = [
                   events=[event("r-prepare-abcde", "Failed", 'Failed to pull image "x": '
                                 "not found")]),
          reason="ImagePullBackOff",
-         message="image pull failed for ghcr.io/voxtune/prepare:0.1.0 (ImagePullBackOff): "
+         message="image pull failed for voxtune/prepare:0.1.0 (ImagePullBackOff): "
                  'Failed to pull image "x": not found'),
     Case("missing Secret", run(status=recorded(running="prepare")),
          Observed(jobs=[job("prepare")], pods=[pod("prepare", "Pending",

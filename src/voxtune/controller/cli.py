@@ -68,6 +68,8 @@ def add_parsers(commands: argparse._SubParsersAction) -> None:
     render.add_argument("file", type=Path, nargs="?", help="RunSpec or FineTuneRun YAML file.")
     render.add_argument("--config", type=Path, help="Controller settings YAML (the chart's "
                         "ConfigMap).")
+    render.add_argument("--step", choices=STEPS, help="Only this step's Job (what "
+                        "jobs/<step>-job.yaml holds: `make jobs` regenerates those).")
     render.add_argument("--crd", action="store_true", help="Print the FineTuneRun CRD instead.")
     render.set_defaults(handler=_render)
 
@@ -162,7 +164,7 @@ def _render(args: argparse.Namespace) -> int:
     from voxtune.controller.jobs import JobSettings, render
     from voxtune.controller.kube_executor import cluster_spec_file
 
-    print(render(cluster_spec_file(args.file), JobSettings.load(args.config)), end="")
+    print(render(cluster_spec_file(args.file), JobSettings.load(args.config), args.step), end="")
     return ExitCode.OK
 
 

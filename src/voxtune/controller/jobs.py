@@ -51,7 +51,14 @@ from kubernetes.client import (
     V1Volume,
     V1VolumeMount,
 )
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict, YamlConfigSettingsSource
 
 from voxtune import __version__
@@ -67,6 +74,10 @@ QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
 GPU = "nvidia.com/gpu"
 CONFIG_ENV = "VOXTUNE_CONTROLLER_CONFIG"
 Step = Literal["prepare", "train", "publish"]
+# What the builder sets itself (JobSettings.env may not change it); the token comes only from
+# the Secret.
+RESERVED_ENV = frozenset({"VOXTUNE_HOME", "HF_HOME", "HOME", "PYTHONUNBUFFERED", SPEC_ENV,
+                          "HF_TOKEN"})
 
 
 class _Strict(BaseModel):
@@ -74,8 +85,8 @@ class _Strict(BaseModel):
 
 
 class Image(_Strict):
-    registry: str = Field("ghcr.io", description="Registry host (a mirror in air-gapped "
-                          "clusters).")
+    registry: str = Field("", description="Registry host the images were pushed to (a mirror "
+                          "in air-gapped clusters); empty: the names `make images` builds.")
     repository: str = Field(description="Repository within the registry.")
     tag: str = Field(__version__, description="Tag; ignored when digest is set.")
     digest: str | None = Field(None, description="sha256:… to pin the exact image.")
@@ -158,6 +169,17 @@ class JobSettings(BaseSettings):
                                             "controller recorded their result.")
     shm_size: str = Field("16Gi", description="/dev/shm of the train pod (NCCL, dataloaders).")
     user_id: int = Field(10001, ge=1, description="Numeric non-root user of the images.")
+    env: dict[str, str] = Field(default_factory=dict, description="Extra environment of every "
+                                "step, e.g. HF_HUB_OFFLINE: '1' in an air-gapped cluster (models "
+                                "and datasets then come from the cache on the volume).")
+
+    @field_validator("env")
+    @classmethod
+    def _no_reserved_env(cls, env: dict[str, str]) -> dict[str, str]:
+        taken = sorted(set(env) & RESERVED_ENV)
+        if taken:
+            raise ValueError(f"{', '.join(taken)} cannot be set here (see hf_token_secret)")
+        return env
 
     @model_validator(mode="before")
     @classmethod
@@ -306,9 +328,11 @@ def build_jobs(spec: RunSpec, settings: JobSettings,
     return [build_job(spec, step, settings, owner) for step in spec.steps]
 
 
-def render(spec: RunSpec, settings: JobSettings) -> str:
-    """Multi-document YAML of every step's Job (what `voxtune render` prints)."""
-    documents = [ApiClient().sanitize_for_serialization(job) for job in build_jobs(spec, settings)]
+def render(spec: RunSpec, settings: JobSettings, step: str | None = None) -> str:
+    """Multi-document YAML of every step's Job, or of one `step` (what `voxtune render` prints;
+    no ownerReferences, so the Jobs can be applied without the controller)."""
+    documents = [ApiClient().sanitize_for_serialization(build_job(spec, each, settings))
+                 for each in spec.steps if step in (None, each)]
     return yaml.safe_dump_all(documents, sort_keys=False, allow_unicode=True, width=100)
 
 
@@ -323,13 +347,14 @@ def _failure_policy(step: str) -> V1PodFailurePolicy:
 
 
 def _environment(spec: RunSpec, settings: JobSettings) -> list[V1EnvVar]:
-    env = [
-        V1EnvVar(name="VOXTUNE_HOME", value=DATA_MOUNT),
-        V1EnvVar(name="HF_HOME", value=f"{DATA_MOUNT}/hf-cache"),
-        V1EnvVar(name="HOME", value="/tmp"),  # the root filesystem is read-only
-        V1EnvVar(name="PYTHONUNBUFFERED", value="1"),
-        V1EnvVar(name=SPEC_ENV, value=spec.model_dump_json()),
-    ]
+    values = {
+        "VOXTUNE_HOME": DATA_MOUNT,
+        "HF_HOME": f"{DATA_MOUNT}/hf-cache",
+        "HOME": "/tmp",  # the root filesystem is read-only
+        "PYTHONUNBUFFERED": "1",
+        SPEC_ENV: spec.model_dump_json(),
+    }
+    env = [V1EnvVar(name=name, value=value) for name, value in {**values, **settings.env}.items()]
     if settings.hf_token_secret:  # only ever by reference: never in args or plain values
         env.append(V1EnvVar(name="HF_TOKEN", value_from=V1EnvVarSource(
             secret_key_ref=V1SecretKeySelector(name=settings.hf_token_secret,
