@@ -68,6 +68,10 @@ test: $(STAMP) $(HELM_STAMP) system-packages  ## lint and run the whole test sui
 	$(BIN)/ruff check src tests bench
 	$(BIN)/pytest $(PYTEST_ARGS)
 
+.PHONY: ui
+ui: $(STAMP)  ## web UI on http://127.0.0.1:7860 (local runs; VOXTUNE_UI_* for auth, see README)
+	$(BIN)/voxtune ui
+
 lint: $(STAMP)  ## ruff
 	$(BIN)/ruff check src tests bench
 

@@ -74,6 +74,14 @@ class Client:
     def status(self, name: str) -> RunStatus:
         return self.executor.status(name)
 
+    def spec(self, name: str) -> RunSpec:
+        """The spec a run was submitted with."""
+        if self.backend == "local":
+            return self.executor._existing(name).read_spec()
+        from voxtune.controller.crd import run_spec
+
+        return run_spec(self.executor._get(name))
+
     def list(self) -> list[RunStatus]:
         return self.executor.list()
 

@@ -324,7 +324,12 @@ class KubeEmulator:
             kube = emulator
 
         self._stopping = False
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        class Server(ThreadingHTTPServer):
+            # a real API server takes bursts of clients; socketserver's backlog of 5 resets
+            # connections when a test opens many at once
+            request_queue_size = 128
+
+        self._server = Server(("127.0.0.1", 0), Handler)
         self._server.daemon_threads = True
         threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05},
                          name="kube-emulator", daemon=True).start()

@@ -117,19 +117,29 @@ def _read_jsonl(source: JsonlSource) -> Iterator[Item]:
     yield from _from_rows(_json_objects(path), path.parent.resolve(), "audio_path", "text")
 
 
-def _read_recordings(source: RecordingsSource) -> Iterator[Item]:
-    """The UI appends a line per take; a re-recorded id replaces the earlier take, and a line
+def recording_entries(root: Path) -> tuple[dict[str, tuple[str, dict[str, Any]]],
+                                             list[Rejection]]:
+    """The current clips of a recordings folder by id, as (where, fields), and bad lines.
+
+    The UI appends a line per take; a re-recorded id replaces the earlier take, and a line
     with `"deleted": true` removes it, so the log is kill-safe and never rewritten."""
-    root = source.path.resolve()
     latest: dict[str, tuple[str, dict[str, Any]]] = {}
+    problems: list[Rejection] = []
     for row in _json_objects(root / RECORDINGS_LOG):
         if isinstance(row, Rejection):
-            yield row
+            problems.append(row)
             continue
         where, fields = row
         latest[str(fields.get("id", where))] = (where, fields)
-    kept = iter(entry for entry in latest.values() if not entry[1].get("deleted"))
-    yield from _from_rows(kept, root, "audio_path", "text")
+    kept = {key: entry for key, entry in latest.items() if not entry[1].get("deleted")}
+    return kept, problems
+
+
+def _read_recordings(source: RecordingsSource) -> Iterator[Item]:
+    root = source.path.resolve()
+    kept, problems = recording_entries(root)
+    yield from problems
+    yield from _from_rows(iter(kept.values()), root, "audio_path", "text")
 
 
 def _decode_text(raw: bytes) -> str | None:

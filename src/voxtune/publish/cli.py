@@ -1,4 +1,4 @@
-"""`voxtune publish` and `voxtune models list|show`; `voxtune.cli` calls `add_parsers(commands)`.
+"""`voxtune publish`, `voxtune models list|show`, `voxtune serve`: `add_parsers(commands)`.
 
 The shared spec flags (`--run-dir`/`--spec`) and their loading come from `voxtune.cli`, imported
 when a parser is built or a command runs, so either module may import the other first.
@@ -13,8 +13,11 @@ from voxtune.errors import ExitCode, UserError
 
 
 def add_parsers(commands: argparse._SubParsersAction) -> None:
+    from voxtune.publish.serve import add_parser as serve_parser
+
     _publish_parser(commands)
     _models_parser(commands)
+    serve_parser(commands)
 
 
 def _publish_parser(commands: argparse._SubParsersAction) -> None:

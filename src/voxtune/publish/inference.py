@@ -74,11 +74,12 @@ def match_audio_window(processor: Any) -> None:
 
 
 def load_model(source: str, *, base_model: str | None = None, revision: str | None = None,
-               device: str | None = None) -> LoadedModel:
+               device: str | None = None, base: Any = None) -> LoadedModel:
     """Load the fine-tuned model: a LoRA adapter on its base, or merged/full weights.
 
     `source` is a Hub id (private repos read HF_TOKEN from the environment) or a folder;
-    `base_model` overrides the base named in an adapter's config.
+    `base_model` overrides the base named in an adapter's config; `base` is an already built
+    base model for an adapter (a base that is no Hub id, such as a locally built test model).
     """
     try:
         import torch
@@ -91,20 +92,20 @@ def load_model(source: str, *, base_model: str | None = None, revision: str | No
         if adapter is None:
             model = VoxtralForConditionalGeneration.from_pretrained(
                 source, revision=revision, dtype="auto")
-            base = None
+            base_name = None
         else:
             from peft import PeftModel
 
-            base = base_model or adapter["base_model_name_or_path"]
-            model = PeftModel.from_pretrained(
-                VoxtralForConditionalGeneration.from_pretrained(base, dtype="auto"), source,
-                revision=revision)
+            base_name = base_model or adapter["base_model_name_or_path"]
+            if base is None:
+                base = VoxtralForConditionalGeneration.from_pretrained(base_name, dtype="auto")
+            model = PeftModel.from_pretrained(base, source, revision=revision)
         model.to(device).eval()
     except Exception as error:  # any failure means: no fine-tuned model, so no transcription
         reason = str(error).strip().splitlines()[0] if str(error).strip() else ""
         raise ModelLoadError(f"could not load the fine-tuned model {source}: "
                              f"{type(error).__name__}: {reason}") from error
-    return LoadedModel(model, processor, source, base)
+    return LoadedModel(model, processor, source, base_name)
 
 
 def to_16k_mono(audio: Any) -> Any:

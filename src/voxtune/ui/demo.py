@@ -1,0 +1,105 @@
+"""Try-it's model server: `voxtune serve` as a subprocess of the UI, or the in-cluster demo.
+
+Locally the UI starts one `voxtune serve MODEL` at a time (a model is large; the next model
+replaces it) on a free loopback port, waits until it answers, and stops it when the UI exits.
+The UI only speaks HTTP to it, so the UI process never imports torch.
+"""
+
+from __future__ import annotations
+
+import atexit
+import json
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlencode
+
+from voxtune.controller.local import tail
+from voxtune.errors import UserError
+
+START_TIMEOUT_S = 600  # loading a 3B model from a cold Hub cache takes minutes
+REQUEST_TIMEOUT_S = 300
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+class DemoServers:
+    def __init__(self, log_dir: Path):
+        self.log_dir = Path(log_dir)
+        self._lock = threading.Lock()
+        self._model: str | None = None
+        self._process: subprocess.Popen | None = None
+        self._url = ""
+        atexit.register(self.stop)
+
+    def ensure(self, model: str) -> str:
+        """The URL of a server for `model`, starting it (and stopping another) if needed."""
+        with self._lock:
+            if self._model == model and self._process and self._process.poll() is None:
+                return self._url
+            self._stop()
+            port = free_port()
+            self.log_dir.mkdir(parents=True, exist_ok=True)
+            log_path = self.log_dir / "serve.log"
+            with open(log_path, "wb") as log:
+                self._process = subprocess.Popen(
+                    [sys.executable, "-m", "voxtune", "serve", model, "--port", str(port)],
+                    stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
+            self._model, self._url = model, f"http://127.0.0.1:{port}"
+            deadline = time.monotonic() + START_TIMEOUT_S
+            while not self._healthy():
+                if self._process.poll() is not None or time.monotonic() > deadline:
+                    self._stop()
+                    raise UserError(f"the model server for {model} did not start:\n"
+                                    f"{tail(log_path, 8)}")
+                time.sleep(0.5)
+            return self._url
+
+    def _healthy(self) -> bool:
+        try:
+            with urllib.request.urlopen(f"{self._url}/healthz", timeout=2):
+                return True
+        except OSError:
+            return False
+
+    def stop(self) -> None:
+        with self._lock:
+            self._stop()
+
+    def _stop(self) -> None:
+        if self._process and self._process.poll() is None:
+            self._process.terminate()
+            try:
+                self._process.wait(10)
+            except subprocess.TimeoutExpired:
+                self._process.kill()
+        self._process, self._model = None, None
+
+    @staticmethod
+    def transcribe(url: str, audio: Path, language: str) -> dict[str, Any]:
+        """POST the clip to a `voxtune serve` API; its base/tuned transcripts."""
+        request = urllib.request.Request(
+            f"{url.rstrip('/')}/transcribe?{urlencode({'language': language or 'auto'})}",
+            data=audio.read_bytes(), method="POST",
+            headers={"Content-Type": "application/octet-stream"})
+        try:
+            with urllib.request.urlopen(request, timeout=REQUEST_TIMEOUT_S) as response:
+                return json.loads(response.read())
+        except urllib.error.HTTPError as error:
+            try:
+                detail = json.loads(error.read()).get("error", "")
+            except ValueError:
+                detail = error.reason
+            raise UserError(f"the model server refused the clip: {detail}") from None
+        except OSError as error:
+            raise UserError(f"cannot reach the model server at {url}: {error}") from None

@@ -1,0 +1,268 @@
+"""The UI's handlers without a browser: form → RunSpec → Client, workspaces, users and auth.
+
+Runs go to the Kubernetes API emulator (real HTTP, real client), so launching many of them
+costs no training processes; the local executor is covered by the browser test."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.emulators import kube
+from tests.emulators.kube import KubeEmulator
+from tests.helpers import speechlike, write_audio
+from voxtune.client import Client
+from voxtune.data.audio import AudioRejected
+from voxtune.errors import UserError
+from voxtune.ui import handlers
+from voxtune.ui.auth import check_bind, password_check, read_users, sanitise_user
+from voxtune.ui.demo import DemoServers
+from voxtune.ui.handlers import Context, TrainForm
+from voxtune.ui.settings import UiSettings
+from voxtune.ui.workspace import Workspace, safe_name, transcripts_file
+
+kube_emulator = kube.kube_emulator
+
+
+def context(home: Path, client: Client, **settings: object) -> Context:
+    return Context(client, UiSettings(**settings), home, DemoServers(home / "ui"))
+
+
+def with_dataset(ctx: Context, user: str, clips: int = 2) -> Workspace:
+    workspace = ctx.workspace(user)
+    for index in range(clips):
+        audio = write_audio(ctx.home / "in" / f"{user}{index}.wav", speechlike(1.0 + index / 4,
+                                                                               seed=index))
+        workspace.add(audio, f"clip number {index}", "en")
+    workspace.build("en")
+    return workspace
+
+
+@pytest.fixture
+def cluster_ctx(kube_emulator: KubeEmulator, voxtune_home: Path) -> Context:
+    client = Client("kubernetes", namespace="default", api_client=kube_emulator.api_client(),
+                    home=voxtune_home)
+    return context(voxtune_home, client)
+
+
+# --- form → spec ---------------------------------------------------------------------------
+
+
+def test_form_becomes_the_spec_and_the_finetunerun(cluster_ctx: Context) -> None:
+    with_dataset(cluster_ctx, "alice")
+    form = TrainForm(name="My Voice", base_model="tiny-random", mode="full", language="fr",
+                     gpu_profile="2 GPUs", max_steps=7, learning_rate=3e-5, lora_rank=16)
+    spec_yaml, run_yaml = handlers.preview(cluster_ctx, "alice", form)
+    spec = handlers.build_spec(cluster_ctx, "alice", form)
+    assert spec.name == "alice-my-voice" and spec.mode == "full" and spec.language == "fr"
+    assert spec.training.max_steps == 7 and spec.training.learning_rate == 3e-5
+    assert spec.training.lora.rank == 16 and spec.resources.gpus == 2
+    assert spec.steps == ["prepare", "train"]
+    # on the cluster the dataset is named relative to the shared volume (VOXTUNE_HOME)
+    assert str(spec.data.sources[0].path) == "users/alice/dataset/manifest.jsonl"
+    assert "max_steps: 7" in spec_yaml and "kind: FineTuneRun" in run_yaml
+    assert "name: alice-my-voice" in run_yaml and "namespace: default" in run_yaml
+
+
+@pytest.mark.parametrize(("form", "message"), [
+    (TrainForm(name="x" * 40), "at most 40"),
+    (TrainForm(gpu_profile="16 GPUs"), "GPU profile"),
+    (TrainForm(learning_rate=2.0), "learning_rate: Input should be less than 1"),
+    (TrainForm(eval_fraction=0.9), "eval_fraction"),
+], ids=["long-name", "gpu-profile", "learning-rate", "eval-fraction"])
+def test_bad_form_values_are_clear_errors(cluster_ctx: Context, form: TrainForm,
+                                          message: str) -> None:
+    with_dataset(cluster_ctx, "alice")
+    with pytest.raises(UserError, match=message):
+        handlers.build_spec(cluster_ctx, "alice", form)
+
+
+def test_launch_without_a_dataset_says_what_to_do(cluster_ctx: Context) -> None:
+    with pytest.raises(UserError, match="build the dataset first"):
+        handlers.launch(cluster_ctx, "bob", TrainForm())
+
+
+# --- runs: many users, many sessions ------------------------------------------------------------
+
+
+def test_twenty_simultaneous_launches_make_twenty_runs(cluster_ctx: Context,
+                                                       kube_emulator: KubeEmulator) -> None:
+    users = [f"user{index}" for index in range(5)]
+    for user in users:
+        with_dataset(cluster_ctx, user)
+    results: list[str] = []
+    errors: list[Exception] = []
+    start = threading.Barrier(20)
+
+    def session(user: str) -> None:
+        start.wait()
+        try:  # no name given: each launch gets its own
+            results.append(handlers.launch(cluster_ctx, user, TrainForm(max_steps=3)).name)
+        except Exception as error:  # collected, asserted below
+            errors.append(error)
+
+    threads = [threading.Thread(target=session, args=(users[i % 5],)) for i in range(20)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert not errors and len(set(results)) == 20
+    stored = {run["metadata"]["name"] for run in kube_emulator.list("finetuneruns", "default")}
+    assert stored == set(results)
+    for user in users:  # each user lists exactly their own four
+        mine = {status.name for status in handlers.my_runs(cluster_ctx, user)}
+        assert len(mine) == 4 and all(name.startswith(f"{user}-") for name in mine)
+
+
+def test_a_run_name_belongs_to_one_user(cluster_ctx: Context) -> None:
+    with_dataset(cluster_ctx, "al")
+    with_dataset(cluster_ctx, "al-ice")
+    handlers.launch(cluster_ctx, "al", TrainForm(name="ice-x"))  # → al-ice-x
+    with pytest.raises(UserError, match="is taken"):
+        handlers.launch(cluster_ctx, "al-ice", TrainForm(name="x"))  # also al-ice-x
+    assert handlers.my_runs(cluster_ctx, "al-ice") == []
+    for action in (handlers.run_page, handlers.cancel):
+        with pytest.raises(UserError, match="among your runs"):
+            action(cluster_ctx, "al-ice", "al-ice-x")
+
+
+def test_same_launch_twice_is_one_run(cluster_ctx: Context) -> None:
+    with_dataset(cluster_ctx, "alice")
+    form = TrainForm(name="again", max_steps=2)
+    assert handlers.launch(cluster_ctx, "alice", form).name == \
+        handlers.launch(cluster_ctx, "alice", form).name == "alice-again"
+    assert len(handlers.my_runs(cluster_ctx, "alice")) == 1
+
+
+def test_publish_needs_a_finished_run(cluster_ctx: Context) -> None:
+    with_dataset(cluster_ctx, "alice")
+    handlers.launch(cluster_ctx, "alice", TrainForm(name="young"))
+    with pytest.raises(UserError, match="no trained model yet"):
+        handlers.publish(cluster_ctx, "alice", "alice-young", handlers.PublishForm())
+
+
+# --- workspace ------------------------------------------------------------------------------------
+
+
+def test_uploads_are_checked_with_the_prepare_rules(tmp_path: Path, voxtune_home: Path) -> None:
+    workspace = Workspace(voxtune_home, "alice", max_bytes=200_000)
+    good = write_audio(tmp_path / "good.wav", speechlike(1.0))
+    cases = {
+        "silent": write_audio(tmp_path / "quiet.wav", np.zeros(16_000, np.float32)),
+        "too_short": write_audio(tmp_path / "short.wav", speechlike(0.1)),
+        "not_audio": tmp_path / "fake.wav",
+        "too_large": write_audio(tmp_path / "long.wav", speechlike(8.0)),
+        "empty_text": good,
+    }
+    cases["not_audio"].write_text("hello")
+    for reason, path in cases.items():
+        with pytest.raises(AudioRejected) as rejected:
+            workspace.add(path, "" if reason == "empty_text" else "words", "en")
+        assert rejected.value.reason == reason
+    with pytest.raises(AudioRejected, match="type not accepted"):
+        workspace.add(good, "words", "en", name="script.sh")
+    assert workspace.clips() == {}
+
+
+def test_clips_are_copied_in_edited_and_deleted(tmp_path: Path, voxtune_home: Path) -> None:
+    workspace = Workspace(voxtune_home, "alice")
+    upload = write_audio(tmp_path / "gradio-tmp" / "My Take (1).wav", speechlike(1.0))
+    row = workspace.add(upload, " hello there ", "en", name="../../etc/My Take (1).wav")
+    stored = workspace.recordings / row["audio_path"]
+    assert stored.parent == workspace.recordings / "clips" and stored.name.endswith("My_Take_1.wav")
+    upload.unlink()  # Gradio's temporary copy goes away; ours stays
+    assert stored.is_file() and row["text"] == "hello there" and row["duration"] == 1.0
+    workspace.edit(row["id"], "hello again")
+    assert workspace.clips()[row["id"]]["text"] == "hello again"
+    workspace.delete(row["id"])
+    assert workspace.clips() == {}
+    with pytest.raises(UserError, match="no clip"):
+        workspace.edit(row["id"], "x")
+
+
+def test_workspaces_of_users_never_mix(tmp_path: Path, voxtune_home: Path) -> None:
+    audio = write_audio(tmp_path / "a.wav", speechlike(1.0))
+    Workspace(voxtune_home, "alice").add(audio, "alice speaking", "en")
+    assert Workspace(voxtune_home, "bob").clips() == {}
+    assert len(Workspace(voxtune_home, "alice").clips()) == 1
+
+
+@pytest.mark.parametrize(("name", "content", "expected"), [
+    ("t.csv", b"file_name,text\na.wav,hello\nsub/b.flac,world\n",
+     {"a.wav": "hello", "b.flac": "world"}),
+    ("t.jsonl", b'{"audio_path": "a.wav", "text": "hi"}\n\n{"file": "c.wav", "sentence": "yo"}\n',
+     {"a.wav": "hi", "c.wav": "yo"}),
+], ids=["csv", "jsonl"])
+def test_transcripts_files(name: str, content: bytes, expected: dict[str, str]) -> None:
+    assert transcripts_file(name, content) == expected
+
+
+def test_transcripts_file_without_columns_is_refused() -> None:
+    with pytest.raises(UserError, match="no rows with a file column"):
+        transcripts_file("t.csv", b"name,words\na.wav,hi\n")
+
+
+@pytest.mark.parametrize(("raw", "safe"), [("../../x.wav", "x.wav"), ("a b?.FLAC", "a_b.flac"),
+                                           ("...", "clip"), ("evil.exe", "evil")])
+def test_safe_names(raw: str, safe: str) -> None:
+    assert safe_name(raw) == safe
+
+
+# --- users and auth ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("raw", "user"), [
+    ("Alice", "alice"), ("bob@example.com", "bob-example-com"), ("a" * 30, "a" * 16)])
+def test_user_names_become_safe_prefixes(raw: str, user: str) -> None:
+    assert sanitise_user(raw) == user
+
+
+def test_users_file_and_password_check(tmp_path: Path) -> None:
+    path = tmp_path / "users"
+    path.write_text("# team\nalice:s3cret:with:colons\n\nbob:hunter2\n")
+    users = read_users(UiSettings(auth="password", users_file=path))
+    check = password_check(users)
+    assert check("alice", "s3cret:with:colons") and not check("alice", "hunter2")
+    assert not check("carol", "")
+    path.write_text("alice\n")
+    with pytest.raises(UserError, match="expected user:password"):
+        read_users(UiSettings(auth="password", users_file=path))
+
+
+@pytest.mark.parametrize(("host", "settings", "allowed"), [
+    ("127.0.0.1", {}, True), ("localhost", {}, True), ("0.0.0.0", {}, False),
+    ("0.0.0.0", {"auth": "proxy"}, True), ("0.0.0.0", {"allow_remote_without_auth": True}, True),
+], ids=["loopback", "localhost", "any-no-auth", "any-proxy", "any-allowed"])
+def test_remote_binding_needs_auth(host: str, settings: dict, allowed: bool) -> None:
+    if allowed:
+        check_bind(host, UiSettings(**settings))
+    else:
+        with pytest.raises(UserError, match="VOXTUNE_UI_AUTH"):
+            check_bind(host, UiSettings(**settings))
+
+
+def test_ui_refuses_a_public_address_without_auth(voxtune_home: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("VOXTUNE_UI_")}
+    done = subprocess.run([sys.executable, "-m", "voxtune", "ui", "--host", "0.0.0.0"],
+                          capture_output=True, text=True, env=env, timeout=120)
+    assert done.returncode == 2 and "VOXTUNE_UI_AUTH" in done.stderr
+
+
+def test_the_ui_never_imports_torch() -> None:
+    probe = ("import sys, voxtune.ui.app, voxtune.cli; voxtune.cli.build_parser(); "
+             "print(sorted({'torch', 'transformers', 'peft'} & set(sys.modules)))")
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                          timeout=120)
+    assert done.stdout.strip() == "[]", done.stderr[-2000:]
+    help_probe = ("import sys, voxtune.cli\ntry:\n    voxtune.cli.main(['ui', '--help'])\n"
+                  "except SystemExit:\n    pass\n"
+                  "print(sorted({'torch', 'gradio'} & set(sys.modules)))")
+    done = subprocess.run([sys.executable, "-c", help_probe], capture_output=True, text=True,
+                          timeout=120)
+    assert done.stdout.strip().endswith("[]"), done.stderr[-2000:]
