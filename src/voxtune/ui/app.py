@@ -377,7 +377,7 @@ def _runs_tab(ctx: Context, user: Callable[[gr.Request], str]) -> None:
     @friendly
     def page(run: str | None, request: gr.Request):
         if not run:
-            return "Launch a run in the Train tab.", None, None, "", ""
+            return "Launch a run in the Train tab.", None, None, "", "", gr.update(visible=False)
         view = handlers.run_page(ctx, user(request), run)
         status = view.status
         text = f"### {run}: {status.phase}\n{view.progress}"
@@ -390,14 +390,15 @@ def _runs_tab(ctx: Context, user: Callable[[gr.Request], str]) -> None:
             [(label, model, 100 * view.metrics[key]) for label, (model, key) in SCORE_BARS.items()
              if key in view.metrics], columns=["score", "model", "percent"])
         links = "\n".join(f"- `{line.strip()}`" for line in view.published)
-        return text, curve, bars, links, view.logs
+        running = status.phase not in ("Succeeded", "Failed", "Cancelled")
+        return text, curve, bars, links, view.logs, gr.update(visible=running)
 
     @friendly
     def stop(run: str | None, request: gr.Request):
         status = handlers.cancel(ctx, user(request), run or "")
         return f"### {status.name}: {status.phase}\ncancel requested"
 
-    outputs = [phase, loss, scores, published, logs]
+    outputs = [phase, loss, scores, published, logs, cancel]  # cancel: only while it runs
     timer.tick(listing, chosen, [table, chosen], show_progress="hidden")
     timer.tick(page, chosen, outputs, show_progress="hidden")
     chosen.change(page, chosen, outputs)
