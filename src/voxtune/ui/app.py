@@ -500,6 +500,9 @@ def serve(host: str, port: int, backend: str, namespace: str | None = None) -> N
     ctx = Context(client, settings, home, DemoServers(home / "ui"))
     app = build_app(ctx)
     app.queue(default_concurrency_limit=16)  # many users; handlers only wait on I/O
+    shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host
+    print(f"voxtune UI on http://{shown}:{port} (runs: {backend}, auth: {settings.auth}; "
+          "Ctrl-C stops it)", flush=True)
     try:
         app.launch(server_name=host, server_port=port, quiet=True, **options)
     finally:
