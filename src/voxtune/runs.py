@@ -10,7 +10,8 @@
 from __future__ import annotations
 
 import json
-from datetime import datetime, timezone
+import re
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Literal
 
@@ -25,8 +26,29 @@ PHASE_OF_STEP: dict[str, Phase] = {"prepare": "Preparing", "train": "Training",
                                    "publish": "Publishing"}
 
 
+# A step may print `progress 120/300` lines (done/total units of its work, e.g. optimizer
+# steps); both backends turn the newest one into RunStatus.progress and an ETA.
+PROGRESS = re.compile(r"^progress (\d+)/(\d+)\s*$", re.MULTILINE)
+
+
 def now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def progress_and_eta(steps_done: int, steps: int, step: str, output: str,
+                     started: datetime | None, at: datetime) -> tuple[str, str | None]:
+    """("1/3 train 120/300", estimated end of the step) from the newest progress line in the
+    step's `output` and when it started; the end is rounded up to the minute (UTC)."""
+    progress, eta = f"{steps_done}/{steps}", None
+    found = PROGRESS.findall(output)
+    if found:
+        current, total = (int(n) for n in found[-1])
+        progress += f" {step} {current}/{total}"
+        if current and total > current and started:
+            end = at + (at - started) * (total - current) / current
+            eta = (end.replace(second=0, microsecond=0) + timedelta(minutes=1)).astimezone(
+                timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return progress, eta
 
 
 class StepStatus(BaseModel):
@@ -45,6 +67,9 @@ class RunStatus(BaseModel):
     message: str = ""
     steps: dict[str, StepStatus] = Field(default_factory=dict)
     metrics: dict[str, float] = Field(default_factory=dict)
+    progress: str = Field("", description="Steps done / steps, and the train step's own "
+                          "progress when it reports one.")
+    eta: str | None = Field(None, description="Estimated end of the running step (UTC).")
     updated: str = Field(default_factory=now)
 
 

@@ -19,10 +19,10 @@ import pytest
 import torch
 
 from tests.train_fixtures import shared_home, shared_tiny_home  # noqa: F401 (fixture)
-from voxtune.controller.step import PROGRESS
 from voxtune.data.manifest import read_manifest
 from voxtune.data.prepare import prepare
 from voxtune.data.synth import copy_samples
+from voxtune.runs import PROGRESS
 from voxtune.spec import DataSpec, LoraSpec
 from voxtune.train.adapt import apply_lora
 from voxtune.train.model import load

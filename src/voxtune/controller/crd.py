@@ -65,9 +65,6 @@ class FineTuneRunStatus(RunStatus):
     reason: str = Field("", description="Why the run is in its phase, one word: Running, "
                         "Unschedulable, ImagePullBackOff, QueueWaiting, StepFailed, "
                         "InvalidSpec, Cancelled, Completed …")
-    progress: str = Field("", description="Steps done / steps, and the train step's own "
-                          "progress when it reports one.")
-    eta: str | None = Field(None, description="Estimated end of the running step (UTC).")
     observed_generation: int | None = Field(None, description="metadata.generation last seen.")
     conditions: list[Condition] = Field(default_factory=list)
 

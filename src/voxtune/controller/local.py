@@ -20,10 +20,19 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
+from datetime import datetime, timezone
 from pathlib import Path
 
 from voxtune.errors import ExitCode, UserError
-from voxtune.runs import PHASE_OF_STEP, RunFolder, RunStatus, StepStatus, now
+from voxtune.runs import (
+    PHASE_OF_STEP,
+    PROGRESS,
+    RunFolder,
+    RunStatus,
+    StepStatus,
+    now,
+    progress_and_eta,
+)
 from voxtune.spec import RunSpec, Settings
 
 # Steps this version can run; later steps are added here as they are built.
@@ -76,6 +85,7 @@ class LocalExecutor:
                 if status.phase in ("Failed", "Cancelled"):
                     return status
             status.phase, status.step, status.message = "Succeeded", None, "all steps succeeded"
+            status.progress, status.eta = f"{len(spec.steps)}/{len(spec.steps)}", None
             run.write_status(status)
             return status
         finally:
@@ -85,10 +95,26 @@ class LocalExecutor:
                   echo: Callable[[str], None]) -> RunStatus:
         status.phase, status.step, status.message = PHASE_OF_STEP[step], step, f"running {step}"
         status.steps[step] = StepStatus(state="running", started=now())
+        spec = run.read_spec()
+        command = step_command(spec, step, run.path)
+        started = datetime.now(timezone.utc)
+        done = sum(s.state == "succeeded" for s in status.steps.values())
+        status.progress, status.eta = progress_and_eta(done, len(spec.steps), step, "",
+                                                       started, started)
         run.write_status(status)
-        command = step_command(run.read_spec(), step, run.path)
+
+        def on_line(line: str) -> None:
+            if not PROGRESS.match(line):
+                echo(f"[{step}] {line}")
+                return
+            # for status.json (the terminal has the trainer's own lines): the same progress
+            # and ETA the controller reports
+            status.progress, status.eta = progress_and_eta(
+                done, len(spec.steps), step, line, started, datetime.now(timezone.utc))
+            run.write_status(status)
+
         try:
-            code = run_logged(command, run.log(step), lambda line: echo(f"[{step}] {line}"),
+            code = run_logged(command, run.log(step), on_line,
                               on_start=lambda pid: _write_pid(_step_file(run), pid))
         finally:
             _step_file(run).unlink(missing_ok=True)

@@ -50,8 +50,7 @@ from voxtune.controller.jobs import (
     owner_reference,
 )
 from voxtune.controller.local import TERMINAL, failure_message
-from voxtune.controller.step import PROGRESS
-from voxtune.runs import PHASE_OF_STEP
+from voxtune.runs import PHASE_OF_STEP, progress_and_eta
 from voxtune.spec import RunSpec, format_validation_error
 
 IMAGE_PULL = {"ImagePullBackOff", "ErrImagePull", "InvalidImageName", "ErrImageNeverPull"}
@@ -276,17 +275,10 @@ def _running(status: FineTuneRunStatus, spec: RunSpec, step: str, state: KubeSte
                            f"{'s' if state.disruptions > 1 else ''}; training resumes from its "
                            "last checkpoint)" if step == "train" else ")")
     done = sum(s.state == "succeeded" for s in status.steps.values())
-    status.progress, status.eta = f"{done}/{len(spec.steps)}", None
     pod = _newest([p for p in pods if p.get("status", {}).get("phase") == "Running"])
-    found = PROGRESS.findall(log_tails.get(pod["metadata"]["name"], "")) if pod else []
-    if found:
-        current, total = (int(n) for n in found[-1])
-        status.progress += f" {step} {current}/{total}"
-        started = _parse_time(state.started)
-        if current and total > current and started:
-            left = (now - started) * (total - current) / current
-            status.eta = _iso((now + left).replace(second=0, microsecond=0)
-                              + timedelta(minutes=1))
+    output = log_tails.get(pod["metadata"]["name"], "") if pod else ""
+    status.progress, status.eta = progress_and_eta(done, len(spec.steps), step, output,
+                                                   _parse_time(state.started), now)
     _condition(status, "Waiting", False, "Running", "", _iso(now))
 
 

@@ -23,7 +23,6 @@ import argparse
 import contextlib
 import json
 import os
-import re
 import sys
 from pathlib import Path
 
@@ -38,9 +37,6 @@ SPEC_ENV = "VOXTUNE_RUN_SPEC"
 TERMINATION_LOG_ENV = "VOXTUNE_TERMINATION_LOG"  # tests point it elsewhere
 TERMINATION_LOG = "/dev/termination-log"
 TERMINATION_LIMIT = 4000  # the kubelet keeps at most 4096 bytes
-# A step may print `progress 120/300` lines (done/total units of work, e.g. optimizer steps);
-# the controller reads the newest from the running pod's log tail into status.progress and eta.
-PROGRESS = re.compile(r"^progress (\d+)/(\d+)\s*$", re.MULTILINE)
 
 
 def termination_message(code: int, metrics: dict[str, float], log_tail: str) -> str:

@@ -366,7 +366,7 @@ def _runs_tab(ctx: Context, user: Callable[[gr.Request], str]) -> None:
     @friendly
     def listing(current: str | None, request: gr.Request):
         runs = handlers.my_runs(ctx, user(request))
-        rows = [(s.name, s.phase, handlers.progress(ctx, s, ""), _wer(s.metrics), s.updated)
+        rows = [(s.name, s.phase, handlers.progress(s), _wer(s.metrics), s.updated)
                 for s in runs]
         names = [s.name for s in runs]
         value = current if current in names else (names[-1] if names else None)

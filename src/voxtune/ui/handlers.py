@@ -46,7 +46,6 @@ from voxtune.ui.workspace import Workspace
 OWNERS = Path("ui") / "owners"
 GPU_PROFILES = {"CPU only": 0, "1 GPU": 1, "2 GPUs": 2, "4 GPUs": 4, "8 GPUs": 8}
 BASE_MODELS = (DEFAULT_BASE_MODEL, "mistralai/Voxtral-Small-24B-2507", "tiny-random")
-PROGRESS = re.compile(r"^progress (\d+)/(\d+)$", re.MULTILINE)
 HUB_REPO = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*$")
 PUBLISHED_LINES = ("published ", "  dataset:", "  Space:", "  commit ")
 LOG_TAIL = 200  # lines of log shown on the run page
@@ -192,17 +191,11 @@ def my_runs(ctx: Context, user: str) -> list[RunStatus]:
     return [status for status in ctx.client.list() if owns(ctx, user, status.name)]
 
 
-def progress(ctx: Context, status: RunStatus, logs: str) -> str:
-    """Steps done, plus the train step's `progress N/M` (the controller computes the same)."""
-    if getattr(status, "progress", ""):
-        return status.progress
-    steps = status.steps
-    done = sum(step.state == "succeeded" for step in steps.values())
-    text = f"{done}/{len(steps) or '?'} steps"
-    found = PROGRESS.findall(logs)
-    if status.step == "train" and found:
-        current, total = found[-1]
-        text += f", train {current}/{total}"
+def progress(status: RunStatus) -> str:
+    """Steps done, the train step's own progress and its ETA (same on both backends)."""
+    text = status.progress or "not started"
+    if status.eta:
+        text += f", ends ≈ {status.eta[11:16]} UTC"
     return text
 
 
@@ -230,7 +223,7 @@ def run_page(ctx: Context, user: str, run: str) -> RunPage:
     metrics = status.metrics or headline_metrics(folder)
     published = [line for line in logs.splitlines() if line.startswith(PUBLISHED_LINES)]
     tail = "\n".join(logs.splitlines()[-LOG_TAIL:])
-    return RunPage(status, progress(ctx, status, logs), explanation, tail, read_curves(folder),
+    return RunPage(status, progress(status), explanation, tail, read_curves(folder),
                    metrics, published)
 
 
