@@ -124,6 +124,11 @@ def test_record_upload_train_publish_and_try(start_ui, browser, speech_wav: Path
 
     # 6. publish to the local registry; the model appears once the publish run is done
     open_tab(page, "Publish")
+    expect(page.locator("#publish-repo")).to_be_hidden()  # Hub fields only for the Hub
+    page.locator("#publish-to").get_by_label("Hugging Face Hub").check()
+    expect(page.locator("#publish-repo")).to_be_visible()
+    expect(page.locator("#publish-private input")).to_be_checked()  # private by default
+    page.locator("#publish-to").get_by_label("Local registry").check()
     page.locator("#publish-button").click()
     page.locator("#publish-status").get_by_text("Publishing as run").wait_for()
     deadline = time.monotonic() + 120

@@ -420,9 +420,11 @@ def _publish_tab(ctx: Context, user: Callable[[gr.Request], str], tab: gr.Tab) -
     run = gr.Dropdown([], label="Finished run", elem_id="publish-run")
     destination = gr.Radio([("Local registry", "local"), ("Hugging Face Hub", "hub")],
                            value="local", label="Destination", elem_id="publish-to")
-    repo = gr.Textbox(label="Hub repository (owner/name)", placeholder="alice/my-voice")
+    repo = gr.Textbox(label="Hub repository (owner/name)", placeholder="alice/my-voice",
+                      visible=False, elem_id="publish-repo")
     with gr.Row():
-        private = gr.Checkbox(True, label="Private (recommended: voice is biometric data)")
+        private = gr.Checkbox(True, label="Private (recommended: voice is biometric data)",
+                              visible=False, elem_id="publish-private")
         dataset = gr.Checkbox(False, label="Also publish the dataset")
         space = gr.Checkbox(False, label="Also create a demo Space")
     button = gr.Button("Publish", variant="primary", elem_id="publish-button")
@@ -446,7 +448,11 @@ def _publish_tab(ctx: Context, user: Callable[[gr.Request], str], tab: gr.Tab) -
         return (f"Publishing as run **{launched.name}**; when it has succeeded the model is "
                 "listed below and in Try it (the run page shows where it went).")
 
+    def hub_fields(where: str):
+        return gr.update(visible=where == "hub"), gr.update(visible=where == "hub")
+
     tab.select(refresh, None, [run, models])
+    destination.change(hub_fields, destination, [repo, private])  # only the Hub needs them
     button.click(start, [run, destination, repo, private, dataset, space], status)
     status.change(refresh, None, [run, models])
 
