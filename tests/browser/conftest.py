@@ -125,3 +125,15 @@ def choose(page, elem_id: str, value: str) -> None:
     field.fill(value)
     page.get_by_role("option", name=value, exact=True).click()
     expect(field).to_have_value(value)
+
+
+def fill_train_form(page, name: str, gpus: str, max_steps: int) -> None:
+    """Train tab: a tiny-random run named `name`, then Preview."""
+    open_tab(page, "Train")
+    page.locator("#train-name input, #train-name textarea").first.fill(name)
+    choose(page, "train-base", "tiny-random")
+    choose(page, "train-gpus", gpus)
+    steps = page.locator("#train-max-steps input[type=number]")
+    steps.fill(str(max_steps))
+    steps.press("Enter")
+    page.locator("#train-preview").click()

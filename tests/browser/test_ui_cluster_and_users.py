@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import expect
 
-from tests.browser.conftest import choose, new_page, open_tab, screenshot
+from tests.browser.conftest import fill_train_form, new_page, open_tab, screenshot
 from tests.emulators import kube
 from tests.emulators.kube import KubeEmulator
 from tests.helpers import speechlike, write_audio
@@ -32,14 +32,7 @@ def test_launch_creates_the_finetunerun_from_the_form(
     page.goto(server.url)
     page.get_by_text("runs on kubernetes").wait_for()
 
-    open_tab(page, "Train")
-    page.locator("#train-name input, #train-name textarea").first.fill("cluster")
-    choose(page, "train-base", "tiny-random")
-    choose(page, "train-gpus", "2 GPUs")
-    steps = page.locator("#train-max-steps input[type=number]")
-    steps.fill("7")
-    steps.press("Enter")
-    page.locator("#train-preview").click()
+    fill_train_form(page, "cluster", "2 GPUs", 7)
     expect(page.locator("#train-run-yaml")).to_contain_text("kind: FineTuneRun")
     expect(page.locator("#train-run-yaml")).to_contain_text("max_steps: 7")
     screenshot(page, "ui-cluster-preview")

@@ -13,7 +13,7 @@ import pytest
 import soundfile
 from playwright.sync_api import expect
 
-from tests.browser.conftest import SECRET, choose, new_page, open_tab, screenshot
+from tests.browser.conftest import SECRET, fill_train_form, new_page, open_tab, screenshot
 from tests.helpers import write_audio
 from voxtune.ui.phrases import PHRASES
 from voxtune.ui.trackio_reader import read_curves
@@ -98,14 +98,7 @@ def test_record_upload_train_publish_and_try(start_ui, browser, speech_wav: Path
     screenshot(page, "ui-dataset")
 
     # 4. preview the exact spec, then launch a tiny run on this machine
-    open_tab(page, "Train")
-    page.locator("#train-name input, #train-name textarea").first.fill("first")
-    choose(page, "train-base", "tiny-random")
-    choose(page, "train-gpus", "CPU only")
-    steps = page.locator("#train-max-steps input[type=number]")
-    steps.fill("4")
-    steps.press("Enter")
-    page.locator("#train-preview").click()
+    fill_train_form(page, "first", "CPU only", 4)
     spec_view = page.locator("#train-spec")
     spec_view.get_by_text("max_steps: 4").wait_for()
     assert "name: local-first" in spec_view.inner_text()
