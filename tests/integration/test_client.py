@@ -131,6 +131,8 @@ def test_cli_submit_wait_list_with_the_local_backend(
     out = capsys.readouterr().out
     assert "run mine submitted: Pending" in out and "mine: Succeeded" in out
     run("list")
-    assert re.match(r"mine\s+Succeeded\s+-", capsys.readouterr().out)
+    header, row = capsys.readouterr().out.splitlines()
+    assert header.split() == ["NAME", "PHASE", "STEP", "PROGRESS", "WER", "UPDATED"]
+    assert re.match(r"mine\s+Succeeded\s+-\s+1/1\s", row)
     run("logs", "mine", "--step", "prepare", "--follow")
     assert "kept 12 clips" in capsys.readouterr().out

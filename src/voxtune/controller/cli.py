@@ -114,11 +114,16 @@ def _submit(args: argparse.Namespace) -> int:
 
 
 def _list(args: argparse.Namespace) -> int:
-    for status in _client(args).list():
+    runs = _client(args).list()
+    if not runs:
+        print("no runs yet: voxtune submit FILE", file=sys.stderr)
+        return ExitCode.OK
+    row = "{:40} {:11} {:8} {:20} {:>6}  {}"
+    print(row.format("NAME", "PHASE", "STEP", "PROGRESS", "WER", "UPDATED"))
+    for status in runs:
         wer = status.metrics.get("wer")
-        progress = getattr(status, "progress", "") or "-"
-        print(f"{status.name:40} {status.phase:11} {status.step or '-':8} {progress:14} "
-              f"{'-' if wer is None else f'{wer:.3f}':>6}  {status.updated}")
+        print(row.format(status.name, status.phase, status.step or "-", status.progress or "-",
+                         "-" if wer is None else f"{wer:.3f}", status.updated))
     return ExitCode.OK
 
 
