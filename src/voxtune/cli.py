@@ -341,9 +341,12 @@ def main(argv: list[str] | None = None) -> int:
     except ValidationError as error:
         print(f"error: {format_validation_error(error, 'arguments')}", file=sys.stderr)
         return ExitCode.USER_ERROR
-    except (RetryableError, KeyboardInterrupt) as error:
-        print(f"interrupted: {error or 'stopped'}; run the same command again to resume",
+    except RetryableError as error:
+        print(f"error (temporary): {error}; run the same command again (it resumes)",
               file=sys.stderr)
+        return ExitCode.RETRYABLE
+    except KeyboardInterrupt:
+        print("interrupted; run the same command again to resume", file=sys.stderr)
         return ExitCode.RETRYABLE
 
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import argparse
 import re
+import socket
+import subprocess
 import sys
 import threading
 import time
@@ -136,3 +138,20 @@ def test_cli_submit_wait_list_with_the_local_backend(
     assert re.match(r"mine\s+Succeeded\s+-\s+1/1\s", row)
     run("logs", "mine", "--step", "prepare", "--follow")
     assert "kept 12 clips" in capsys.readouterr().out
+
+
+def test_unreachable_cluster_is_a_retryable_error_not_a_traceback(tmp_path: Path) -> None:
+    with socket.socket() as probe:  # a port nobody listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text(yaml.safe_dump({
+        "apiVersion": "v1", "kind": "Config", "current-context": "c",
+        "clusters": [{"name": "c", "cluster": {"server": f"http://127.0.0.1:{port}"}}],
+        "contexts": [{"name": "c", "context": {"cluster": "c", "user": "u"}}],
+        "users": [{"name": "u", "user": {}}]}))
+    done = subprocess.run([sys.executable, "-m", "voxtune", "list", "--backend", "kubernetes",
+                           "--kubeconfig", str(kubeconfig)], capture_output=True, text=True)
+    assert done.returncode == 75, done.stderr
+    assert "cannot reach the Kubernetes API" in done.stderr
+    assert "Traceback" not in done.stderr

@@ -23,13 +23,14 @@ from kubernetes.client import ApiClient
 from kubernetes.client.exceptions import ApiException
 from kubernetes.watch.watch import iter_resp_lines
 
-from voxtune.errors import UserError
+from voxtune.errors import RetryableError, UserError
 
 log = logging.getLogger("voxtune.controller")
 MAX_BACKOFF_S = 60.0
 SERVICE_ACCOUNT_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
 # What a flaky network or a restarting API server raises besides ApiException.
 TRANSIENT = (ApiException, urllib3.exceptions.HTTPError, OSError)
+BUSY = (429, 500, 502, 503, 504)  # statuses that say: try again later
 
 
 class Gone(Exception):
@@ -98,7 +99,8 @@ def reason(error: ApiException) -> str:
 
 
 def translate(error: Exception, what: str) -> Exception:
-    """One clear UserError for what a user can act on; anything else unchanged.
+    """One clear UserError for what a user can act on, a RetryableError for what may pass
+    (API server down, overloaded, unreachable); anything else unchanged.
     `what` names the object, e.g. "run default/my-voice"."""
     if isinstance(error, ApiException):
         if error.status == 404:
@@ -108,9 +110,14 @@ def translate(error: Exception, what: str) -> Exception:
                              "user's RBAC")
         if error.status in (400, 422):
             return UserError(f"{what}: rejected by the API server: {reason(error)}")
+        if error.status in BUSY:
+            return RetryableError(f"{what}: the API server answered {error.status} "
+                                  f"({reason(error)})")
         return error
     if isinstance(error, (urllib3.exceptions.HTTPError, OSError)):
-        return UserError(f"{what}: cannot reach the Kubernetes API: {error}")
+        cause = getattr(error, "reason", None) or error  # urllib3 wraps the socket error
+        return RetryableError(f"{what}: cannot reach the Kubernetes API ({cause}); check the "
+                              "cluster address in your kubeconfig")
     return error
 
 

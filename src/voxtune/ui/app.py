@@ -19,7 +19,7 @@ import pandas
 
 from voxtune.client import Client
 from voxtune.data.audio import AUDIO_SUFFIXES, AudioRejected
-from voxtune.errors import UserError
+from voxtune.errors import RetryableError, UserError
 from voxtune.publish.inference import LANGUAGES
 from voxtune.spec import GranarySource, HubSource, Settings
 from voxtune.ui import handlers
@@ -38,13 +38,16 @@ RECORD_LANGUAGES = [(f"{code}: {LANGUAGES.get(code, code)}", code) for code in P
 
 
 def friendly(function: Callable[..., Any]) -> Callable[..., Any]:
-    """Show a UserError (and an invalid audio clip) as a Gradio error message."""
+    """Show a UserError, an invalid audio clip or a passing failure (cluster unreachable) as a
+    Gradio error message."""
     @functools.wraps(function)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return function(*args, **kwargs)
         except (UserError, AudioRejected) as error:
             raise gr.Error(str(error), print_exception=False) from None
+        except RetryableError as error:
+            raise gr.Error(f"{error}; try again in a moment", print_exception=False) from None
 
     return wrapper
 
