@@ -76,11 +76,7 @@ class Client:
 
     def spec(self, name: str) -> RunSpec:
         """The spec a run was submitted with."""
-        if self.backend == "local":
-            return self.executor._existing(name).read_spec()
-        from voxtune.controller.crd import run_spec
-
-        return run_spec(self.executor._get(name))
+        return self.executor.spec(name)
 
     def list(self) -> list[RunStatus]:
         return self.executor.list()

@@ -97,6 +97,9 @@ class KubernetesExecutor:
     def status(self, name: str) -> FineTuneRunStatus:
         return run_status(self._get(name))
 
+    def spec(self, name: str) -> RunSpec:
+        return run_spec(self._get(name))
+
     def list(self) -> list[FineTuneRunStatus]:
         try:
             document = raw(self.custom.list_namespaced_custom_object, GROUP, VERSION,

@@ -145,6 +145,9 @@ class LocalExecutor:
     def status(self, name: str) -> RunStatus:
         return self._existing(name).read_status()
 
+    def spec(self, name: str) -> RunSpec:
+        return self._existing(name).read_spec()
+
     def list(self) -> list[RunStatus]:
         runs = self.settings.runs_dir
         folders = sorted(runs.iterdir()) if runs.is_dir() else []
