@@ -1,12 +1,13 @@
 """The `voxtune` command. Each subcommand is a thin adapter: flags → RunSpec → a step or executor.
 
-Exit codes (errors.ExitCode): 0 ok, 2 bad input/config, 75 interrupted (run again to resume),
-1 a bug (with traceback).
+Exit codes (errors.ExitCode): 0 ok, 2 bad input/config, 74 disk full, 75 interrupted (run again
+to resume), 1 a bug (with traceback).
 """
 
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import sys
 from collections.abc import Callable
@@ -16,7 +17,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from voxtune.controller.cli import add_parsers as _controller_parsers
-from voxtune.errors import ExitCode, RetryableError, UserError
+from voxtune.errors import ExitCode, NoSpaceError, RetryableError, UserError
 from voxtune.publish.cli import add_parsers as _publish_parsers
 from voxtune.spec import RunSpec, Settings, format_validation_error, load_spec
 
@@ -345,6 +346,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error (temporary): {error}; run the same command again (it resumes)",
               file=sys.stderr)
         return ExitCode.RETRYABLE
+    except NoSpaceError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return ExitCode.NO_SPACE
+    except OSError as error:
+        if error.errno != errno.ENOSPC:
+            raise
+        print(f"error: {NoSpaceError(error.filename or Settings().home)}", file=sys.stderr)
+        return ExitCode.NO_SPACE
     except KeyboardInterrupt:
         print("interrupted; run the same command again to resume", file=sys.stderr)
         return ExitCode.RETRYABLE

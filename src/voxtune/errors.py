@@ -6,6 +6,7 @@ on USER_ERROR (retrying bad input cannot help) and retries on RETRYABLE (preempt
 
 from __future__ import annotations
 
+import os
 from enum import IntEnum
 
 
@@ -13,6 +14,7 @@ class ExitCode(IntEnum):
     OK = 0
     FAILURE = 1  # a bug: unexpected exception, traceback printed
     USER_ERROR = 2  # bad input, bad config, nothing usable: fix and resubmit
+    NO_SPACE = 74  # EX_IOERR: the disk is full; free space (or grow the volume), then rerun
     RETRYABLE = 75  # EX_TEMPFAIL: interrupted or transient; running again resumes
 
 
@@ -26,3 +28,14 @@ class RetryableError(Exception):
     """A transient failure; the same command run again continues from where it stopped."""
 
     exit_code = ExitCode.RETRYABLE
+
+
+class NoSpaceError(Exception):
+    """The disk under `path` is full. Runs resume where they stopped once space is freed."""
+
+    exit_code = ExitCode.NO_SPACE
+
+    def __init__(self, path: str | os.PathLike[str]):
+        self.path = str(path)
+        super().__init__(f"no space left on {self.path}; free some space (or grow the volume) "
+                         "and run the same command again — it resumes")

@@ -137,6 +137,16 @@ class DataSpec(_Strict):
                                 "chunks and splitting needs alignments, so longer is rejected.")
     silence_dbfs: float = Field(-60.0, le=0, description="Clips whose peak is below this level "
                                 "are rejected as silence.")
+    max_chars_per_second: float = Field(
+        30.0, gt=0, description="Transcripts longer than this many characters per second of "
+        "audio (plus a few characters of slack for very short clips) cannot be what was said "
+        "and are rejected; fast speech is ~20. Raise it only for unusual scripts.")
+    max_transcript_tokens: int = Field(
+        512, ge=1, le=8192, description="Transcripts longer than this many tokens are rejected "
+        "when training tokenises them (a 30-s clip holds far fewer); bounds memory per step.")
+    max_clipped_fraction: float | None = Field(
+        None, ge=0, le=1, description="Reject clips whose share of full-scale samples exceeds "
+        "this; default: keep clipped audio but count and list it as a warning.")
 
 
 class LoraSpec(_Strict):
@@ -186,6 +196,10 @@ class PublishSpec(_Strict):
                           "voice recordings are biometric data.")
     dataset: bool = Field(False, description="Also publish the prepared dataset.")
     space: bool = Field(False, description="Also create a demo Space for the model.")
+    space_token: Literal["read", "none", "write"] = Field(
+        "read", description="Token the demo Space gets to load a private model: read = the "
+        "read-only token the operator provides (HF_SPACE_TOKEN), or none when there is none; "
+        "none = no token (public models); write = your publishing token (only if you must).")
 
 
 class ResourcesSpec(_Strict):
@@ -325,6 +339,9 @@ class Settings(BaseSettings):
                        "caches; in the cluster this is the shared volume's mount point.")
     workers: int | None = Field(None, ge=1, description="Processes for audio preparation; "
                                 "default: the CPUs this process may use.")
+    local_max_runs: int = Field(1, ge=1, description="Runs the local executor trains at once; "
+                                "the rest wait as Queued. Raise it on machines with GPUs to "
+                                "spare (VOXTUNE_LOCAL_MAX_RUNS).")
 
     @property
     def runs_dir(self) -> Path:
