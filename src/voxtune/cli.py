@@ -245,8 +245,14 @@ def _run_parsers(commands: argparse._SubParsersAction) -> None:
 
 def _run(args: argparse.Namespace) -> int:
     from voxtune.controller.local import LocalExecutor
+    from voxtune.runs import TERMINAL
 
-    status = LocalExecutor().submit(load_spec(args.spec))
+    executor = LocalExecutor()
+    status = executor.submit(load_spec(args.spec))
+    if status.phase not in TERMINAL:  # another process is running it: follow that attempt
+        print(f"{status.name} is already running ({status.phase}); waiting for it to end — "
+              f"`voxtune logs {status.name} --follow` shows its output")
+        status = executor.wait(status.name)
     print(f"{status.name}: {status.phase} — {status.message}")
     return ExitCode.OK if status.phase == "Succeeded" else ExitCode.USER_ERROR
 

@@ -24,7 +24,7 @@ from typing import Any, Literal
 from pydantic import ValidationError
 
 from voxtune.errors import UserError
-from voxtune.runs import RunStatus
+from voxtune.runs import RunStatus, check_run_name
 from voxtune.spec import RunSpec, Settings, format_validation_error, load_spec
 
 Backend = Literal["local", "kubernetes"]
@@ -72,30 +72,30 @@ class Client:
         return self.executor.submit(self.load(spec))
 
     def status(self, name: str) -> RunStatus:
-        return self.executor.status(name)
+        return self.executor.status(check_run_name(name))
 
     def spec(self, name: str) -> RunSpec:
         """The spec a run was submitted with."""
-        return self.executor.spec(name)
+        return self.executor.spec(check_run_name(name))
 
     def list(self) -> list[RunStatus]:
         return self.executor.list()
 
     def logs(self, name: str, step: str | None = None) -> str:
-        return self.executor.logs(name, step)
+        return self.executor.logs(check_run_name(name), step)
 
     def follow(self, name: str, step: str | None = None) -> Iterator[str]:
         """The logs as they are written, until the run (or `step`) ends."""
-        return self.executor.follow(name, step)
+        return self.executor.follow(check_run_name(name), step)
 
     def cancel(self, name: str) -> RunStatus:
-        return self.executor.cancel(name)
+        return self.executor.cancel(check_run_name(name))
 
     def delete(self, name: str) -> None:
         """Remove the run. Local: its folder too. Kubernetes: the FineTuneRun, Jobs and pods
         (the run folder on the shared volume stays)."""
-        self.executor.delete(name)
+        self.executor.delete(check_run_name(name))
 
     def wait(self, name: str, timeout: float | None = None) -> RunStatus:
         """Block until Succeeded, Failed or Cancelled; TimeoutError after `timeout` seconds."""
-        return self.executor.wait(name, timeout)
+        return self.executor.wait(check_run_name(name), timeout)

@@ -17,11 +17,14 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
-from voxtune.files import write_atomic
-from voxtune.spec import RunSpec, read_yaml
+from voxtune.errors import UserError
+from voxtune.files import child_path, write_atomic
+from voxtune.spec import RUN_NAME, RunSpec, read_yaml
 
-Phase = Literal["Pending", "Preparing", "Training", "Publishing", "Succeeded", "Failed",
-                "Cancelled"]
+# Queued: submitted, waiting for a free slot of the local executor (VOXTUNE_LOCAL_MAX_RUNS).
+Phase = Literal["Pending", "Queued", "Preparing", "Training", "Publishing", "Succeeded",
+                "Failed", "Cancelled"]
+TERMINAL: tuple[Phase, ...] = ("Succeeded", "Failed", "Cancelled")
 PHASE_OF_STEP: dict[str, Phase] = {"prepare": "Preparing", "train": "Training",
                                    "publish": "Publishing"}
 
@@ -73,9 +76,24 @@ class RunStatus(BaseModel):
     updated: str = Field(default_factory=now)
 
 
+def check_run_name(name: str) -> str:
+    """`name` if it is a valid run name; a UserError naming the rule otherwise."""
+    if not isinstance(name, str) or not RUN_NAME.fullmatch(name):
+        raise UserError(f"{name!r} is not a valid run name: 1-40 lowercase letters, digits or "
+                        "'-', starting and ending with a letter or digit")
+    return name
+
+
 class RunFolder:
     def __init__(self, path: Path):
         self.path = Path(path)
+
+    @classmethod
+    def named(cls, runs_dir: Path, name: str) -> RunFolder:
+        """The folder of run `name` under `runs_dir`, for a name that came from a user: it must
+        follow the run-name rule and stay inside `runs_dir` (`..`, `/x` or a symlink out are
+        refused), so no command can read, write or delete outside it."""
+        return cls(child_path(runs_dir, check_run_name(name), RUN_NAME, "run"))
 
     spec_file = property(lambda self: self.path / "spec.yaml")
     status_file = property(lambda self: self.path / "status.json")

@@ -230,7 +230,7 @@ class RunSpec(_Strict):
     @field_validator("name")
     @classmethod
     def _dns_label(cls, value: str) -> str:
-        if not RUN_NAME.match(value):
+        if not RUN_NAME.fullmatch(value):
             raise ValueError("use 1-40 lowercase letters, digits or '-', starting and ending "
                              "with a letter or digit (it becomes part of Kubernetes names)")
         return value

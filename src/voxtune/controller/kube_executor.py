@@ -175,7 +175,7 @@ class KubernetesExecutor:
 
     def logs(self, name: str, step: str | None = None) -> str:
         run, steps = self._steps(name, step)
-        status, folder = run_status(run), RunFolder(self.settings.runs_dir / name)
+        status, folder = run_status(run), RunFolder.named(self.settings.runs_dir, name)
         parts = []
         for current in steps:
             running = status.steps.get(current) and status.steps[current].state == "running"

@@ -5,12 +5,20 @@
 
 Each step is the same entrypoint a Kubernetes Job runs (`voxtune <step> --run-dir RUN`), its
 output goes to logs/<step>.log (and the terminal), and status.json records progress. Submitting
-the same spec again skips finished steps (and resumes a cancelled run); a different spec under an
-existing name is refused. `cancel` sends SIGTERM to the running step (train saves a checkpoint).
+the same spec again skips finished steps (and resumes a cancelled or failed run); a different spec
+under an existing name is refused. `cancel` sends SIGTERM to the running step (train saves a
+checkpoint).
+
+One runner per run: the runner holds an exclusive lock on the run folder's `runner.lock` while it
+goes through the steps, so a second submit of a running run is a no-op. The kernel drops the lock
+when the runner dies, however it dies, so a killed runner never leaves a run stuck. At most
+`VOXTUNE_LOCAL_MAX_RUNS` runs (default 1) go through their steps at once; the others wait as
+Queued, holding one of the slot locks under VOXTUNE_HOME/.local-slots/ once they start.
 """
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import shutil
@@ -20,13 +28,17 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 
 from voxtune.errors import ExitCode, UserError
+from voxtune.processes import die_with_parent
 from voxtune.runs import (
     PHASE_OF_STEP,
     PROGRESS,
+    RUN_NAME,
+    TERMINAL,
     RunFolder,
     RunStatus,
     StepStatus,
@@ -35,11 +47,13 @@ from voxtune.runs import (
 )
 from voxtune.spec import RunSpec, Settings
 
-# Steps this version can run; later steps are added here as they are built.
 LOG_TAIL_LINES = 20
 HEADLINE = ("wer", "cer", "base_wer", "base_cer")
-TERMINAL = ("Succeeded", "Failed", "Cancelled")
 POLL_S = 0.2
+QUEUE_POLL_S = 1.0  # how often a queued run looks for a free slot
+# A probe of the runner lock (cancel, delete, submit) holds it for microseconds; a runner that
+# finds it taken retries this long before concluding another runner owns the run.
+LOCK_RETRY_S = 1.0
 
 
 class LocalExecutor:
@@ -47,49 +61,89 @@ class LocalExecutor:
         self.settings = settings or Settings()
 
     def folder(self, name: str) -> RunFolder:
-        return RunFolder(self.settings.runs_dir / name)
+        return RunFolder.named(self.settings.runs_dir, name)
 
     def submit(self, spec: RunSpec, echo: Callable[[str], None] = print,
                detach: bool = False) -> RunStatus:
         """Run every step of `spec` in order and return the final status; with `detach`, start
-        them in a background process and return at once (then `wait`, `logs`, `cancel`)."""
+        them in a background process and return at once (then `wait`, `logs`, `cancel`).
+        A run that is already running is left alone (its status is returned)."""
         run = self.folder(spec.name)
         claim_run_folder(run, spec)
+        if _runner_alive(run):
+            if not _cancel_file(run).exists():
+                return run.read_status()  # the same run, already going: a no-op
+            self._wait_for_runner(run)  # a cancelled runner is stopping: resume after it
+        status = run.read_status()
+        if status.phase == "Succeeded":
+            return self.run_steps(spec.name, echo) if not detach else status  # nothing to run
         _cancel_file(run).unlink(missing_ok=True)  # submitting again resumes a cancelled run
+        # A new attempt starts now: `wait` must not mistake the previous attempt's Failed or
+        # Cancelled for this one's result.
+        status.phase, status.step, status.message, status.eta = (
+            "Pending", None, "submitted; starting", None)
+        run.write_status(status)
         if not detach:
             return self.run_steps(spec.name, echo)
-        if run.read_status().phase == "Succeeded":
-            return run.read_status()  # nothing left to run
         run.logs.mkdir(parents=True, exist_ok=True)
         with open(run.logs / "runner.log", "ab") as log:
             subprocess.Popen([sys.executable, "-m", "voxtune.controller.local", spec.name],
                              stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                              start_new_session=True,
                              env={**os.environ, "VOXTUNE_HOME": str(self.settings.home)})
-        return run.read_status()
+        return status
 
     def run_steps(self, name: str, echo: Callable[[str], None] = print) -> RunStatus:
-        """The steps of an already submitted run that have not succeeded yet, in order."""
+        """The steps of an already submitted run that have not succeeded yet, in order; a no-op
+        returning the status when another runner already owns the run."""
         run = self.folder(name)
         spec = run.read_spec()
-        _write_pid(_runner_file(run))
-        try:
-            status = run.read_status()
-            for step in spec.steps:
-                if status.steps.get(step, StepStatus()).state == "succeeded":
-                    echo(f"[{step}] already succeeded, skipping")
-                    continue
-                if _cancel_file(run).exists():
-                    return self._cancelled(run, status)
-                status = self._run_step(run, status, step, echo)
-                if status.phase in ("Failed", "Cancelled"):
-                    return status
-            status.phase, status.step, status.message = "Succeeded", None, "all steps succeeded"
-            status.progress, status.eta = f"{len(spec.steps)}/{len(spec.steps)}", None
+        with _runner_lock(run) as owned:
+            if not owned:
+                echo(f"run {name!r} is already being run by another process")
+                return run.read_status()
+            _write_pid(_runner_file(run))
+            try:
+                with _slot(self.settings.home, self.settings.local_max_runs,
+                           lambda: self._queued(run), lambda: _cancel_file(run).exists()) as got:
+                    if not got:
+                        return self._cancelled(run, run.read_status())
+                    return self._steps(run, spec, echo)
+            finally:
+                _runner_file(run).unlink(missing_ok=True)
+
+    def _queued(self, run: RunFolder) -> None:
+        status = run.read_status()
+        if status.phase != "Queued":
+            limit = self.settings.local_max_runs
+            status.phase, status.message = "Queued", (
+                f"waiting for a free slot: {limit} run{'s' if limit > 1 else ''} at a time on "
+                "this machine (VOXTUNE_LOCAL_MAX_RUNS)")
             run.write_status(status)
-            return status
-        finally:
-            _runner_file(run).unlink(missing_ok=True)
+
+    def _wait_for_runner(self, run: RunFolder, timeout: float = 60.0) -> None:
+        deadline = time.monotonic() + timeout
+        while _runner_alive(run):
+            if time.monotonic() > deadline:
+                raise UserError(f"run {run.path.name!r} is still running after cancel; try "
+                                "again")
+            time.sleep(POLL_S)
+
+    def _steps(self, run: RunFolder, spec: RunSpec, echo: Callable[[str], None]) -> RunStatus:
+        status = run.read_status()
+        for step in spec.steps:
+            if status.steps.get(step, StepStatus()).state == "succeeded":
+                echo(f"[{step}] already succeeded, skipping")
+                continue
+            if _cancel_file(run).exists():
+                return self._cancelled(run, status)
+            status = self._run_step(run, status, step, echo)
+            if status.phase in ("Failed", "Cancelled"):
+                return status
+        status.phase, status.step, status.message = "Succeeded", None, "all steps succeeded"
+        status.progress, status.eta = f"{len(spec.steps)}/{len(spec.steps)}", None
+        run.write_status(status)
+        return status
 
     def _run_step(self, run: RunFolder, status: RunStatus, step: str,
                   echo: Callable[[str], None]) -> RunStatus:
@@ -151,7 +205,8 @@ class LocalExecutor:
     def list(self) -> list[RunStatus]:
         runs = self.settings.runs_dir
         folders = sorted(runs.iterdir()) if runs.is_dir() else []
-        return [RunFolder(path).read_status() for path in folders if path.is_dir()]
+        return [RunFolder(path).read_status() for path in folders
+                if path.is_dir() and not path.is_symlink() and RUN_NAME.fullmatch(path.name)]
 
     def logs(self, name: str, step: str | None = None) -> str:
         run = self._existing(name)
@@ -173,22 +228,17 @@ class LocalExecutor:
         if status.phase in TERMINAL:
             return status
         _cancel_file(run).touch()
-        if _signal(_step_file(run), signal.SIGTERM):
-            return status  # the runner records Cancelled when the step has stopped
-        if not _alive(_runner_file(run)):  # nothing is running it: record it ourselves
+        if not _runner_alive(run):  # nothing is running it: record it ourselves
             return self._cancelled(run, status)
+        _signal(_step_file(run), signal.SIGTERM)  # the runner records Cancelled after it
         return status
 
     def delete(self, name: str, timeout: float = 60.0) -> None:
         """Cancel the run if it is running, then remove its folder (data, checkpoints, logs)."""
         run = self._existing(name)
-        deadline = time.monotonic() + timeout
-        if _alive(_runner_file(run)):
+        if _runner_alive(run):
             self.cancel(name)
-        while _alive(_runner_file(run)):
-            if time.monotonic() > deadline:
-                raise UserError(f"run {name!r} is still running after cancel; try again")
-            time.sleep(POLL_S)
+            self._wait_for_runner(run, timeout)
         shutil.rmtree(run.path)
 
     def wait(self, name: str, timeout: float | None = None) -> RunStatus:
@@ -226,8 +276,11 @@ def run_logged(command: list[str], log_path: Path, echo: Callable[[str], None],
     this process is passed on (as PID 1 of a pod it is the only one the kubelet signals)."""
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with open(log_path, "a", encoding="utf-8") as log:
+        # The step dies with this process even when it is killed outright (no orphaned trainer
+        # writing a run nobody owns any more).
         process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                   text=True, bufsize=1, errors="replace")
+                                   text=True, bufsize=1, errors="replace",
+                                   preexec_fn=die_with_parent)
         if on_start:
             on_start(process.pid)
         forwarding = threading.current_thread() is threading.main_thread()
@@ -285,8 +338,55 @@ def _write_pid(path: Path, pid: int | None = None) -> None:
     path.write_text(str(pid or os.getpid()))
 
 
-def _alive(path: Path) -> bool:
-    return _signal(path, 0)
+@contextmanager
+def _locked(path: Path, retry_s: float = 0.0) -> Iterator[bool]:
+    """Hold an exclusive flock on `path` for the block; yields False (without it) when another
+    process holds it for longer than `retry_s`. The kernel releases it when its holder dies."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as handle:
+        deadline = time.monotonic() + retry_s
+        while True:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    yield False
+                    return
+                time.sleep(0.02)
+        try:
+            yield True
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _runner_lock(run: RunFolder) -> AbstractContextManager[bool]:
+    return _locked(run.path / "runner.lock", LOCK_RETRY_S)
+
+
+def _runner_alive(run: RunFolder) -> bool:
+    """Whether a runner holds the run (a probe: takes and drops the lock if it is free)."""
+    with _locked(run.path / "runner.lock") as free:
+        return not free
+
+
+@contextmanager
+def _slot(home: Path, slots: int, on_wait: Callable[[], None],
+          cancelled: Callable[[], bool]) -> Iterator[bool]:
+    """One of `slots` machine-wide run slots for the block: waits (calling `on_wait` once
+    queued) until one is free; yields False if `cancelled()` while waiting."""
+    folder = home / ".local-slots"
+    while True:
+        for number in range(slots):
+            with _locked(folder / f"slot-{number}.lock") as got:
+                if got:
+                    yield True
+                    return
+        if cancelled():
+            yield False
+            return
+        on_wait()
+        time.sleep(QUEUE_POLL_S)
 
 
 def _signal(path: Path, signum: int) -> bool:

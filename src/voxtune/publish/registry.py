@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from voxtune.errors import UserError
+from voxtune.files import child_path
 from voxtune.publish.bundle import METRICS, SPEC, files_under
 
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,95}$")
@@ -30,7 +31,7 @@ ATTEMPTS = 5  # versions tried when other publishers keep taking the next number
 
 
 def check_name(name: str) -> str:
-    if not NAME.match(name) or ".." in name:
+    if not isinstance(name, str) or not NAME.fullmatch(name) or ".." in name:
         raise UserError(f"--name {name!r}: use letters, digits, '-', '_' or '.', starting with "
                         "a letter or digit, at most 96 characters")
     return name
@@ -71,8 +72,12 @@ class Registry:
     def __init__(self, root: Path):
         self.root = Path(root)
 
+    def folder(self, name: str) -> Path:
+        """Where model `name` lives: a user-supplied name never reaches outside the registry."""
+        return child_path(self.root, check_name(name), NAME, "model")
+
     def versions(self, name: str) -> list[int]:
-        folder = self.root / name
+        folder = self.folder(name)
         if not folder.is_dir():
             return []
         return sorted(int(p.name) for p in folder.iterdir() if p.name.isdigit() and p.is_dir())
@@ -83,7 +88,7 @@ class Registry:
         `build` writes into `staging`; `final_path` is where it will live (for cards and apps
         that must name their own location).
         """
-        folder = self.root / check_name(name)
+        folder = self.folder(name)
         folder.mkdir(parents=True, exist_ok=True)
         for _ in range(ATTEMPTS):
             version = (self.versions(name) or [0])[-1] + 1
@@ -104,7 +109,8 @@ class Registry:
         raise UserError(f"{folder}: other publishers kept taking new versions; try again")
 
     def entries(self) -> list[Entry]:
-        names = sorted(p.name for p in self.root.iterdir() if p.is_dir() and NAME.match(p.name)) \
+        names = sorted(p.name for p in self.root.iterdir() if p.is_dir() and not p.is_symlink()
+                       and NAME.fullmatch(p.name) and ".." not in p.name) \
             if self.root.is_dir() else []
         return [Entry(name, version, self.root / name / str(version))
                 for name in names for version in self.versions(name)]
@@ -118,7 +124,7 @@ class Registry:
         number = int(version) if version.isdigit() else versions[-1]
         if number not in versions:
             raise UserError(f"{name} has no version {version!r}; versions: {versions}")
-        return Entry(name, number, self.root / name / str(number))
+        return Entry(name, number, self.folder(name) / str(number))
 
 
 def _pct(value: Any) -> str:
