@@ -11,6 +11,7 @@ from tests.browser.conftest import fill_train_form, new_page, open_tab, screensh
 from tests.emulators import kube
 from tests.emulators.kube import KubeEmulator
 from tests.helpers import speechlike, write_audio
+from voxtune.ui.auth import user_key
 from voxtune.ui.workspace import Workspace
 
 pytestmark = pytest.mark.browser
@@ -86,8 +87,8 @@ def test_two_users_do_not_see_each_others_data(start_ui, browser, voxtune_home: 
     expect(bob.locator("#dataset-total")).to_contain_text("0 clips")
     expect(bob.locator("#dataset-clips")).not_to_contain_text("alice")
     screenshot(bob, "ui-users-bob")
-    assert len(Workspace(voxtune_home, "alice").clips()) == 1
-    assert Workspace(voxtune_home, "bob").clips() == {}
+    assert len(Workspace(voxtune_home, user_key("alice")).clips()) == 1
+    assert Workspace(voxtune_home, user_key("bob")).clips() == {}
 
     wrong = new_page(browser, server.url)  # a wrong password gets nothing
     wrong.goto(server.url)

@@ -21,7 +21,8 @@ from voxtune.client import Client
 from voxtune.data.audio import AudioRejected
 from voxtune.errors import UserError
 from voxtune.ui import handlers
-from voxtune.ui.auth import check_bind, password_check, read_users, sanitise_user
+from voxtune.ui.app import build_app
+from voxtune.ui.auth import check_bind, password_check, read_users
 from voxtune.ui.demo import DemoServers
 from voxtune.ui.handlers import Context, TrainForm
 from voxtune.ui.settings import UiSettings
@@ -140,6 +141,19 @@ def test_same_launch_twice_is_one_run(cluster_ctx: Context) -> None:
     assert len(handlers.my_runs(cluster_ctx, "alice")) == 1
 
 
+def test_a_queued_run_is_active_and_can_be_cancelled(cluster_ctx: Context,
+                                                     kube_emulator: KubeEmulator) -> None:
+    with_dataset(cluster_ctx, "alice")
+    handlers.launch(cluster_ctx, "alice", TrainForm(name="waits"))
+    kube_emulator.patch("finetuneruns", "default", "alice-waits",
+                        {"status": {"phase": "Queued", "message": "waiting for a free slot"}},
+                        status=True)
+    page = handlers.run_page(cluster_ctx, "alice", "alice-waits")
+    assert page.status.phase == "Queued" and not page.finished  # the page offers Cancel
+    assert "waiting for a free slot" in page.explanation
+    handlers.cancel(cluster_ctx, "alice", "alice-waits")
+
+
 def test_publish_needs_a_finished_run(cluster_ctx: Context) -> None:
     with_dataset(cluster_ctx, "alice")
     handlers.launch(cluster_ctx, "alice", TrainForm(name="young"))
@@ -217,12 +231,6 @@ def test_safe_names(raw: str, safe: str) -> None:
 # --- users and auth ------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("raw", "user"), [
-    ("Alice", "alice"), ("bob@example.com", "bob-example-com"), ("a" * 30, "a" * 16)])
-def test_user_names_become_safe_prefixes(raw: str, user: str) -> None:
-    assert sanitise_user(raw) == user
-
-
 def test_users_file_and_password_check(tmp_path: Path) -> None:
     path = tmp_path / "users"
     path.write_text("# team\nalice:s3cret:with:colons\n\nbob:hunter2\n")
@@ -252,6 +260,12 @@ def test_ui_refuses_a_public_address_without_auth(voxtune_home: Path) -> None:
     done = subprocess.run([sys.executable, "-m", "voxtune", "ui", "--host", "0.0.0.0"],
                           capture_output=True, text=True, env=env, timeout=120)
     assert done.returncode == 2 and "VOXTUNE_UI_AUTH" in done.stderr
+
+
+def test_no_usage_reports_to_gradio(cluster_ctx: Context,
+                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("GRADIO_ANALYTICS_ENABLED", "True")
+    assert build_app(cluster_ctx).analytics_enabled is False
 
 
 def test_the_ui_never_imports_torch() -> None:

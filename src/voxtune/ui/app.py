@@ -23,7 +23,15 @@ from voxtune.errors import RetryableError, UserError
 from voxtune.publish.inference import LANGUAGES
 from voxtune.spec import GranarySource, HubSource, Settings
 from voxtune.ui import handlers
-from voxtune.ui.auth import check_bind, password_check, proxy_user, read_users, user_of
+from voxtune.ui.auth import (
+    MAX_KEY_LENGTH,
+    check_bind,
+    password_check,
+    proxy_user,
+    read_users,
+    signed_in_name,
+    user_of,
+)
 from voxtune.ui.demo import DemoServers
 from voxtune.ui.handlers import Context, PublishForm, TrainForm
 from voxtune.ui.phrases import PHRASES
@@ -35,6 +43,13 @@ LANGUAGE_CHOICES = [(f"{code}: {label}", code) for code, label in LANGUAGES.item
 SCORE_BARS = {"WER base": ("base", "base_wer"), "WER tuned": ("tuned", "wer"),
               "CER base": ("base", "base_cer"), "CER tuned": ("tuned", "cer")}
 RECORD_LANGUAGES = [(f"{code}: {LANGUAGES.get(code, code)}", code) for code in PHRASES]
+RUN_NAME_ROOM = 40 - MAX_KEY_LENGTH - 1  # run names are `<user key>-<name>`, at most 40 long
+# Gradio features voxtune does not use, off whatever GRADIO_* variables say. Run history hands
+# callers on loopback (kubectl port-forward is loopback) the server's own HF_TOKEN, and its
+# routes skip the login; monitoring shows everyone's traffic to any signed-in user; MCP, share
+# links and server-side rendering add servers and routes nobody here needs.
+GRADIO_FEATURES_OFF: dict[str, Any] = {"run_history": False, "enable_monitoring": False,
+                                       "mcp_server": False, "share": False, "ssr_mode": False}
 
 
 def friendly(function: Callable[..., Any]) -> Callable[..., Any]:
@@ -56,12 +71,14 @@ def build_app(ctx: Context) -> gr.Blocks:
     def user(request: gr.Request) -> str:
         return user_of(request, ctx.settings)
 
-    with gr.Blocks(title="voxtune") as app:
+    # no usage reports to Gradio's servers: which features a clinic's UI uses is not theirs
+    with gr.Blocks(title="voxtune", analytics_enabled=False) as app:
         header = gr.Markdown("# voxtune\nFine-tune Voxtral speech recognition on your own voice.")
 
         def greet(request: gr.Request) -> str:
             return (f"# voxtune\nFine-tune Voxtral on your own voice — signed in as "
-                    f"**{user(request)}**, runs on **{ctx.client.backend}**.")
+                    f"**{signed_in_name(request, ctx.settings)}**, runs on "
+                    f"**{ctx.client.backend}**.")
 
         app.load(greet, None, header)
         with gr.Tabs():
@@ -242,7 +259,6 @@ def _dataset_tab(ctx: Context, user: Callable[[gr.Request], str], tab: gr.Tab) -
     @friendly
     def add_extra(kind_value, dataset_value, config_value, split_value, column, subset_value,
                   root, limit, request: gr.Request):
-        workspace = ctx.workspace(user(request))
         if kind_value == "hub":
             source: Any = HubSource(dataset=dataset_value.strip(), config=config_value or None,
                                     split=split_value or "train", text_column=column or "text",
@@ -250,7 +266,7 @@ def _dataset_tab(ctx: Context, user: Callable[[gr.Request], str], tab: gr.Tab) -
         else:
             source = GranarySource(subset=subset_value.strip(), audio_root=Path(root.strip()),
                                    max_samples=int(limit or 0) or None)
-        workspace.set_sources([*workspace.sources(), source])
+        handlers.add_source(ctx, user(request), source)
         return show(request)
 
     def clear(request: gr.Request):
@@ -283,7 +299,7 @@ def _train_tab(ctx: Context, user: Callable[[gr.Request], str]) -> None:
     defaults = TrainForm()
     with gr.Row():
         name = gr.Textbox(label="Run name (optional; prefixed with your user name)",
-                          max_length=24, elem_id="train-name")
+                          max_length=RUN_NAME_ROOM, elem_id="train-name")
         base_model = gr.Dropdown(list(handlers.BASE_MODELS), value=defaults.base_model,
                                  allow_custom_value=True, label="Base model",
                                  elem_id="train-base")
@@ -393,8 +409,8 @@ def _runs_tab(ctx: Context, user: Callable[[gr.Request], str]) -> None:
             [(label, model, 100 * view.metrics[key]) for label, (model, key) in SCORE_BARS.items()
              if key in view.metrics], columns=["score", "model", "percent"])
         links = "\n".join(f"- `{line.strip()}`" for line in view.published)
-        running = status.phase not in ("Succeeded", "Failed", "Cancelled")
-        return text, curve, bars, links, view.logs, gr.update(visible=running)
+        # Pending and Queued runs can be cancelled too
+        return text, curve, bars, links, view.logs, gr.update(visible=not view.finished)
 
     @friendly
     def stop(run: str | None, request: gr.Request):
@@ -495,24 +511,38 @@ def _try_tab(ctx: Context, user: Callable[[gr.Request], str], tab: gr.Tab) -> No
 # --- the process -------------------------------------------------------------------------------
 
 
+def login_options(settings: UiSettings) -> dict[str, Any]:
+    """Gradio's launch arguments for `settings.auth`; reads and checks the users file."""
+    if settings.auth == "password":
+        return {"auth": password_check(read_users(settings))}
+    if settings.auth == "proxy":
+        return {"auth_dependency": proxy_user(settings)}
+    return {}
+
+
+def launch(ctx: Context, host: str, port: int, login: dict[str, Any],
+           block: bool = True) -> gr.Blocks:
+    """Serve the app on host:port with `login` and every unused Gradio feature off; with
+    `block=False` return the running app (its `.close()` stops it)."""
+    app = build_app(ctx)
+    app.queue(default_concurrency_limit=16)  # many users; handlers only wait on I/O
+    app.launch(server_name=host, server_port=port, quiet=True, prevent_thread_lock=not block,
+               **login, **GRADIO_FEATURES_OFF)
+    return app
+
+
 def serve(host: str, port: int, backend: str, namespace: str | None = None) -> None:
     """Check the settings, connect the backend and serve until interrupted."""
     settings = UiSettings()
     check_bind(host, settings)
-    options: dict[str, Any] = {}
-    if settings.auth == "password":
-        options["auth"] = password_check(read_users(settings))
-    elif settings.auth == "proxy":
-        options["auth_dependency"] = proxy_user(settings)
+    login = login_options(settings)  # a bad users file stops here, before any connection
     home = Settings().home
     client = Client(backend, namespace=namespace)  # type: ignore[arg-type]
     ctx = Context(client, settings, home, DemoServers(home / "ui"))
-    app = build_app(ctx)
-    app.queue(default_concurrency_limit=16)  # many users; handlers only wait on I/O
     shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host
     print(f"voxtune UI on http://{shown}:{port} (runs: {backend}, auth: {settings.auth}; "
           "Ctrl-C stops it)", flush=True)
     try:
-        app.launch(server_name=host, server_port=port, quiet=True, **options)
+        launch(ctx, host, port, login)
     finally:
         ctx.demo.stop()

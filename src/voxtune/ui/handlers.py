@@ -6,6 +6,8 @@ signed-in user, and only ever touches that user's workspace and runs:
 
 * run names are `<user>-<name>`, and each is claimed in VOXTUNE_HOME/ui/owners/<run> (created
   exclusively) before it is submitted, so two users can never get, list or overwrite one run;
+* a local folder as a data source must lie in the user's own workspace or the operator's
+  shared-data folder (VOXTUNE_UI_SHARED_DATA), checked when it is added and again at launch;
 * a publish of a finished run is a run of its own (`steps: [publish]`) whose final/ links to the
   trained run's, so the existing publish step does the work on either backend.
 """
@@ -23,13 +25,15 @@ import yaml
 from pydantic import ValidationError
 
 from voxtune.client import Client
-from voxtune.controller.local import TERMINAL, headline_metrics
+from voxtune.controller.local import headline_metrics
 from voxtune.errors import UserError
-from voxtune.runs import RunStatus
+from voxtune.runs import TERMINAL, RunStatus
 from voxtune.spec import (
     DEFAULT_BASE_MODEL,
     RUN_NAME,
     DataSpec,
+    GranarySource,
+    HubSource,
     JsonlSource,
     LoraSpec,
     PublishSpec,
@@ -140,10 +144,51 @@ def dataset_source(ctx: Context, user: str) -> JsonlSource:
     return JsonlSource(path=path)
 
 
+def _allowed_folder(ctx: Context, user: str, path: Path, what: str, other: str = "") -> Path:
+    """`path` with symlinks resolved, if it lies in the user's workspace or the shared-data
+    folder; the server can read every user's folders, so nothing else may be named."""
+    resolved = path.resolve()
+    roots = [ctx.workspace(user).root, ctx.settings.shared_data]
+    if not any(root is not None and resolved.is_relative_to(root.resolve()) for root in roots):
+        shared = f" or the shared data folder {ctx.settings.shared_data}" \
+            if ctx.settings.shared_data else ""
+        raise UserError(f"{what} {str(path)!r} is not a folder inside your workspace{shared}"
+                        f"{other}")
+    if not resolved.is_dir():
+        raise UserError(f"{what} {str(path)!r}: no such folder")
+    return resolved
+
+
+def _hub_id_or_folder(ctx: Context, user: str, dataset: str, what: str) -> str:
+    # A name that exists as a folder is read as that folder (datasets.load_dataset does the
+    # same, relative to the working directory the steps inherit), even when it looks like org/name.
+    if HUB_REPO.match(dataset) and not Path(dataset).exists():
+        return dataset
+    return str(_allowed_folder(ctx, user, Path(dataset), what, ", nor a Hub id (org/name)"))
+
+
+def checked_source(ctx: Context, user: str,
+                   source: HubSource | GranarySource) -> HubSource | GranarySource:
+    """`source` with its local folders resolved, or a UserError for one the user may not read."""
+    dataset = _hub_id_or_folder(ctx, user, source.dataset, "dataset")
+    if isinstance(source, HubSource):
+        return source.model_copy(update={"dataset": dataset})
+    return source.model_copy(update={
+        "dataset": dataset,
+        "audio_root": _allowed_folder(ctx, user, source.audio_root, "Granary audio root")})
+
+
+def add_source(ctx: Context, user: str, source: HubSource | GranarySource) -> None:
+    workspace = ctx.workspace(user)
+    workspace.set_sources([*workspace.sources(), checked_source(ctx, user, source)])
+
+
 def build_spec(ctx: Context, user: str, form: TrainForm) -> RunSpec:
     if form.gpu_profile not in GPU_PROFILES:
         raise UserError(f"GPU profile {form.gpu_profile!r}: choose one of {list(GPU_PROFILES)}")
-    sources = [dataset_source(ctx, user), *ctx.workspace(user).sources()]
+    # checked again: sources.json may predate the rule, or the shared folder may have moved
+    sources = [dataset_source(ctx, user),
+               *(checked_source(ctx, user, source) for source in ctx.workspace(user).sources())]
     steps = ["prepare", "train", "publish"] if form.publish_after else ["prepare", "train"]
     try:
         return RunSpec(

@@ -27,5 +27,9 @@ class UiSettings(BaseSettings):
         "something else that authenticates.")
     demo_url: str | None = Field(None, description="A running `voxtune serve` (the chart's "
                                  "demo Deployment) for Try-it; unset: the UI starts one locally.")
+    shared_data: Path | None = Field(
+        None, description="A folder of datasets every UI user may train on. A local folder "
+        "named in the Dataset tab must lie inside it or inside the user's own workspace; "
+        "unset: only the user's workspace (and Hub ids).")
     max_upload_mb: int = Field(50, ge=1, le=2048, description="Largest audio file accepted.")
     max_clips: int = Field(2000, ge=1, description="Clips per user workspace.")

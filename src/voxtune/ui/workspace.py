@@ -1,14 +1,15 @@
 """A user's workspace: recordings and uploads, extra sources, and the prepared dataset.
 
-    VOXTUNE_HOME/users/<user>/recordings/recordings.jsonl   append-only log (a RecordingsSource)
-                                        /clips/<id>-<name>   copies of every take and upload
-                             /sources.json                   Hub / Granary sources to add
-                             /dataset/                       prepared: manifest.jsonl, audio/
+    VOXTUNE_HOME/users/<key>/recordings/recordings.jsonl   append-only log (a RecordingsSource)
+                                       /clips/<id>-<name>    copies of every take and upload
+                            /sources.json                    Hub / Granary sources to add
+                            /dataset/                        prepared: manifest.jsonl, audio/
 
 Uploads are copied in under sanitised names (never referenced at Gradio's temporary paths)
 and checked with the prepare step's own audio rules (voxtune.data.audio) before they are kept;
 "Build dataset" runs the prepare step itself over the recordings, so what the table shows is
-what training gets. Users never share a folder, so no two sessions write the same files.
+what training gets. Users never share a folder, so no two sessions write the same files:
+<key> is voxtune.ui.auth.user_key of the exact name a user signed in with.
 """
 
 from __future__ import annotations
@@ -29,8 +30,9 @@ from voxtune.data.audio import AUDIO_SUFFIXES, SAMPLE_RATE, AudioRejected, ClipL
 from voxtune.data.manifest import MANIFEST, REJECTED, read_jsonl
 from voxtune.data.sources import RECORDINGS_LOG, TEXT_COLUMNS, recording_entries
 from voxtune.errors import UserError
-from voxtune.files import write_atomic
+from voxtune.files import child_path, write_atomic
 from voxtune.spec import DataSpec, GranarySource, HubSource, RecordingsSource
+from voxtune.ui.auth import USER_KEY
 
 CLIPS = "clips"
 SOURCES = "sources.json"
@@ -59,7 +61,7 @@ class Rejected:
 class Workspace:
     def __init__(self, home: Path, user: str, max_bytes: int = 50 * 2**20,
                  max_clips: int = 2000):
-        self.root = Path(home) / "users" / user
+        self.root = child_path(Path(home) / "users", user, USER_KEY, "user")
         self.max_bytes, self.max_clips = max_bytes, max_clips
 
     recordings = property(lambda self: self.root / "recordings")
