@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -52,12 +53,12 @@ def mixed_batch(tmp_path: Path) -> Path:
     rows: list[dict | bytes] = [
         {"audio_path": good(root, "g16.wav", seed=1), "text": "sixteen kilohertz"},
         {"audio_path": good(root, "g8.wav", rate=8_000, seed=2), "text": "eight kilohertz"},
-        {"audio_path": good(root, "g44.flac", rate=44_100, subtype="PCM_24", seed=3),
-         "text": ACCENTED},
+        {"audio_path": good(root, "g44.flac", seconds=2.0, rate=44_100, subtype="PCM_24",
+                            seed=3), "text": ACCENTED},
         {"audio_path": good(root, "g48.wav", rate=48_000, subtype="FLOAT", seed=4),
          "text": "float", "language": "fr"},
         {"audio_path": "g16.wav", "text": "sixteen kilohertz"},  # duplicate of line 1
-        {"audio_path": "g16.wav", "text": "same audio, other words"},  # not a duplicate
+        {"audio_path": "g16.wav", "text": "same audio, other words"},  # conflicting
         {"audio_path": "truncated.wav", "text": "t"},
         {"audio_path": "corrupt.flac", "text": "t"},
         {"audio_path": "empty.wav", "text": "t"},
@@ -87,6 +88,7 @@ EXPECTED_REASONS = {
     12: "missing", 13: "escapes_root", 14: "escapes_root", 15: "too_short", 16: "too_long",
     17: "silent", 18: "empty_text", 19: "empty_text", 20: "bad_utf8", 21: "bad_utf8",
     22: "bad_json", 23: "missing_field", 24: "missing_field", 25: "bad_language", 5: "duplicate",
+    6: "conflicting_transcript",
 }
 
 
@@ -100,8 +102,8 @@ def test_mixed_batch_keeps_every_good_clip_and_explains_every_rejection(
     assert {line: row["reason"] for line, row in rejected.items()} == EXPECTED_REASONS
     assert all(row["detail"] for row in rejected.values())
     clips = read_manifest(out)
-    assert [clip.source.rsplit(":", 1)[1] for clip in clips] == ["1", "2", "3", "4", "6"]
-    assert summary.kept == 5 and sum(summary.rejected.values()) == len(EXPECTED_REASONS)
+    assert [clip.source.rsplit(":", 1)[1] for clip in clips] == ["1", "2", "3", "4"]
+    assert summary.kept == 4 and sum(summary.rejected.values()) == len(EXPECTED_REASONS)
     for clip in clips:
         info = soundfile.info(out / clip.audio_path)
         assert (info.samplerate, info.channels, info.format) == (16_000, 1, "FLAC")
@@ -275,7 +277,7 @@ def test_cli_summary_and_exit_codes(mixed_batch: Path, tmp_path: Path) -> None:
     done = voxtune("prepare", "--source", str(mixed_batch), "--output", str(tmp_path / "ok"),
                    "--language", "en")
     assert done.returncode == 0, done.stderr
-    assert "kept 5 clips" in done.stdout and "rejected 20:" in done.stdout
+    assert "kept 4 clips" in done.stdout and "rejected 21:" in done.stdout
 
     empty = jsonl(tmp_path / "empty.jsonl", [{"audio_path": "missing.wav", "text": "x"}])
     nothing = voxtune("prepare", "--source", str(empty), "--output", str(tmp_path / "none"))
@@ -312,3 +314,96 @@ def test_killed_run_resumes_to_the_same_result(tmp_path: Path) -> None:
     assert (out / "manifest.jsonl").read_bytes() == (tmp_path / "clean" /
                                                      "manifest.jsonl").read_bytes()
     assert not list(out.rglob("*.tmp"))
+
+
+# --- a full disk (issue 10, item 11) ----------------------------------------------------------
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """A real 1 MiB filesystem (tmpfs), for prepare to fill; needs root, as CI has."""
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    if os.geteuid() != 0:
+        pytest.skip("mounting a small tmpfs needs root")
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount)],
+                             capture_output=True, check=False)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.decode().strip()}")
+    yield mount
+    subprocess.run(["umount", "--lazy", str(mount)], check=True)
+
+
+@pytest.mark.parametrize("workers", ["1", "2"], ids=["in-process", "worker-processes"])
+def test_full_disk_is_one_line_and_a_rerun_recovers(small_disk: Path, tmp_path: Path,
+                                                    workers: str) -> None:
+    root = tmp_path / "clips"
+    rows = [{"audio_path": good(root, f"{i}.wav", seconds=3.0, seed=i), "text": f"clip {i}"}
+            for i in range(40)]  # ~4 MB of FLAC for a 1 MiB disk
+    source = str(jsonl(root / "data.jsonl", rows))
+    out = small_disk / "prepared"
+    args = ["prepare", "--source", source, "--output", str(out), "--workers", workers]
+
+    full = voxtune(*args)
+    assert full.returncode == 74, full.stderr
+    assert full.stderr.startswith(f"error: no space left on {out}")
+    assert full.stderr.count("\n") == 1 and "Traceback" not in full.stderr
+    assert not (out / "manifest.jsonl").exists()
+
+    subprocess.run(["mount", "-o", "remount,size=64m", str(small_disk)], check=True)
+    assert voxtune(*args).returncode == 0
+    clean = tmp_path / "clean"
+    assert voxtune("prepare", "--source", source, "--output", str(clean)).returncode == 0
+    assert (out / "manifest.jsonl").read_bytes() == (clean / "manifest.jsonl").read_bytes()
+    for clip in read_manifest(out):  # every stored clip is whole, none half-written
+        assert soundfile.info(out / clip.audio_path).frames == round(clip.duration * 16_000)
+    assert not list(out.rglob("*.tmp"))
+
+
+# --- workers die with prepare (item 12) -------------------------------------------------------
+
+
+def children(pid: int) -> set[int]:
+    found = set()
+    for entry in Path("/proc").iterdir():
+        try:
+            stat = (entry / "stat").read_text()
+        except (OSError, ValueError):
+            continue  # not a process, or it exited meanwhile
+        if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+            found.add(int(entry.name))
+    return found
+
+
+def alive(pid: int) -> bool:
+    """Running, as opposed to gone or a zombie waiting for a reaper (this may be a container
+    whose init does not reap)."""
+    try:
+        return (Path("/proc") / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_kill_9_of_prepare_takes_its_workers_with_it(tmp_path: Path) -> None:
+    root = tmp_path / "clips"
+    rows = [{"audio_path": good(root, f"{i}.wav", seconds=8.0, rate=48_000, seed=i),
+             "text": f"clip {i}"} for i in range(60)]
+    source = str(jsonl(root / "data.jsonl", rows))
+    process = subprocess.Popen([sys.executable, "-m", "voxtune", "prepare", "--source", source,
+                                "--output", str(tmp_path / "out"), "--workers", "3"],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    workers: set[int] = set()
+    while process.poll() is None and len(workers) < 3:
+        workers = children(process.pid)
+        time.sleep(0.01)
+    assert process.poll() is None, "finished before it could be killed"
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    deadline = time.monotonic() + 60  # a bounded wait for the condition, not a speed limit
+    while any(alive(pid) for pid in workers) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    survivors = [pid for pid in workers if alive(pid)]
+    for pid in survivors:  # never leave orphans behind, even when failing
+        os.kill(pid, signal.SIGKILL)
+    assert not survivors, "workers outlived prepare"

@@ -12,12 +12,17 @@ rewrites the manifest whole, so a killed run is simply run again.
 
 from __future__ import annotations
 
+import ctypes
+import errno
 import hashlib
 import json
 import os
+import signal
+import sys
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from itertools import islice
 from pathlib import Path
@@ -28,9 +33,9 @@ from voxtune.data.audio import (
     SAMPLE_RATE,
     AudioRejected,
     ClipLimits,
-    load_16k,
+    flac_bytes,
+    load_clip,
     to_pcm16,
-    write_flac,
 )
 from voxtune.data.manifest import (
     AUDIO_DIR,
@@ -45,12 +50,14 @@ from voxtune.data.manifest import (
     read_jsonl,
 )
 from voxtune.data.sources import Candidate, describe, read_source
-from voxtune.errors import UserError
+from voxtune.errors import NoSpaceError, UserError
 from voxtune.files import write_atomic
 from voxtune.spec import LANGUAGE_CODE, DataSpec
 
 CACHE = ".prepare-cache.jsonl"
 BATCH = 256  # candidates decoded per round; bounds memory when streaming large datasets
+TEXT_SLACK = 10  # characters allowed on top of max_chars_per_second, so a 0.5-s "OK." fits
+PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
 
 
 @dataclass
@@ -60,6 +67,7 @@ class Summary:
     minutes: float = 0.0
     splits: dict[str, dict[str, float]] = field(default_factory=dict)
     rejected: dict[str, int] = field(default_factory=dict)
+    warnings: list[dict[str, str]] = field(default_factory=list)  # kept clips worth a look
 
     def lines(self) -> list[str]:
         out = [f"kept {self.kept} clips ({self.minutes:.1f} min) in {self.output}"]
@@ -70,6 +78,11 @@ class Summary:
                                 sorted(self.rejected.items(), key=lambda kv: -kv[1]))
             out.append(f"rejected {sum(self.rejected.values())}: {reasons} "
                        f"(each with its reason in {Path(self.output) / REJECTED})")
+        clipped = sum(warning["reason"] == "clipped" for warning in self.warnings)
+        if clipped:
+            out.append(f"{clipped} clip{'s are' if clipped > 1 else ' is'} clipped (flat at full "
+                       "scale in places; recognition may suffer): listed in warnings in "
+                       f"{Path(self.output) / SUMMARY}")
         return out
 
 
@@ -79,18 +92,38 @@ class _Decoded:
 
     sha256: str | None = None
     duration: float = 0.0
+    clipped: float = 0.0  # audio.clipped_fraction of the source
     reason: str | None = None
     detail: str | None = None
 
 
 def prepare(data: DataSpec, output: Path, language: str | None = None,
             workers: int | None = None) -> Summary:
-    """Run the whole step and return its summary (also written to summary.json)."""
+    """Run the whole step and return its summary (also written to summary.json).
+
+    Raises NoSpaceError when the disk under `output` fills up; rerunning after freeing space
+    continues from the clips already stored."""
+    with _full_disk_as_no_space(output):
+        return _prepare(data, output, language, workers)
+
+
+@contextmanager
+def _full_disk_as_no_space(output: Path) -> Iterator[None]:
+    try:
+        yield
+    except OSError as error:
+        if error.errno != errno.ENOSPC:
+            raise
+        raise NoSpaceError(output) from None
+
+
+def _prepare(data: DataSpec, output: Path, language: str | None, workers: int | None) -> Summary:
     output.mkdir(parents=True, exist_ok=True)
     (output / AUDIO_DIR).mkdir(exist_ok=True)
     for leftover in (output / AUDIO_DIR).glob(".*.tmp"):  # half-written by a killed run
         leftover.unlink(missing_ok=True)
-    limits = ClipLimits(data.min_duration, data.max_duration, data.silence_dbfs)
+    limits = ClipLimits(data.min_duration, data.max_duration, data.silence_dbfs,
+                        data.max_clipped_fraction)
     if not data.sources:
         raise UserError("no data sources: pass --source (or set data.sources in the spec)")
 
@@ -108,28 +141,34 @@ def prepare(data: DataSpec, output: Path, language: str | None = None,
     # 3. decode, resample, check and store the audio (in parallel, reusing earlier work)
     decoded = _decode_all(candidates, output, limits, workers)
 
-    # 4. keep the first of each (audio, transcript) pair, split by id hash, write atomically
+    # 4. keep the first clip of each audio, split by id hash, write atomically
     clips: list[Clip] = []
-    first_seen: dict[str, str] = {}
+    warnings: list[dict[str, str]] = []
+    first_seen: dict[str, Candidate] = {}  # by audio hash
     for candidate, result in zip(candidates, decoded, strict=True):
         if result.sha256 is None:
             rejections.append(Rejection(candidate.source, result.reason or "unreadable",
                                         result.detail or ""))
             continue
-        identity = clip_id(result.sha256, candidate.text)
-        if identity in first_seen:
-            rejections.append(Rejection(candidate.source, "duplicate",
-                                        f"same audio and transcript as {first_seen[identity]}"))
+        problem = _clip_problem(candidate, result.duration, first_seen.get(result.sha256),
+                                data.max_chars_per_second)
+        if problem:
+            rejections.append(Rejection(candidate.source, *problem))
             continue
-        first_seen[identity] = candidate.source
-        clips.append(Clip(identity, f"{AUDIO_DIR}/{result.sha256}.flac", candidate.text,
-                          round(result.duration, 3), candidate.language or language, "",
-                          candidate.source))
+        first_seen[result.sha256] = candidate
+        clip = Clip(clip_id(result.sha256, candidate.text), f"{AUDIO_DIR}/{result.sha256}.flac",
+                    candidate.text, round(result.duration, 3), candidate.language or language,
+                    "", candidate.source)
+        clips.append(clip)
+        if result.clipped:
+            warnings.append({"source": clip.source, "clip": clip.id, "reason": "clipped",
+                             "detail": f"a share of {result.clipped:.2g} of its samples "
+                             "is flat at full scale"})
     splits = assign_splits([clip.id for clip in clips], data.eval_fraction)
     clips = [Clip(**{**asdict(clip), "split": splits[clip.id]}) for clip in clips]
     write_atomic(output / MANIFEST, jsonl_bytes(clips))
     write_atomic(output / REJECTED, jsonl_bytes(rejections))
-    summary = _summarise(output, clips, rejections)
+    summary = _summarise(output, clips, rejections, warnings)
     write_atomic(output / SUMMARY, json.dumps(asdict(summary), indent=2).encode())
     return summary
 
@@ -153,6 +192,25 @@ def _text_ok(candidate: Candidate, language: str | None, rejections: list[Reject
         return reject("bad_language", f"language {code!r} is not an ISO-639-1 code "
                       f"({LANGUAGE_CODE})")
     return True
+
+
+def _clip_problem(candidate: Candidate, duration: float, first: Candidate | None,
+                  max_chars_per_second: float) -> tuple[str, str] | None:
+    """(reason, detail) when a decoded candidate cannot be kept, else None; `first` is the kept
+    candidate with the same audio, if any."""
+    room = int(max_chars_per_second * duration) + TEXT_SLACK
+    if len(candidate.text) > room:
+        return "text_too_long", (
+            f"transcript has {len(candidate.text)} characters; a {duration:.2f}-s clip holds at "
+            f"most {room} (data.max_chars_per_second={max_chars_per_second:g}, plus "
+            f"{TEXT_SLACK}): is it the transcript of this clip?")
+    if first is None:
+        return None
+    if first.text == candidate.text:
+        return "duplicate", f"same audio and transcript as {first.source}"
+    return "conflicting_transcript", (
+        f"same audio as {first.source}, which is kept with another transcript "
+        f"({first.text[:60]!r}); fix whichever is wrong")
 
 
 def _cache_key(candidate: Candidate, limits: ClipLimits) -> str:
@@ -201,32 +259,42 @@ def _map(function, jobs: list[tuple], workers: int) -> Iterator[_Decoded]:
     if workers <= 1 or len(jobs) < 16:
         yield from (function(*job) for job in jobs)
         return
-    with ProcessPoolExecutor(max_workers=workers) as pool:
+    with ProcessPoolExecutor(max_workers=workers, initializer=_die_with_parent,
+                             initargs=(os.getpid(),)) as pool:
         iterator = iter(jobs)
         while batch := list(islice(iterator, BATCH)):
             yield from pool.map(function, *zip(*batch, strict=True), chunksize=8)
 
 
+def _die_with_parent(parent: int) -> None:
+    """Pool initializer: have Linux kill this worker when prepare dies, even by `kill -9`, which
+    gives the pool no chance to stop its workers."""
+    if sys.platform.startswith("linux"):
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() != parent:  # prepare died before prctl took effect
+        os._exit(1)
+
+
 def _decode_one(audio: Path | bytes, limits: ClipLimits, audio_dir: Path) -> _Decoded:
     try:
-        samples = load_16k(audio, limits)
+        samples, clipped = load_clip(audio, limits)
     except AudioRejected as rejected:
         return _Decoded(reason=rejected.reason, detail=str(rejected))
     pcm = to_pcm16(samples)
     sha256 = hashlib.sha256(pcm.tobytes()).hexdigest()[:32]
     target = audio_dir / f"{sha256}.flac"
     if not target.exists():
-        temporary = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-        write_flac(temporary, pcm)
-        os.replace(temporary, target)
-    return _Decoded(sha256=sha256, duration=len(pcm) / SAMPLE_RATE)
+        write_atomic(target, flac_bytes(pcm))  # a full disk raises OSError(ENOSPC) here
+    return _Decoded(sha256=sha256, duration=len(pcm) / SAMPLE_RATE, clipped=round(clipped, 6))
 
 
-def _summarise(output: Path, clips: Iterable[Clip], rejections: list[Rejection]) -> Summary:
+def _summarise(output: Path, clips: Iterable[Clip], rejections: list[Rejection],
+               warnings: list[dict[str, str]]) -> Summary:
     clips = list(clips)
     summary = Summary(str(output), kept=len(clips),
                       minutes=sum(clip.duration for clip in clips) / 60,
-                      rejected=dict(Counter(rejection.reason for rejection in rejections)))
+                      rejected=dict(Counter(rejection.reason for rejection in rejections)),
+                      warnings=warnings)
     for name in ("train", "eval"):
         part = [clip for clip in clips if clip.split == name]
         summary.splits[name] = {"clips": len(part),

@@ -7,6 +7,7 @@ parse, missing fields, paths outside the source's root, transcripts that are not
 
 from __future__ import annotations
 
+import codecs
 import csv
 import io
 import json
@@ -67,15 +68,21 @@ def resolve_inside(root: Path, relative: str) -> Path | None:
     return target if target.is_relative_to(root) else None
 
 
+def _outside(path: Path, root: Path) -> bool:
+    """Whether `path` under `root` is (or goes through) a link that lands outside `root`."""
+    return resolve_inside(root, str(path.relative_to(root))) is None
+
+
 def _escapes(where: str, relative: str, root: Path) -> Rejection:
     return Rejection(where, "escapes_root", f"{relative!r} points outside {root}")
 
 
 def _json_objects(path: Path) -> Iterator[tuple[str, dict[str, Any]] | Rejection]:
-    """Each non-blank line of a JSONL file as (where, object), or a rejection naming the line."""
-    if not path.is_file():
-        raise UserError(f"{path}: no such JSONL file")
-    for number, raw in enumerate(path.read_bytes().splitlines(), start=1):
+    """Each non-blank line of a JSONL file as (where, object), or a rejection naming the line.
+
+    A UTF-8 byte-order mark (Windows editors write one) and CRLF line ends are accepted."""
+    data = path.read_bytes().removeprefix(codecs.BOM_UTF8)
+    for number, raw in enumerate(data.splitlines(), start=1):
         where = f"{path}:{number}"
         if not raw.strip():
             continue
@@ -114,6 +121,8 @@ def _from_rows(rows: Iterator[tuple[str, dict[str, Any]] | Rejection], root: Pat
 
 def _read_jsonl(source: JsonlSource) -> Iterator[Item]:
     path = source.path
+    if not path.is_file():
+        raise UserError(f"jsonl source {path}: no such file")
     yield from _from_rows(_json_objects(path), path.parent.resolve(), "audio_path", "text")
 
 
@@ -137,6 +146,11 @@ def recording_entries(root: Path) -> tuple[dict[str, tuple[str, dict[str, Any]]]
 
 def _read_recordings(source: RecordingsSource) -> Iterator[Item]:
     root = source.path.resolve()
+    if not root.is_dir():
+        raise UserError(f"recordings source {source.path}: no such folder")
+    if not (root / RECORDINGS_LOG).is_file():
+        raise UserError(f"recordings source {source.path}: no {RECORDINGS_LOG} in it (the UI "
+                        "writes one with the first recording)")
     kept, problems = recording_entries(root)
     yield from problems
     yield from _from_rows(iter(kept.values()), root, "audio_path", "text")
@@ -144,7 +158,7 @@ def _read_recordings(source: RecordingsSource) -> Iterator[Item]:
 
 def _decode_text(raw: bytes) -> str | None:
     try:
-        return raw.decode("utf-8")
+        return raw.decode("utf-8-sig")  # Notepad and Excel start UTF-8 text with a BOM
     except UnicodeDecodeError:
         return None
 
@@ -159,8 +173,9 @@ def _metadata_rows(path: Path, text_column: str | None) -> Iterator[tuple[str, A
                 where, fields = row
                 yield where, fields.get("file_name"), _pick_text(fields, text_column)
         return
-    # Undecodable bytes become surrogates, so one bad row is rejected and the others are kept.
-    text = path.read_bytes().decode("utf-8", errors="surrogateescape")
+    # Undecodable bytes become surrogates, so one bad row is rejected and the others are kept;
+    # Excel's "CSV UTF-8" starts with a BOM (and ends lines with CRLF, which csv reads).
+    text = path.read_bytes().decode("utf-8-sig", errors="surrogateescape")
     for number, fields in enumerate(csv.DictReader(io.StringIO(text)), start=2):
         yield f"{path}:{number}", fields.get("file_name"), _pick_text(fields, text_column)
 
@@ -177,10 +192,13 @@ def _pick_text(fields: dict[str, Any], text_column: str | None) -> Any:
 def _read_folder(source: FolderSource) -> Iterator[Item]:
     root = source.path.resolve()
     if not root.is_dir():
-        raise UserError(f"{source.path}: no such folder")
+        raise UserError(f"folder source {source.path}: no such folder")
     listed: set[Path] = set()
     metadata = sorted(root.rglob("metadata.jsonl")) + sorted(root.rglob("metadata.csv"))
     for meta in metadata:
+        if _outside(meta, root):
+            yield _escapes(str(meta), str(meta.relative_to(root)), root)
+            continue
         for where, file_name, text in _metadata_rows(meta, source.text_column):
             if isinstance(text, Rejection):
                 yield text
@@ -202,6 +220,9 @@ def _read_folder(source: FolderSource) -> Iterator[Item]:
         relative = path.relative_to(root)
         if path in listed or path in metadata or any(p.startswith(".") for p in relative.parts):
             continue
+        if _outside(path, root):  # a link to elsewhere: reading it would leak that file
+            yield _escapes(str(path), str(relative), root)
+            continue
         if path.is_dir():
             continue
         suffix = path.suffix.lower()
@@ -214,6 +235,9 @@ def _read_folder(source: FolderSource) -> Iterator[Item]:
                             f"supported audio type ({', '.join(sorted(AUDIO_SUFFIXES))})")
             continue
         sidecar = path.with_suffix(".txt")
+        if _outside(sidecar, root):
+            yield _escapes(str(path), str(sidecar.relative_to(root)), root)
+            continue
         if not sidecar.is_file():
             yield Rejection(str(path), "missing_transcript", f"no {sidecar.name} and not "
                             "listed in a metadata file")
@@ -233,8 +257,10 @@ def _load_dataset(dataset: str, config: str | None, split: str, *, revision: str
                   streaming: bool = False) -> Any:
     import datasets  # heavy; only sources that need it pay for the import
 
+    local = Path(dataset)
+    if dataset.startswith(("/", ".")) and not local.exists():  # a path, never a Hub id
+        raise UserError(f"dataset {dataset}: no such local folder")
     try:
-        local = Path(dataset)
         if (local / "state.json").is_file() or (local / "dataset_dict.json").is_file():
             loaded = datasets.load_from_disk(str(local))
             return loaded[split] if isinstance(loaded, datasets.DatasetDict) else loaded
