@@ -13,6 +13,7 @@ import sqlite3
 import subprocess
 import sys
 import time
+from collections.abc import Mapping
 from pathlib import Path
 
 import pytest
@@ -40,10 +41,12 @@ def prepared(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def train(prepared: Path, output: Path, *extra: str, wait: bool = True,
-          launcher: tuple[str, ...] = ()) -> subprocess.CompletedProcess | subprocess.Popen:
+          launcher: tuple[str, ...] = (), env: Mapping[str, str] | None = None
+          ) -> subprocess.CompletedProcess | subprocess.Popen:
+    """`voxtune train` in a subprocess; `env` replaces the environment (default: this one)."""
     command = [sys.executable, *launcher, "-m", "voxtune", "train", "--data", str(prepared),
                "--output", str(output), "--language", "en", *extra]
-    env = {**os.environ, "VOXTUNE_HOME": str(shared_home())}
+    env = {**(os.environ if env is None else env), "VOXTUNE_HOME": str(shared_home())}
     if wait:
         return subprocess.run(command, capture_output=True, text=True, env=env)
     return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,

@@ -18,6 +18,8 @@ from voxtune.train.collator import (
     encode_clip,
     features_key,
     read_audio,
+    split_long_transcripts,
+    transcript_ids,
 )
 from voxtune.train.model import load
 
@@ -205,3 +207,18 @@ def test_missing_prepared_audio_names_the_file(tiny, prepared, tmp_path):
     expected = rf"{clips[0].audio_path} \(clip swedish\).*voxtune prepare"
     with pytest.raises(UserError, match=expected):
         TranscriptionDataset(clips, folder, processor, tmp_path / "cache")
+
+
+
+@pytest.mark.parametrize(("slack", "kept"), [(0, ["short", "edge"]), (-1, ["short"])],
+                         ids=["at-the-limit-kept", "one-over-skipped"])
+def test_transcripts_over_the_token_limit_are_set_aside_with_their_count(
+        tiny_short, tmp_path: Path, slack: int, kept: list[str]) -> None:
+    _, processor = tiny_short
+    texts = {"short": "ten", "edge": "four five six seven eight nine", "long": "word " * 5000}
+    tokens = {clip_id: len(transcript_ids(processor, text)) for clip_id, text in texts.items()}
+    clips = [write_clip(tmp_path, clip_id, 1.0, text, "en") for clip_id, text in texts.items()]
+    within, too_long = split_long_transcripts(clips, processor, tokens["edge"] + slack)
+    assert [clip.id for clip in within] == kept
+    assert too_long == {clip_id: tokens[clip_id] for clip_id in texts if clip_id not in kept}
+    assert tokens["long"] > 1000

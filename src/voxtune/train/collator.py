@@ -135,6 +135,20 @@ def transcript_ids(processor: VoxtralProcessor, text: str) -> list[int]:
     return processor.tokenizer.encode(text, add_special_tokens=False)
 
 
+def split_long_transcripts(clips: Sequence[Clip], processor: VoxtralProcessor,
+                           limit: int) -> tuple[list[Clip], dict[str, int]]:
+    """The clips whose transcript is at most `limit` tokens, and {clip id: tokens} of the rest."""
+    kept: list[Clip] = []
+    too_long: dict[str, int] = {}
+    for clip in clips:
+        tokens = len(transcript_ids(processor, clip.text))
+        if tokens > limit:
+            too_long[clip.id] = tokens
+        else:
+            kept.append(clip)
+    return kept, too_long
+
+
 def make_example(prompt_ids: Sequence[int], target_ids: Sequence[int],
                  eos_token_id: int) -> tuple[list[int], list[int]]:
     """input_ids and labels for one clip: the model learns the transcript and where it ends."""

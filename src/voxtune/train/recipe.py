@@ -6,7 +6,9 @@ Runbook:
     torchrun --nproc-per-node 4 -m voxtune train --run-dir …     # data-parallel, N GPUs
 
 Run the same command again after a crash or kill: it says "resuming from …" and finishes the
-same number of steps. SIGTERM (pod preemption) saves a checkpoint and exits 75 (retryable).
+same number of steps. SIGTERM (pod preemption) saves a checkpoint at the end of the current step
+and exits 75 (retryable); a step that has not ended SIGTERM_GRACE_S later, or a second SIGTERM,
+exits 75 at once without a new checkpoint. A full disk exits 74.
 
 Outputs in the run folder: checkpoints/ (rolling, for resuming only), final/ (adapter or weights
 + processor + spec.yaml; never optimizer state), metrics.json, trackio/ (metrics database).
@@ -14,18 +16,21 @@ Outputs in the run folder: checkpoints/ (rolling, for resuming only), final/ (ad
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
 import os
 import shutil
 import signal
 import sys
+import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
-from voxtune.data.manifest import read_manifest
-from voxtune.errors import RetryableError, UserError
+from voxtune.data.manifest import Clip, read_manifest
+from voxtune.errors import ExitCode, NoSpaceError, RetryableError, UserError
 from voxtune.files import write_atomic
 from voxtune.spec import RunSpec
 
@@ -35,6 +40,13 @@ OUT_OF_MEMORY = ("out of memory at batch_size {batch}: lower training.batch_size
                  "training.grad_accum to keep the effective batch), set "
                  "training.gradient_checkpointing: true, or use mode: lora; full fine-tuning "
                  "needs an 80 GB GPU")
+# Kubernetes sends SIGKILL 30 s after SIGTERM (the default terminationGracePeriodSeconds): a step
+# still running 20 s after SIGTERM is abandoned, so we exit 75 ourselves (retried, resumes from
+# the last checkpoint) instead of being killed mid-write.
+SIGTERM_GRACE_S = 20
+# A failed save that left less than this free failed for lack of space (its partial file stays).
+FULL_DISK_BYTES = 1 << 20
+NO_SPACE_ERRNOS = (errno.ENOSPC, errno.EDQUOT)  # the disk, or the user's quota on it, is full
 
 
 # --- small pieces the loop is made of -----------------------------------------------------------
@@ -58,17 +70,42 @@ def trainer_callbacks(tracking: Any) -> list[Any]:
     from transformers import TrainerCallback
 
     class StopOnSigterm(TrainerCallback):
-        """Kubernetes sends SIGTERM before evicting a pod: save now, exit retryable after."""
+        """Kubernetes sends SIGTERM before evicting a pod: save at the step's end, exit retryable.
+
+        The flag is read only at step ends, so a step that does not end within SIGTERM_GRACE_S
+        (or a second SIGTERM) stops the process at once instead, without a new checkpoint.
+        """
 
         def __init__(self) -> None:
             self.received = False
+            self.steps_done = 0
+            self.grace = threading.Timer(SIGTERM_GRACE_S, self._stop_now,
+                                         (f"SIGTERM {SIGTERM_GRACE_S} s ago",))
+            self.grace.daemon = True
             signal.signal(signal.SIGTERM, self._handle)
 
         def _handle(self, signum: int, frame: Any) -> None:
+            if self.received:  # exit from a thread: stdout may be mid-write in this one
+                threading.Thread(target=self._stop_now, args=("second SIGTERM",),
+                                 daemon=True).start()
+                return
             self.received = True
+            notice(f"SIGTERM: saving a checkpoint when step {self.steps_done + 1} ends; if it "
+                   f"has not ended in {SIGTERM_GRACE_S} s (or at a second SIGTERM), stopping "
+                   "without one")
+            self.grace.start()
+
+        def _stop_now(self, reason: str) -> None:
+            exit_retryable(f"{reason}: step {self.steps_done + 1} was interrupted without a new "
+                           "checkpoint")
+
+        def on_step_begin(self, args, state, control, **kwargs):
+            self.steps_done = state.global_step
+            return control
 
         def on_step_end(self, args, state, control, **kwargs):
             if self.received:
+                self.grace.cancel()  # the boundary is here: saving may take as long as it needs
                 control.should_save = True
                 control.should_training_stop = True
             return control
@@ -84,6 +121,12 @@ def trainer_callbacks(tracking: Any) -> list[Any]:
     class Progress(TrainerCallback):
         """`progress N/M` lines (about 100 per run): the controller reads them for progress/ETA."""
 
+        def on_train_begin(self, args, state, control, **kwargs):
+            if state.is_world_process_zero:
+                clips = (args.per_device_train_batch_size * args.gradient_accumulation_steps
+                         * args.world_size)
+                print(f"training: max_steps {state.max_steps}, {clips} clips per step", flush=True)
+
         def on_step_end(self, args, state, control, **kwargs):
             every = max(1, state.max_steps // 100)
             if state.is_world_process_zero and (state.global_step % every == 0
@@ -96,6 +139,19 @@ def trainer_callbacks(tracking: Any) -> list[Any]:
     return callbacks
 
 
+def notice(line: str) -> None:
+    """One line to stderr, safe inside a signal handler (Python's buffered print is not)."""
+    os.write(sys.stderr.fileno(), f"{line}\n".encode())
+
+
+def exit_retryable(reason: str) -> NoReturn:
+    """Exit 75 now, from any thread; the run resumes from its last saved checkpoint."""
+    sys.stdout.flush()
+    notice(f"error (temporary): {reason}; run the same command again (it resumes from the last "
+           "saved checkpoint)")
+    os._exit(ExitCode.RETRYABLE)
+
+
 def start_tracking(spec: RunSpec, run_dir: Path) -> Any:
     """A trackio run stored in run_dir/trackio (offline; survives pod deletion)."""
     if not spec.tracking.enabled:
@@ -103,10 +159,27 @@ def start_tracking(spec: RunSpec, run_dir: Path) -> Any:
     os.environ["TRACKIO_DIR"] = str(run_dir / "trackio")  # read once, at import
     import trackio
 
-    trackio.init(project=spec.tracking.project, name=spec.name, space_id=spec.tracking.space_id,
-                 config=spec.model_dump(mode="json"), resume="allow", embed=False,
-                 auto_log_gpu=False)
+    # trackio.init asks the Hub whose token this is (to label the run) even when it stores
+    # everything locally; with no Space nothing needs the Hub, so nothing, token included, goes.
+    local = spec.tracking.space_id is None
+    with hub_offline() if local else contextlib.nullcontext():
+        trackio.init(project=spec.tracking.project, name=spec.name,
+                     space_id=spec.tracking.space_id, config=spec.model_dump(mode="json"),
+                     resume="allow", embed=False, auto_log_gpu=False)
     return trackio
+
+
+@contextlib.contextmanager
+def hub_offline() -> Iterator[None]:
+    """huggingface_hub refuses every request in here (offline mode, which it reads at import)."""
+    from huggingface_hub import constants
+
+    was = constants.HF_HUB_OFFLINE
+    constants.HF_HUB_OFFLINE = True
+    try:
+        yield
+    finally:
+        constants.HF_HUB_OFFLINE = was
 
 
 def training_arguments(spec: RunSpec, output: Path, dtype_name: str, on_gpu: bool,
@@ -151,6 +224,51 @@ def _has_bitsandbytes() -> bool:
     except ImportError:
         return False
     return True
+
+
+def drop_long_transcripts(clips: list[Clip], processor: Any, limit: int,
+                          report: bool) -> tuple[list[Clip], int]:
+    """The clips whose transcript fits `data.max_transcript_tokens`, and how many did not.
+
+    A transcript far longer than its clip cannot be what was said, and one step on it can take
+    minutes and gigabytes; each skipped clip is named in the log.
+    """
+    from voxtune.train.collator import split_long_transcripts
+
+    kept, too_long = split_long_transcripts(clips, processor, limit)
+    for clip_id, tokens in too_long.items() if report else ():
+        print(f"skipped clip {clip_id}: its transcript is {tokens:,} tokens, over "
+              f"data.max_transcript_tokens ({limit})", flush=True)
+    return kept, len(too_long)
+
+
+@contextlib.contextmanager
+def full_disk_is_no_space(folder: Path) -> Iterator[None]:
+    """A save into `folder` that failed because its disk is full raises NoSpaceError (exit 74).
+
+    torch.save and safetensors report a full disk without an errno (RuntimeError "…failed
+    writing file…", SafetensorError); `disk_full` tells those from other failures.
+    """
+    from safetensors import SafetensorError
+
+    try:
+        yield
+    except (OSError, RuntimeError, SafetensorError) as error:
+        if disk_full(error, folder):
+            raise NoSpaceError(folder) from error
+        raise
+
+
+def disk_full(error: BaseException, folder: Path) -> bool:
+    """Whether `error`, raised while writing into `folder`, means its disk is full."""
+    if isinstance(error, OSError):
+        return error.errno in NO_SPACE_ERRNOS
+    # safetensors deletes its partial file but keeps the OS error's text ("… (os error 28)");
+    # torch.save loses the error but keeps the partial file, so the disk is still full.
+    if any(f"(os error {code})" in str(error) for code in NO_SPACE_ERRNOS):
+        return True
+    existing = next(path for path in (folder, *folder.parents) if path.exists())
+    return shutil.disk_usage(existing).free < FULL_DISK_BYTES
 
 
 def save_final(model: Any, processor: Any, spec: RunSpec, folder: Path) -> None:
@@ -215,7 +333,16 @@ def main(spec: RunSpec, prepared: Path, output: Path, extra_callbacks: Sequence[
     if on_gpu:
         model.to(f"cuda:{os.environ.get('LOCAL_RANK', '0')}")
 
-    # 3. the base model's WER/CER once (cached, so a resumed run does not pay again)
+    # 3. transcripts too long for their clips are skipped, one log line each; the rest go on
+    limit = spec.data.max_transcript_tokens
+    train_clips, skipped = drop_long_transcripts(train_clips, processor, limit, main_process)
+    eval_clips, skipped_eval = drop_long_transcripts(eval_clips, processor, limit, main_process)
+    if not train_clips:
+        raise UserError(f"{prepared}: every train clip's transcript is over "
+                        f"data.max_transcript_tokens ({limit}); fix the transcripts, or raise "
+                        "the limit if they are right")
+
+    # 4. the base model's WER/CER once (cached, so a resumed run does not pay again)
     base_file = output / BASE_EVAL
     if main_process and eval_clips and not base_file.exists():
         base_scores, base_text = evaluate_model(model, processor, spec, prepared, eval_clips)
@@ -223,11 +350,11 @@ def main(spec: RunSpec, prepared: Path, output: Path, extra_callbacks: Sequence[
                                             "text": [t.text for t in base_text]}).encode())
         print(f"base model: WER {base_scores.wer:.3f} CER {base_scores.cer:.3f}")
 
-    # 4. LoRA or full fine-tuning
+    # 5. LoRA or full fine-tuning
     model = adapt(model, spec.mode, spec.training)
     print(trainable_summary(model))
 
-    # 5. train, resuming from the newest complete checkpoint
+    # 6. train, resuming from the newest complete checkpoint
     tracking = start_tracking(spec, output) if main_process else None
     checkpoints = output / CHECKPOINTS
     resume = latest_checkpoint(checkpoints)
@@ -239,10 +366,11 @@ def main(spec: RunSpec, prepared: Path, output: Path, extra_callbacks: Sequence[
     collator = TrainingCollator(processor.tokenizer.pad_token_id)
     trainer = Trainer(model=model, args=args, train_dataset=dataset, data_collator=collator,
                       callbacks=callbacks)
-    try:
-        result = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
-    except torch.OutOfMemoryError:
-        raise UserError(OUT_OF_MEMORY.format(batch=spec.training.batch_size)) from None
+    with full_disk_is_no_space(checkpoints):
+        try:
+            result = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
+        except torch.OutOfMemoryError:
+            raise UserError(OUT_OF_MEMORY.format(batch=spec.training.batch_size)) from None
     if callbacks[0].received:
         raise RetryableError(f"stopped by SIGTERM at step {trainer.state.global_step}; "
                              "checkpoint saved")
@@ -253,10 +381,12 @@ def main(spec: RunSpec, prepared: Path, output: Path, extra_callbacks: Sequence[
     if not main_process:
         return {}
 
-    # 6. what a user loads, then the tuned model's WER/CER on the same clips
-    save_final(model, processor, spec, output / FINAL)
+    # 7. what a user loads, then the tuned model's WER/CER on the same clips
+    with full_disk_is_no_space(output):
+        save_final(model, processor, spec, output / FINAL)
     metrics: dict[str, Any] = {"train_loss": result.training_loss,
                                "train_steps": trainer.state.global_step,
+                               "skipped_long_transcripts": skipped + skipped_eval,
                                "train_samples_per_second":
                                    result.metrics.get("train_samples_per_second")}
     base: dict[str, Any] = json.loads(base_file.read_text()) if base_file.exists() else {}
