@@ -261,6 +261,51 @@ def test_api_errors_back_off_and_recover(cluster: KubeEmulator,
         running.stop()
 
 
+def finetunerun(name: str, **parts: Any) -> dict:
+    """A FineTuneRun as another client may have stored it: the emulator, like a CRD without
+    a schema (or one of an older version), keeps whatever spec and status it is given."""
+    return {"apiVersion": "voxtune.io/v1alpha1", "kind": "FineTuneRun",
+            "metadata": {"name": name, "namespace": NS}, **parts}
+
+
+def test_malformed_runs_fail_clearly_while_the_others_go_on(
+        cluster: KubeEmulator, controller: Controller, executor: KubernetesExecutor) -> None:
+    invalid = {"text": ("a string", "must be an object of RunSpec fields, not a string"),
+               "listed": (["prepare"], "must be an object of RunSpec fields, not a list"),
+               "bare": (..., "spec: missing: a FineTuneRun needs a spec")}
+    for name, (value, _) in invalid.items():
+        cluster.create("finetuneruns", finetunerun(name, **({} if value is ... else
+                                                           {"spec": value})))
+    cluster.create("finetuneruns", finetunerun(  # a status no version of voxtune wrote
+        "odd", spec={"steps": ["prepare"]}, status="half-written"))
+    executor.submit(spec("good", ("prepare",)))
+
+    for name, (_, message) in invalid.items():
+        failed = status_where(executor, name, phase="Failed")
+        assert failed.reason == "InvalidSpec" and message in failed.message, name
+        assert any(c.type == "Failed" and c.reason == "InvalidSpec" for c in failed.conditions)
+
+    # a pod whose optional parts are missing or null must not stop the run either
+    job_appears(cluster, "good-prepare")
+    pod = cluster.add_job_pod(NS, "good-prepare")["metadata"]["name"]
+    cluster.patch("pods", NS, pod, {"status": {"phase": "Pending", "conditions": None,
+                                               "containerStatuses": [None, {"state": None}]}},
+                  status=True)
+    status_where(executor, "good", reason="Starting")
+    cluster.complete_job(NS, "good-prepare")
+    job_appears(cluster, "odd-prepare")  # the unreadable status is read as none
+    cluster.complete_job(NS, "odd-prepare")
+    assert executor.wait("good", timeout=10).phase == "Succeeded"
+    assert executor.wait("odd", timeout=10).phase == "Succeeded"
+
+    time.sleep(0.6)  # a resync later: each Job once, and no reconcile ever crashed
+    assert sorted(created_jobs(cluster)) == ["good-prepare", "odd-prepare"]
+    text = controller.metrics.render(controller.runs.all())
+    assert "voxtune_reconcile_errors_total" not in text
+    assert 'voxtune_runs{phase="Failed"} 3' in text and 'phase="Succeeded"} 2' in text
+    assert controller.healthy()
+
+
 # --- kubectl, the executor's verbs, the client, the process --------------------------------
 
 

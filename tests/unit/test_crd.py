@@ -24,6 +24,7 @@ from voxtune.controller.crd import (
     FineTuneRunStatus,
     KubeStepStatus,
     custom_resource_definition,
+    read_status,
     run_spec,
     spec_document,
 )
@@ -251,6 +252,50 @@ def test_example_file_is_a_valid_finetunerun() -> None:
     document = yaml.safe_load(example.read_text())
     assert document["apiVersion"] == "voxtune.io/v1alpha1"
     assert run_spec(copy.deepcopy(document)) == RunSpec.model_validate(read_yaml(example))
+
+
+@pytest.mark.parametrize(("spec", "problem"), [
+    (None, "spec: missing: a FineTuneRun needs a spec (`spec: {}` for every default)"),
+    ("lora", "spec: must be an object of RunSpec fields, not a string"),
+    (["prepare"], "spec: must be an object of RunSpec fields, not a list"),
+    (3, "spec: must be an object of RunSpec fields, not a number"),
+], ids=["missing", "string", "list", "number"])
+def test_a_spec_that_is_not_an_object_is_invalid(spec: Any, problem: str) -> None:
+    run = {"metadata": {"name": "r"}, **({} if spec is None else {"spec": spec})}
+    with pytest.raises(ValidationError) as caught:
+        run_spec(run)
+    (error,) = caught.value.errors()
+    assert f"{'.'.join(error['loc'])}: {error['msg']}".startswith(problem)
+
+
+def test_an_empty_spec_means_every_default() -> None:
+    assert run_spec({"metadata": {"name": "r"}, "spec": {}}) == RunSpec(name="r")
+
+
+GOOD_STEP = {"state": "succeeded", "exit_code": 0}
+
+
+@pytest.mark.parametrize(("status", "kept", "dropped"), [
+    (None, {}, []),
+    ("Failed", {}, ["status"]),
+    ([{"phase": "Failed"}], {}, ["status"]),
+    ({"phase": "Exploded", "steps": {"prepare": GOOD_STEP}},
+     {"steps": {"prepare": GOOD_STEP}}, ["status.phase"]),
+    ({"phase": "Training", "steps": {"prepare": GOOD_STEP, "train": {"state": "paused"}}},
+     {"phase": "Training", "steps": {"prepare": GOOD_STEP}}, ["status.steps.train.state"]),
+    ({"steps": "all done", "metrics": {"wer": 0.1, "cer": "low"}},
+     {"metrics": {"wer": 0.1}}, ["status.steps", "status.metrics.cer"]),
+    ({"phase": "Succeeded", "conditions": [{"type": "Complete"}]}, {"phase": "Succeeded"},
+     ["status.conditions.0.status", "status.conditions.0.lastTransitionTime"]),
+], ids=["absent", "string", "list", "bad phase", "one bad step", "bad steps and metric",
+        "bad condition"])
+def test_unreadable_status_parts_are_dropped_and_the_rest_kept(
+        status: Any, kept: dict, dropped: list[str]) -> None:
+    run = {"metadata": {"name": "r"}, **({} if status is None else {"status": status})}
+    read, problems = read_status(run)
+    expected = FineTuneRunStatus.model_validate({"name": "r", **kept})
+    assert read.model_dump(exclude={"updated"}) == expected.model_dump(exclude={"updated"})
+    assert [problem.split(":")[0] for problem in problems] == dropped
 
 
 # --- layering -------------------------------------------------------------------------------

@@ -17,6 +17,7 @@ from voxtune.controller.reconcile import (
     ExpireJob,
     Observed,
     reconcile,
+    wanted_events,
     wanted_logs,
 )
 
@@ -31,7 +32,7 @@ SCHEDULER = ("0/3 nodes are available: 3 Insufficient nvidia.com/gpu. preemption
 # --- builders of API objects (the JSON the API server returns) ------------------------------
 
 
-def run(spec: dict | None = None, status: dict | None = None, cancel: bool = False,
+def run(spec: dict | None = None, status: Any = None, cancel: bool = False,
         steps: list[str] | None = None) -> dict:
     spec = {"steps": steps or ["prepare", "train", "publish"], **(spec or {})}
     metadata: dict[str, Any] = {"name": "r", "namespace": "default", "uid": RUN_UID,
@@ -40,6 +41,22 @@ def run(spec: dict | None = None, status: dict | None = None, cancel: bool = Fal
         metadata["annotations"] = {CANCEL_ANNOTATION: "true"}
     return {"apiVersion": "voxtune.io/v1alpha1", "kind": "FineTuneRun", "metadata": metadata,
             "spec": spec, **({"status": status} if status is not None else {})}
+
+
+def with_spec(spec: Any) -> dict:
+    """A run whose `spec` is exactly `spec` (a CRD without schema lets anything through);
+    `...` leaves the key out."""
+    document = run()
+    if spec is ...:
+        del document["spec"]
+    else:
+        document["spec"] = spec
+    return document
+
+
+def broken(obj: dict, **sections: Any) -> dict:
+    """`obj` with top-level sections replaced (None = null, as another client may write)."""
+    return {**obj, **sections}
 
 
 def recorded(*succeeded: str, running: str | None = None, phase: str = "Pending") -> dict:
@@ -282,7 +299,87 @@ CASES = [
 ]
 
 
-@pytest.mark.parametrize("case", CASES, ids=lambda case: case.id)
+# What the API can hand the controller that it did not write itself: each must end in a clear
+# status (or be read as "nothing there"), never in an exception.
+MALFORMED = [
+    Case("spec is a string", with_spec("prepare train"), phase="Failed",
+         reason="InvalidSpec", message="spec: must be an object of RunSpec fields, not a "
+                                       "string", check=lambda s: _condition(s, "Failed") == "True"),
+    Case("spec is a list", with_spec(["prepare"]), phase="Failed", reason="InvalidSpec",
+         message="spec: must be an object of RunSpec fields, not a list"),
+    Case("spec is missing: not every default", with_spec(...), phase="Failed",
+         reason="InvalidSpec", message="spec: missing: a FineTuneRun needs a spec"),
+    Case("spec is null", with_spec(None), phase="Failed", reason="InvalidSpec",
+         message="spec: missing"),
+    Case("exit code 74: disk full, fails at once with what to do",
+         run(status=recorded("prepare", running="train")),
+         Observed(jobs=[job("train", "Failed", "PodFailurePolicy")],
+                  pods=[pod("train", "Failed", exit_code=74, message=json.dumps(
+                      {"exit_code": 74, "log_tail": "no space left on /data/runs/r"}))]),
+         phase="Failed", reason="NoSpace",
+         message="train failed (disk full on the shared volume, PersistentVolumeClaim "
+                 "voxtune-data): free space there or grow the claim, then `voxtune delete r`",
+         check=lambda s: s.steps["train"].exit_code == 74
+         and "no space left on /data/runs/r" in s.message),
+    Case("status is a string: read as none, the first Job is created",
+         run(status="garbage"), reason="Starting", actions=["create r-prepare"]),
+    Case("status is a list, its Job runs: no second Job", run(status=["x"]),
+         Observed(jobs=[job("prepare")], pods=[pod("prepare")]), phase="Preparing",
+         steps={"prepare": "running"}),
+    Case("unreadable phase: the readable succeeded step is not run again",
+         run(status={**recorded("prepare", running="train"), "phase": "Exploded"}),
+         Observed(jobs=[job("train")], pods=[pod("train")]), phase="Training",
+         steps={"prepare": "succeeded", "train": "running"}),
+    Case("one unreadable step, its Job still there: read back from the Job",
+         run(status={**recorded("prepare"), "steps": {
+             **recorded("prepare")["steps"], "train": {"state": "paused", "started": 7}}}),
+         Observed(jobs=[job("train")], pods=[pod("train")]), phase="Training",
+         steps={"prepare": "succeeded", "train": "running"}),
+    Case("garbage metrics and conditions are dropped, the steps kept",
+         run(status={**recorded("prepare", running="train"), "metrics": {"wer": "low"},
+                     "conditions": [{"type": 3}]}),
+         Observed(jobs=[job("train")], pods=[pod("train")]), phase="Training",
+         steps={"prepare": "succeeded", "train": "running"},
+         check=lambda s: s.metrics == {} and _condition(s, "Waiting") == "False"),
+    Case("a Job with null status and spec", run(status=recorded(running="prepare")),
+         Observed(jobs=[broken(job("prepare"), status=None, spec=None)]), reason="Starting",
+         message="waiting for the Job controller to create the prepare pod"),
+    Case("a Job with null labels and conditions", run(status=recorded(running="prepare")),
+         Observed(jobs=[broken(job("prepare"), metadata={
+             **job("prepare")["metadata"], "labels": None},
+             status={"conditions": None, "startTime": None})]), reason="Starting"),
+    Case("a pod with null status", run(status=recorded(running="prepare")),
+         Observed(jobs=[job("prepare")], pods=[broken(pod("prepare"), status=None)]),
+         reason="Starting", message="starting the prepare pod"),
+    Case("a pod with null container states and conditions",
+         run(status=recorded(running="prepare")),
+         Observed(jobs=[job("prepare")], pods=[broken(pod("prepare"), status={
+             "phase": "Pending", "conditions": None,
+             "containerStatuses": [None, {"name": "prepare", "state": None}]})]),
+         reason="Starting", message="starting the prepare pod"),
+    Case("a termination message with the wrong types: the container's exit code",
+         run(status=recorded(running="prepare")),
+         Observed(jobs=[job("prepare", "Failed", "BackoffLimitExceeded")], pods=[pod(
+             "prepare", "Failed", exit_code=1, message=json.dumps(
+                 {"exit_code": "2", "metrics": ["wer"], "log_tail": {"x": 1}}))]),
+         phase="Failed", reason="StepFailed", message="prepare failed (exit code 1):",
+         check=lambda s: s.steps["prepare"].exit_code == 1),
+    Case("metrics that are not finite numbers are left out",
+         run(status=recorded("prepare", running="train")),
+         Observed(jobs=[job("train", "Complete")], pods=[pod(
+             "train", "Succeeded", exit_code=0, message='{"exit_code": 0, "metrics": '
+             '{"wer": NaN, "cer": "0.1", "smoke": true, "base_wer": 0.3}}')]),
+         actions=["create r-publish"], check=lambda s: s.metrics == {"base_wer": 0.3}),
+    Case("events with null parts", run(status=recorded("prepare", running="train")),
+         Observed(jobs=[job("train")], pods=[unschedulable("train")], events=[
+             {"metadata": {"name": "e1"}, "involvedObject": None, "message": None},
+             {"metadata": {"name": "e2"}, "involvedObject": {"name": "r-train-abcde"},
+              "reason": "FailedScheduling", "message": None, "lastTimestamp": None}]),
+         reason="Unschedulable", message="no node with a free nvidia.com/gpu"),
+]
+
+
+@pytest.mark.parametrize("case", CASES + MALFORMED, ids=lambda case: case.id)
 def test_reconcile(case: Case) -> None:
     decision = reconcile(case.run, case.observed, SETTINGS, NOW)
     status = decision.status
@@ -297,7 +394,7 @@ def test_reconcile(case: Case) -> None:
         assert case.check(status), status
 
 
-@pytest.mark.parametrize("case", CASES, ids=lambda case: case.id)
+@pytest.mark.parametrize("case", CASES + MALFORMED, ids=lambda case: case.id)
 def test_reconcile_is_a_fixed_point(case: Case) -> None:
     """Stored status = the decided one, same observation, later → nothing new to write."""
     first = reconcile(case.run, case.observed, SETTINGS, NOW)
@@ -348,6 +445,20 @@ def test_status_of_someone_else_is_replaced() -> None:
     assert decision.changed and decision.status.phase == "Pending"
 
 
+@pytest.mark.parametrize(("status", "unreadable"), [
+    ("garbage", ["status: not an object but a string"]),
+    ({"phase": "Exploded", "steps": {"prepare": {"state": "succeeded"}}},
+     ["status.phase: Input should be 'Pending'"]),
+    (recorded("prepare"), []),
+], ids=["string", "bad phase", "readable"])
+def test_what_could_not_be_read_is_reported_for_the_log(status: Any,
+                                                        unreadable: list[str]) -> None:
+    decision = reconcile(run(status=status), Observed(), SETTINGS, NOW)
+    assert len(decision.unreadable) == len(unreadable)
+    assert all(line.startswith(start) for line, start in zip(decision.unreadable, unreadable,
+                                                             strict=True))
+
+
 @pytest.mark.parametrize(("pods", "wanted"), [
     ([pod("train")], ["r-train-abcde"]),
     ([pod("prepare")], []),
@@ -358,6 +469,17 @@ def test_status_of_someone_else_is_replaced() -> None:
         "disrupted"])
 def test_wanted_logs(pods: list[dict], wanted: list[str]) -> None:
     assert wanted_logs(run(status=recorded(running="train")), Observed(pods=pods)) == wanted
+
+
+def test_wanted_logs_and_events_survive_null_sections() -> None:
+    pods = [broken(pod("train", name="r-train-1"), status=None),
+            broken(pod("train", name="r-train-2"), metadata={"name": "r-train-2",
+                                                             "labels": None}),
+            pod("train", name="r-train-3"), unschedulable("train")]
+    jobs = [broken(job("prepare"), spec=None), job("train", suspend=True)]
+    observed = Observed(jobs=jobs, pods=pods)
+    assert wanted_logs(run(status="garbage"), observed) == ["r-train-3"]
+    assert wanted_events(observed) == ["r-train-abcde", "r-train"]
 
 
 def summary(actions: list) -> list[str]:

@@ -18,7 +18,8 @@ from __future__ import annotations
 import json
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic_core import PydanticCustomError
 
 from voxtune.runs import RunStatus, StepStatus
 from voxtune.spec import RUN_NAME, RunSpec
@@ -64,7 +65,7 @@ class FineTuneRunStatus(RunStatus):
     steps: dict[str, KubeStepStatus] = Field(default_factory=dict)
     reason: str = Field("", description="Why the run is in its phase, one word: Running, "
                         "Unschedulable, ImagePullBackOff, QueueWaiting, StepFailed, "
-                        "InvalidSpec, Cancelled, Completed …")
+                        "NoSpace, InvalidSpec, Cancelled, Completed …")
     observed_generation: int | None = Field(None, description="metadata.generation last seen.")
     conditions: list[Condition] = Field(default_factory=list)
 
@@ -90,13 +91,59 @@ def run_object(spec: RunSpec, namespace: str | None = None) -> dict[str, Any]:
 
 
 def run_spec(run: dict[str, Any]) -> RunSpec:
-    """The RunSpec of a FineTuneRun object; raises pydantic.ValidationError when invalid."""
-    return RunSpec.model_validate({**(run.get("spec") or {}), "name": run["metadata"]["name"]})
+    """The RunSpec of a FineTuneRun object; raises pydantic.ValidationError when invalid.
+
+    A missing spec is an error, not "every default": the API server only guarantees a spec
+    where this CRD's schema was installed, and `{}` says "defaults" on purpose."""
+    spec = run.get("spec")
+    if not isinstance(spec, dict):
+        problem = ("missing: a FineTuneRun needs a spec (`spec: {}` for every default)"
+                   if spec is None else
+                   f"must be an object of RunSpec fields, not {_json_type(spec)} (see "
+                   "`voxtune spec --schema`)")
+        raise ValidationError.from_exception_data(KIND, [{
+            "type": PydanticCustomError("spec_shape", problem), "loc": ("spec",),
+            "input": spec}])
+    return RunSpec.model_validate({**spec, "name": run["metadata"]["name"]})
 
 
 def run_status(run: dict[str, Any]) -> FineTuneRunStatus:
-    status = run.get("status") or {}
-    return FineTuneRunStatus.model_validate({**status, "name": run["metadata"]["name"]})
+    """The status of a FineTuneRun object, never an error (see `read_status`)."""
+    return read_status(run)[0]
+
+
+def read_status(run: dict[str, Any]) -> tuple[FineTuneRunStatus, list[str]]:
+    """The status, and what of it could not be read (written by another version or by hand).
+
+    Unreadable parts are dropped, the rest is kept: a step recorded as succeeded stays so (it
+    is never run again) even when some other field is garbage. One bad step, metric or
+    condition drops that entry (conditions: the list, which reconcile rebuilds)."""
+    name, document = run["metadata"]["name"], run.get("status")
+    if document is None:
+        return FineTuneRunStatus(name=name), []
+    if not isinstance(document, dict):
+        return FineTuneRunStatus(name=name), [f"status: not an object but {_json_type(document)}"]
+    try:
+        return FineTuneRunStatus.model_validate({**document, "name": name}), []
+    except ValidationError as error:
+        problems = error.errors()
+    kept = {key: dict(value) if isinstance(value, dict) else value
+            for key, value in document.items()}
+    for problem in problems:  # field validation is per field: dropping the bad ones suffices
+        field, *inner = problem["loc"]
+        if inner and isinstance(kept.get(field), dict):
+            kept[field].pop(inner[0], None)
+        else:
+            kept.pop(field, None)
+    lines = [f"status.{'.'.join(map(str, problem['loc']))}: {problem['msg']}"
+             for problem in problems]
+    return FineTuneRunStatus.model_validate({**kept, "name": name}), lines
+
+
+def _json_type(value: Any) -> str:
+    names = {str: "a string", list: "a list", bool: "a boolean", int: "a number",
+             float: "a number", dict: "an object"}
+    return names.get(type(value), type(value).__name__)
 
 
 def custom_resource_definition() -> dict[str, Any]:

@@ -40,6 +40,7 @@ from voxtune.controller.reconcile import (
     ExpireJob,
     Observed,
     reconcile,
+    wanted_events,
     wanted_logs,
 )
 from voxtune.runs import StepStatus
@@ -94,7 +95,7 @@ class Metrics:
 
 
 def run_phase(run: dict) -> str:
-    return (run.get("status") or {}).get("phase") or "Pending"
+    return run_status(run).phase  # whatever the API holds: an unreadable phase is Pending
 
 
 class Controller:
@@ -199,6 +200,10 @@ class Controller:
         observed = Observed(observed.jobs, observed.pods, self._events(observed),
                             self._log_tails(run, observed))
         decision = reconcile(run, observed, self.settings, self.clock())
+        if decision.unreadable:
+            log.warning("run %s/%s: ignoring what cannot be read of its status (%s); going on "
+                        "from the rest and its Jobs", self.namespace, name,
+                        "; ".join(decision.unreadable))
         for action in decision.actions:
             self._apply(action)
         if decision.changed:
@@ -237,13 +242,8 @@ class Controller:
                 raise
 
     def _events(self, observed: Observed) -> list[dict]:
-        """Events about pods that wait and suspended Jobs: the words for "why pending"."""
-        names = [pod["metadata"]["name"] for pod in observed.pods
-                 if pod.get("status", {}).get("phase") == "Pending"]
-        names += [job["metadata"]["name"] for job in observed.jobs
-                  if job.get("spec", {}).get("suspend")]
         events: list[dict] = []
-        for involved in names:
+        for involved in wanted_events(observed):
             events += raw(self.core.list_namespaced_event, self.namespace,
                           field_selector=f"involvedObject.name={involved}").get("items", [])
         return events
@@ -260,7 +260,7 @@ class Controller:
         return tails
 
     def _record_durations(self, run: dict, steps: dict[str, Any]) -> None:
-        before = run_status(run).steps if run.get("status") else {}
+        before = run_status(run).steps
         for step, state in steps.items():
             was = before.get(step, StepStatus())
             if state.state in ("succeeded", "failed") and was.state not in ("succeeded",

@@ -10,20 +10,32 @@ Rules, in order:
 1. a finished run (Succeeded/Failed/Cancelled) changes no more; its Jobs get their TTL;
 2. the annotation voxtune.io/cancel deletes every Job of the run (propagationPolicy Background:
    the pods get SIGTERM, training saves a checkpoint) → Cancelled;
-3. an invalid spec → Failed (InvalidSpec), with one line per wrong field;
+3. an invalid spec → Failed (InvalidSpec), with one line per wrong field; a spec that is
+   missing, a string or a list is invalid too (never "every default");
 4. steps run in spec order, the next only after the previous succeeded; the first unfinished
    step's Job is created if missing (deterministic name `<run>-<step>`; 409 = already there);
 5. a failed Job fails the run with the exit code's meaning and the log tail (from the pod's
    termination message, which the step wrapper writes, else from the log tail passed in);
    pods disrupted by preemption or eviction (DisruptionTarget) are not failures: the Job
-   replaces them (podFailurePolicy Ignore) and the status counts them per step;
+   replaces them (podFailurePolicy Ignore) and the status counts them per step; exit code
+   74 (NO_SPACE) says the shared volume is full (NoSpace);
 6. while a step waits, the message says why: no node with a free GPU, image pull failure,
    waiting for Kueue admission, a missing Secret ….
+
+Nothing read from the API may crash it. A status it cannot read (another version's, or a
+hand-edited one) loses only its unreadable parts (crd.read_status) and the run goes on from
+what remains and from its Jobs: a step still recorded as succeeded is not run again, and Job
+names are deterministic, so no step ever has two Jobs. Only a status with nothing readable
+left, on a run whose finished Jobs already expired, re-runs those steps, which is safe (steps
+are idempotent and resume from the run folder). Marking such runs Failed instead would kill
+healthy runs on a rollback. Optional sections of Jobs, pods and events may be absent or null,
+and a pod's termination message is whatever the pod wrote: all are read defensively.
 """
 
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
@@ -38,6 +50,7 @@ from voxtune.controller.crd import (
     Condition,
     FineTuneRunStatus,
     KubeStepStatus,
+    read_status,
     run_spec,
     run_status,
 )
@@ -50,6 +63,7 @@ from voxtune.controller.jobs import (
     owner_reference,
 )
 from voxtune.controller.local import TERMINAL, failure_message
+from voxtune.errors import ExitCode
 from voxtune.runs import PHASE_OF_STEP, progress_and_eta
 from voxtune.spec import RunSpec, format_validation_error
 
@@ -103,11 +117,12 @@ class Decision:
     actions: list[Action]
     status: FineTuneRunStatus
     changed: bool  # the status differs from the stored one: write it
+    unreadable: list[str] = field(default_factory=list)  # dropped parts of the stored status
 
 
 def reconcile(run: dict[str, Any], observed: Observed, settings: JobSettings,
               now: datetime) -> Decision:
-    stored = _stored_status(run)
+    stored, unreadable = read_status(run)
     status = stored.model_copy(deep=True)
     status.observed_generation = run["metadata"].get("generation")
     stamp = _iso(now)
@@ -136,24 +151,32 @@ def reconcile(run: dict[str, Any], observed: Observed, settings: JobSettings,
     changed = _comparable(status) != _comparable(stored)
     if changed:
         status.updated = stamp
-    return Decision(actions, status, changed)
+    return Decision(actions, status, changed, unreadable)
 
 
 def wanted_logs(run: dict[str, Any], observed: Observed) -> list[str]:
     """Pods whose log tail the loop should fetch before reconciling: the running pod of the
     train step (its progress) and failed pods that left no termination message."""
-    if _stored_status(run).phase in TERMINAL:
+    if run_status(run).phase in TERMINAL:
         return []
     wanted = []
     for pod in observed.pods:
-        phase = pod.get("status", {}).get("phase")
+        phase = _phase(pod)
         silent = not (_terminated(pod) or {}).get("message")
         failed = phase == "Failed" and not _disrupted(pod) and silent
-        training = phase == "Running" and pod["metadata"].get("labels", {}).get(STEP_LABEL) == \
+        training = phase == "Running" and _part(pod["metadata"], "labels").get(STEP_LABEL) == \
             "train"
         if failed or training:
             wanted.append(pod["metadata"]["name"])
     return wanted
+
+
+def wanted_events(observed: Observed) -> list[str]:
+    """Objects whose events the loop should fetch: pods that wait and suspended Jobs (the
+    words for "why pending")."""
+    return [*(pod["metadata"]["name"] for pod in observed.pods if _phase(pod) == "Pending"),
+            *(job["metadata"]["name"] for job in observed.jobs
+              if _part(job, "spec").get("suspend"))]
 
 
 # --- the steps --------------------------------------------------------------------------------
@@ -187,23 +210,24 @@ def _advance(run: dict[str, Any], spec: RunSpec, status: FineTuneRunStatus,
         disrupted = [pod for pod in pods if _disrupted(pod)]
         state.disruptions = max(state.disruptions, len(disrupted))
         state.state = "running"
-        state.started = job.get("status", {}).get("startTime") or state.started or stamp
+        state.started = _part(job, "status").get("startTime") or state.started or stamp
         outcome = _job_condition(job)
         if outcome and not _settled(outcome, pods, now):
             return []
         if outcome and outcome["type"] == "Complete":
             code, metrics, _ = _termination(_newest(pods, "Succeeded"), observed.log_tails)
             state.state, state.exit_code = "succeeded", code if code is not None else 0
-            state.finished = job["status"].get("completionTime") or stamp
+            state.finished = _part(job, "status").get("completionTime") or stamp
             status.metrics.update(metrics)
             continue
         if outcome:
-            failed = [pod for pod in pods if pod.get("status", {}).get("phase") == "Failed"
-                      and not _disrupted(pod)]
+            failed = [pod for pod in pods if _phase(pod) == "Failed" and not _disrupted(pod)]
             code, _, log_tail = _termination(_newest(failed), observed.log_tails)
             state.state, state.exit_code, state.finished = "failed", code, stamp
             reason = outcome.get("reason") or "StepFailed"
-            if code is not None and reason != "DeadlineExceeded":
+            if code == ExitCode.NO_SPACE:
+                message, reason = _no_space(spec.name, step, settings, log_tail), "NoSpace"
+            elif code is not None and reason != "DeadlineExceeded":
                 message, reason = failure_message(step, code, log_tail), "StepFailed"
             else:  # no pod to ask, or the deadline: the Job's own words
                 message = f"{step} failed ({reason}): {outcome.get('message', '')}"
@@ -223,14 +247,13 @@ def _advance(run: dict[str, Any], spec: RunSpec, status: FineTuneRunStatus,
 def _activity(spec: RunSpec, step: str, job: dict[str, Any], pods: list[dict[str, Any]],
               events: Sequence[dict[str, Any]]) -> tuple[str, str]:
     """Why an unfinished Job is not running yet, as (reason, message); ("Running", "")."""
-    if job.get("spec", {}).get("suspend"):
-        queue = job["metadata"].get("labels", {}).get(QUEUE_LABEL)
+    if _part(job, "spec").get("suspend"):
+        queue = _part(job["metadata"], "labels").get(QUEUE_LABEL)
         detail = _latest_event(events, job["metadata"]["name"])
         if queue:
             return "QueueWaiting", _join(f"waiting for Kueue admission in queue {queue}", detail)
         return "Suspended", _join(f"the {step} Job is suspended", detail)
-    live = [pod for pod in pods if pod.get("status", {}).get("phase") not in
-            ("Succeeded", "Failed")]
+    live = [pod for pod in pods if _phase(pod) not in ("Succeeded", "Failed")]
     if not live:
         disrupted = [pod for pod in pods if _disrupted(pod)]
         if disrupted:
@@ -239,25 +262,24 @@ def _activity(spec: RunSpec, step: str, job: dict[str, Any], pods: list[dict[str
         return "Starting", f"waiting for the Job controller to create the {step} pod"
     pod = _newest(live)
     assert pod is not None
-    pod_status = pod.get("status", {})
-    if pod_status.get("phase") == "Running":
+    if _phase(pod) == "Running":
         return "Running", ""
     name = pod["metadata"]["name"]
-    scheduled = next((c for c in pod_status.get("conditions") or []
+    scheduled = next((c for c in _objects(_part(pod, "status"), "conditions")
                       if c.get("type") == "PodScheduled"), {})
     if scheduled.get("status") == "False" and scheduled.get("reason") == "Unschedulable":
-        why = _latest_event(events, name, {"FailedScheduling"}) or scheduled.get("message", "")
+        why = _latest_event(events, name, {"FailedScheduling"}) or _text(scheduled, "message")
         if GPU in why and step == "train":
             return "Unschedulable", _join(f"no node with a free {GPU} (the train step needs "
                                           f"{spec.resources.gpus})", why)
         return "Unschedulable", _join(f"no node can run the {step} pod yet", why)
-    for container in pod_status.get("containerStatuses") or []:
-        waiting = (container.get("state") or {}).get("waiting") or {}
-        reason = waiting.get("reason", "")
-        detail = _latest_event(events, name, KUBELET_FAILURES) or waiting.get("message", "")
+    for container in _objects(_part(pod, "status"), "containerStatuses"):
+        waiting = _part(_part(container, "state"), "waiting")
+        reason = _text(waiting, "reason")
+        detail = _latest_event(events, name, KUBELET_FAILURES) or _text(waiting, "message")
         if reason in IMAGE_PULL:
             return "ImagePullBackOff", _join(
-                f"image pull failed for {container.get('image', '')} ({reason})", detail)
+                f"image pull failed for {_text(container, 'image')} ({reason})", detail)
         if reason in CANNOT_START:
             return "ContainerConfigError", _join(f"cannot start the {step} container ({reason})",
                                                  detail)
@@ -275,7 +297,7 @@ def _running(status: FineTuneRunStatus, spec: RunSpec, step: str, state: KubeSte
                            f"{'s' if state.disruptions > 1 else ''}; training resumes from its "
                            "last checkpoint)" if step == "train" else ")")
     done = sum(s.state == "succeeded" for s in status.steps.values())
-    pod = _newest([p for p in pods if p.get("status", {}).get("phase") == "Running"])
+    pod = _newest([p for p in pods if _phase(p) == "Running"])
     output = log_tails.get(pod["metadata"]["name"], "") if pod else ""
     status.progress, status.eta = progress_and_eta(done, len(spec.steps), step, output,
                                                    _parse_time(state.started), now)
@@ -320,23 +342,16 @@ def _expire(jobs: dict[str, dict[str, Any]], stored: FineTuneRunStatus,
     """TTL for finished Jobs whose result the *stored* status already holds."""
     actions: list[Action] = []
     for name, job in jobs.items():
-        step = job["metadata"].get("labels", {}).get(STEP_LABEL, "")
+        step = _part(job["metadata"], "labels").get(STEP_LABEL, "")
         recorded = stored.steps.get(step)
         if _job_condition(job) and recorded and recorded.state in ("succeeded", "failed") \
-                and job.get("spec", {}).get("ttlSecondsAfterFinished") is None \
+                and _part(job, "spec").get("ttlSecondsAfterFinished") is None \
                 and not _deleting(job):
             actions.append(ExpireJob(name, settings.ttl_seconds_after_finished))
     return actions
 
 
 # --- reading objects --------------------------------------------------------------------------
-
-
-def _stored_status(run: dict[str, Any]) -> FineTuneRunStatus:
-    try:
-        return run_status(run)
-    except ValidationError:  # written by someone else: start over from the Jobs
-        return FineTuneRunStatus(name=run["metadata"]["name"])
 
 
 def _comparable(status: FineTuneRunStatus) -> dict[str, Any]:
@@ -352,8 +367,7 @@ def _cancel_requested(run: dict[str, Any]) -> bool:
 
 def _owned(job: dict[str, Any], run: dict[str, Any]) -> bool:
     uid = run["metadata"].get("uid")
-    refs = job["metadata"].get("ownerReferences") or []
-    return any(ref.get("uid") == uid for ref in refs)
+    return any(ref.get("uid") == uid for ref in _objects(job["metadata"], "ownerReferences"))
 
 
 def _deleting(obj: dict[str, Any]) -> bool:
@@ -362,7 +376,7 @@ def _deleting(obj: dict[str, Any]) -> bool:
 
 def _job_condition(job: dict[str, Any]) -> dict[str, Any] | None:
     """The Complete or Failed condition of a finished Job, else None."""
-    for condition in job.get("status", {}).get("conditions") or []:
+    for condition in _objects(_part(job, "status"), "conditions"):
         if condition.get("type") in ("Complete", "Failed") and condition.get("status") == "True":
             return condition
     return None
@@ -370,7 +384,7 @@ def _job_condition(job: dict[str, Any]) -> dict[str, Any] | None:
 
 def _settled(outcome: dict[str, Any], pods: list[dict[str, Any]], now: datetime) -> bool:
     """Have the finished Job's pods finished too, as far as we can see?"""
-    phases = [pod.get("status", {}).get("phase") for pod in pods]
+    phases = [_phase(pod) for pod in pods]
     final = "Succeeded" if outcome["type"] == "Complete" else "Failed"
     if final in phases and all(phase in ("Succeeded", "Failed") for phase in phases):
         return True
@@ -381,33 +395,33 @@ def _settled(outcome: dict[str, Any], pods: list[dict[str, Any]], now: datetime)
 def _pods_of(job: dict[str, Any], pods: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     uid = job["metadata"].get("uid")
     return [pod for pod in pods
-            if any(ref.get("uid") == uid for ref in pod["metadata"].get("ownerReferences") or [])]
+            if any(ref.get("uid") == uid for ref in _objects(pod["metadata"], "ownerReferences"))]
 
 
 def _newest(pods: Sequence[dict[str, Any]], phase: str | None = None) -> dict[str, Any] | None:
-    chosen = [pod for pod in pods if phase is None or pod.get("status", {}).get("phase") == phase]
+    chosen = [pod for pod in pods if phase is None or _phase(pod) == phase]
     return max(chosen, key=lambda pod: (pod["metadata"].get("creationTimestamp") or "",
                                         pod["metadata"]["name"]), default=None)
 
 
 def _disrupted(pod: dict[str, Any]) -> bool:
     return any(c.get("type") == "DisruptionTarget" and c.get("status") == "True"
-               for c in pod.get("status", {}).get("conditions") or [])
+               for c in _objects(_part(pod, "status"), "conditions"))
 
 
 def _disruption(pods: list[dict[str, Any]]) -> str:
     reasons = {c.get("reason") or "disrupted" for pod in pods
-               for c in pod["status"].get("conditions") or [] if c.get("type") ==
-               "DisruptionTarget"}
+               for c in _objects(_part(pod, "status"), "conditions")
+               if c.get("type") == "DisruptionTarget"}
     kinds = ", ".join(sorted(reasons))
     return f"preempted or evicted ({kinds}; {len(pods)} so far)"
 
 
 def _terminated(pod: dict[str, Any] | None) -> dict[str, Any] | None:
-    for container in (pod or {}).get("status", {}).get("containerStatuses") or []:
-        state = container.get("state") or {}
-        if state.get("terminated"):
-            return state["terminated"]
+    for container in _objects(_part(pod, "status"), "containerStatuses"):
+        terminated = _part(_part(container, "state"), "terminated")
+        if terminated:
+            return terminated
     return None
 
 
@@ -423,22 +437,58 @@ def _termination(pod: dict[str, Any] | None,
         document = json.loads(message)
     except ValueError:
         document = None
-    if isinstance(document, dict):
-        metrics = {k: float(v) for k, v in (document.get("metrics") or {}).items()
-                   if isinstance(v, (int, float))}
-        return document.get("exit_code", code), metrics, document.get("log_tail", "")
+    if isinstance(document, dict):  # the pod wrote it: take only what has the right type
+        reported = document.get("exit_code")
+        metrics = {k: float(v) for k, v in _part(document, "metrics").items()
+                   if _is_number(v) and math.isfinite(v)}
+        code = reported if isinstance(reported, int) and not isinstance(reported, bool) else code
+        return code, metrics, _text(document, "log_tail")
     return code, {}, message or log_tails.get(pod["metadata"]["name"], "")
 
 
 def _latest_event(events: Sequence[dict[str, Any]], involved: str,
                   reasons: set[str] | None = None) -> str:
     """The message of the newest event about `involved` (with one of `reasons`)."""
-    mine = [(event.get("lastTimestamp") or event.get("eventTime")
-             or event["metadata"].get("creationTimestamp") or "", index, event)
+    mine = [(_text(event, "lastTimestamp") or _text(event, "eventTime")
+             or _text(_part(event, "metadata"), "creationTimestamp"), index, event)
             for index, event in enumerate(events)
-            if event.get("involvedObject", {}).get("name") == involved
+            if _part(event, "involvedObject").get("name") == involved
             and (reasons is None or event.get("reason") in reasons)]
-    return max(mine, key=lambda found: found[:2])[2].get("message", "") if mine else ""
+    return _text(max(mine, key=lambda found: found[:2])[2], "message") if mine else ""
+
+
+def _no_space(run: str, step: str, settings: JobSettings, log_tail: str) -> str:
+    """Retrying cannot help (the Job fails at once on this exit code) until someone frees
+    space; the run folder survives `voxtune delete`, so a resubmitted run resumes."""
+    return (f"{step} failed (disk full on the shared volume, PersistentVolumeClaim "
+            f"{settings.pvc}): free space there or grow the claim, then `voxtune delete {run}` "
+            f"and submit it again (the run folder is kept: training resumes from its last "
+            f"checkpoint):\n{log_tail}")
+
+
+def _phase(pod: dict[str, Any]) -> Any:
+    return _part(pod, "status").get("phase")
+
+
+def _part(obj: Mapping[str, Any] | None, key: str) -> dict[str, Any]:
+    """obj[key] when it is an object, else {}: any optional section may be absent or null."""
+    value = (obj or {}).get(key)
+    return value if isinstance(value, dict) else {}
+
+
+def _objects(obj: Mapping[str, Any], key: str) -> list[dict[str, Any]]:
+    """The objects in the list obj[key]; an absent or null list has none."""
+    value = obj.get(key)
+    return [item for item in value if isinstance(item, dict)] if isinstance(value, list) else []
+
+
+def _text(obj: Mapping[str, Any], key: str) -> str:
+    value = obj.get(key)
+    return value if isinstance(value, str) else ""
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def _join(summary: str, detail: str) -> str:
