@@ -19,6 +19,8 @@ SRC = Path(__file__).resolve().parents[2] / "src"
 
 RULES = {  # voxtune package → third-party packages nothing it imports may reach
     "voxtune.spec": {"torch", "transformers", "kubernetes", "gradio", "datasets", "peft"},
+    # the controller and the UI plan runs before admitting them: shapes by arithmetic only
+    "voxtune.plan": {"torch", "transformers", "kubernetes", "gradio", "datasets", "peft"},
     "voxtune.data": {"torch", "transformers", "kubernetes", "gradio", "peft"},
     "voxtune.train": {"kubernetes", "gradio"},
     "voxtune.publish": {"kubernetes", "gradio"},
