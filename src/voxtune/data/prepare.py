@@ -12,13 +12,11 @@ rewrites the manifest whole, so a killed run is simply run again.
 
 from __future__ import annotations
 
-import ctypes
 import errno
 import hashlib
 import json
 import os
 import signal
-import sys
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor
@@ -52,12 +50,12 @@ from voxtune.data.manifest import (
 from voxtune.data.sources import Candidate, describe, read_source
 from voxtune.errors import NoSpaceError, UserError
 from voxtune.files import write_atomic
+from voxtune.processes import die_with_parent
 from voxtune.spec import LANGUAGE_CODE, DataSpec
 
 CACHE = ".prepare-cache.jsonl"
 BATCH = 256  # candidates decoded per round; bounds memory when streaming large datasets
 TEXT_SLACK = 10  # characters allowed on top of max_chars_per_second, so a 0.5-s "OK." fits
-PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
 
 
 @dataclass
@@ -259,20 +257,12 @@ def _map(function, jobs: list[tuple], workers: int) -> Iterator[_Decoded]:
     if workers <= 1 or len(jobs) < 16:
         yield from (function(*job) for job in jobs)
         return
-    with ProcessPoolExecutor(max_workers=workers, initializer=_die_with_parent,
-                             initargs=(os.getpid(),)) as pool:
+    # SIGKILL: a worker of a prepare that was killed outright has nothing worth finishing
+    with ProcessPoolExecutor(max_workers=workers, initializer=die_with_parent,
+                             initargs=(signal.SIGKILL, os.getpid())) as pool:
         iterator = iter(jobs)
         while batch := list(islice(iterator, BATCH)):
             yield from pool.map(function, *zip(*batch, strict=True), chunksize=8)
-
-
-def _die_with_parent(parent: int) -> None:
-    """Pool initializer: have Linux kill this worker when prepare dies, even by `kill -9`, which
-    gives the pool no chance to stop its workers."""
-    if sys.platform.startswith("linux"):
-        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
-    if os.getppid() != parent:  # prepare died before prctl took effect
-        os._exit(1)
 
 
 def _decode_one(audio: Path | bytes, limits: ClipLimits, audio_dir: Path) -> _Decoded:
