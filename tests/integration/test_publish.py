@@ -144,8 +144,10 @@ def digest(folder: Path) -> dict[str, str]:
 
 
 def hub_env(hub: HubEmulator, tmp_path: Path, token: str | None = SENTINEL) -> dict[str, str]:
-    return hub.client_env(token, hf_home=str(tmp_path / "hf-home"),
-                          base=base_env(TMPDIR=str(scratch(tmp_path))))
+    env = hub.client_env(token, hf_home=str(tmp_path / "hf-home"),
+                         base=base_env(TMPDIR=str(scratch(tmp_path))))
+    env.pop("HF_SPACE_TOKEN", None)  # a test gives a Space token only where it means to
+    return env
 
 
 def scratch(tmp_path: Path) -> Path:
@@ -302,7 +304,9 @@ def test_hub_publish_is_private_one_commit_per_repo_and_loads_back(
     assert space.private and space.sdk == "gradio" and len(space.history()) == 2
     assert set(space.files()) == SPACE_FILES | {".gitattributes"}
     assert b"MODEL = 'alice/my-voice'" in space.files()["app.py"]
-    assert hub.space_secrets["alice/my-voice-demo"] == {"HF_TOKEN": SENTINEL}  # private model
+    # no read-only token was provided, so the Space got none: never the publishing token
+    assert hub.space_secrets["alice/my-voice-demo"] == {}
+    assert "Space token: none (HF_SPACE_TOKEN is not set): the Space cannot load" in done.stdout
     assert hub.space_hardware["alice/my-voice-demo"] == "t4-small"
 
     # a second publish, merged, to a branch: one more commit there, main and history untouched
@@ -343,6 +347,49 @@ def test_public_model_with_token_file_gives_its_space_no_token(
     assert "This repository is **public**" in hub_emulator.repo("alice/open-voice").files()[
         "README.md"].decode()
     assert hub_emulator.occurrences(SENTINEL) == []
+
+
+READ_TOKEN = "hf_read_only_space_token_sentinel"  # what an operator puts in HF_SPACE_TOKEN
+
+
+@pytest.mark.parametrize(("mode", "read_token", "secret", "said"), [
+    (None, READ_TOKEN, READ_TOKEN, "Space token: the read-only token from HF_SPACE_TOKEN"),
+    (None, None, None, "until it has a token. Provide a read-only token in HF_SPACE_TOKEN"),
+    ("none", READ_TOKEN, None, "Space token: none (publish.space_token: none)"),
+    ("write", READ_TOKEN, SENTINEL, "Space token: your publishing (write) token"),
+], ids=["read", "read-without-token", "none", "write"])
+def test_which_token_the_space_gets(hub_emulator: HubEmulator, run: Path, tmp_path: Path,
+                                    mode: str | None, read_token: str | None,
+                                    secret: str | None, said: str) -> None:
+    """Each publish leaves the Space exactly the token its spec chose: even the write token
+    an earlier (older) publish had stored there is removed when none is due."""
+    from huggingface_hub import HfApi
+
+    client = HfApi(endpoint=hub_emulator.url, token=SENTINEL)
+    client.create_repo("alice/tok-demo", repo_type="space", space_sdk="gradio", private=True)
+    client.add_space_secret("alice/tok-demo", "HF_TOKEN", SENTINEL)  # what older versions did
+    env = hub_env(hub_emulator, tmp_path)
+    env.update({"HF_SPACE_TOKEN": read_token} if read_token else {})
+    env.update({"VOXTUNE_SPEC__PUBLISH__SPACE_TOKEN": mode} if mode else {})
+
+    done = voxtune("publish", "--model", run, "--to", "hf://alice/tok", "--space",
+                   "alice/tok-demo", env=env)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert said in done.stdout
+    assert hub_emulator.space_secrets["alice/tok-demo"] == ({"HF_TOKEN": secret} if secret
+                                                           else {})
+    assert ("removed the HF_TOKEN secret an earlier publish gave it" in done.stdout) == \
+        (secret is None)
+    assert hub_emulator.occurrences(SENTINEL) == hub_emulator.occurrences(READ_TOKEN) == []
+    assert READ_TOKEN not in done.stdout + done.stderr
+
+
+def test_the_write_token_as_space_token_is_refused_before_anything_is_published(
+        hub_emulator: HubEmulator, run: Path, tmp_path: Path) -> None:
+    env = {**hub_env(hub_emulator, tmp_path), "HF_SPACE_TOKEN": SENTINEL}
+    done = voxtune("publish", "--model", run, "--to", "hf://alice/tok", "--space", env=env)
+    assert done.returncode == 2 and "HF_SPACE_TOKEN holds the publishing token" in done.stderr
+    assert hub_emulator.list_repos() == [] and hub_emulator.space_secrets == {}
 
 
 def closed_port() -> int:

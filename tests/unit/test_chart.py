@@ -209,8 +209,10 @@ def test_default_job_settings_are_the_controllers_defaults(tmp_path: Path) -> No
                    "image_pull_secrets": ["mirror-pull"], "hf_token_secret": None,
                    "env": {"HTTPS_PROXY": "http://proxy.example.com:3128"}}),
     ("existing", {"pvc": "shared-speech", "hf_token_secret": "hf-token",
-                  "hf_token_key": "HF_TOKEN", "env": {"HF_HUB_OFFLINE": "1"}}),
-    ("demo", {"hf_token_secret": "hf-token", "hf_token_key": "token"}),
+                  "hf_token_key": "HF_TOKEN", "env": {"HF_HUB_OFFLINE": "1"},
+                  "hf_space_token_secret": "hf-read-token", "hf_space_token_key": "token"}),
+    ("demo", {"hf_token_secret": "hf-token", "hf_token_key": "token",
+              "hf_space_token_secret": None, "hf_space_token_key": "space-token"}),
 ], ids=lambda value: value if isinstance(value, str) else "")
 def test_job_settings_from_values(values: str, expected: dict, tmp_path: Path) -> None:
     settings = job_settings(render(VALUES[values]), tmp_path)
@@ -360,3 +362,13 @@ def test_install_dry_run_and_notes() -> None:
                  f"kubectl -n {NAMESPACE} get finetuneruns",
                  "--from-file=token=./hf-token.txt"):
         assert line in notes, line
+
+
+def test_notes_say_how_to_give_demo_spaces_a_read_only_token() -> None:
+    done = helm_run("install", RELEASE, CHART, "--dry-run=client", "--namespace", NAMESPACE,
+                    "--set", "huggingface.existingSecret=hf-token")
+    assert done.returncode == 0, done.stderr
+    notes = " ".join(done.stdout.split("NOTES:", 1)[1].split())
+    assert "read-only token under key space-token of Secret hf-token" in notes
+    assert "--from-file=space-token=./hf-read-token.txt" in notes
+    assert "--set huggingface.spaceToken.existingSecret=voxtune-hf-space-token" in notes

@@ -118,7 +118,8 @@ def test_design_rules_hold_for_every_job(case: str) -> None:
         ignore, fail = spec["podFailurePolicy"]["rules"]
         assert ignore == {"action": "Ignore", "onPodConditions": [
             {"type": "DisruptionTarget", "status": "True"}]}
-        assert fail["action"] == "FailJob" and fail["onExitCodes"]["values"] == [2]
+        # bad input (2) and a full volume (74): retrying cannot help until someone acts
+        assert fail["action"] == "FailJob" and fail["onExitCodes"]["values"] == [2, 74]
         assert spec["activeDeadlineSeconds"] > 0
         assert "ttlSecondsAfterFinished" not in spec  # set by the controller after recording
         assert pod["automountServiceAccountToken"] is False
@@ -167,6 +168,25 @@ def test_multi_gpu_training_uses_torchrun_and_scheduling_knobs() -> None:
                  if e["name"] == "HF_TOKEN"]
         assert token == [{"name": "HF_TOKEN", "valueFrom": {"secretKeyRef": {
             "name": "hf-token", "key": "HF_TOKEN"}}}]
+
+
+@pytest.mark.parametrize(("settings", "reference"), [
+    ({}, None),
+    ({"hf_token_secret": "hf"}, {"name": "hf", "key": "space-token", "optional": True}),
+    ({"hf_token_secret": "hf", "hf_space_token_secret": "hf-read", "hf_space_token_key": "t"},
+     {"name": "hf-read", "key": "t", "optional": True}),
+    ({"hf_space_token_secret": "hf-read"},
+     {"name": "hf-read", "key": "space-token", "optional": True}),
+], ids=["no secret", "key of the token Secret", "own Secret", "only a Space token"])
+def test_only_publish_gets_the_space_token_and_only_by_optional_reference(
+        settings: dict, reference: dict | None) -> None:
+    jobs = build_jobs(RunSpec(name="r"), JobSettings.model_validate(settings))
+    for job in jobs:
+        env = ApiClient().sanitize_for_serialization(job)["spec"]["template"]["spec"][
+            "containers"][0]["env"]
+        found = [e["valueFrom"]["secretKeyRef"] for e in env if e["name"] == "HF_SPACE_TOKEN"]
+        step = job.metadata.labels["voxtune.io/step"]
+        assert found == ([reference] if reference and step == "publish" else []), step
 
 
 def test_relative_paths_are_on_the_volume_and_the_spec_travels_with_the_job() -> None:

@@ -74,6 +74,9 @@ def test_header_is_a_runbook(step: str) -> None:
     token = next(e for e in pod["containers"][0]["env"] if e["name"] == "HF_TOKEN")
     secret = token["valueFrom"]["secretKeyRef"]
     assert f"Secret {secret['name']}" in header and f"key `{secret['key']}`" in header
+    for variable in pod["containers"][0]["env"]:
+        if variable["name"] == "HF_SPACE_TOKEN":  # the runbook says what the Space gets
+            assert f"key `{variable['valueFrom']['secretKeyRef']['key']}`, a read-only" in header
     gpus = pod["containers"][0]["resources"]["limits"].get("nvidia.com/gpu")
     assert ("GPU" in header.split("Needs")[0]) == bool(gpus)
     previous = STEPS[STEPS.index(step) - 1] if step != "prepare" else None

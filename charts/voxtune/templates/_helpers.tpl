@@ -152,6 +152,7 @@ imagePullSecrets:
   "pvc" (include "voxtune.claimName" .)
   "service_account" (include "voxtune.serviceAccountName" (dict "root" . "component" "jobs"))
   "hf_token_key" .Values.huggingface.key
+  "hf_space_token_key" .Values.huggingface.spaceToken.key
   "resources" (dict "prepare" $jobs.resources.prepare "train_lora" $jobs.resources.trainLora
                     "train_full" $jobs.resources.trainFull "publish" $jobs.resources.publish)
   "node_selector" $jobs.nodeSelector
@@ -166,6 +167,9 @@ imagePullSecrets:
   "env" $env }}
 {{- with .Values.huggingface.existingSecret }}
 {{- $_ := set $settings "hf_token_secret" . }}
+{{- end }}
+{{- with .Values.huggingface.spaceToken.existingSecret }}
+{{- $_ := set $settings "hf_space_token_secret" . }}
 {{- end }}
 {{- with $jobs.priorityClassName }}
 {{- $_ := set $settings "priority_class" . }}

@@ -7,7 +7,8 @@ Every Job (`<run>-<step>`) runs `python -m voxtune.controller.step … -- <the s
 the step's image with the shared volume at /data (VOXTUNE_HOME), so the run folder is
 /data/runs/<run>. Failure handling is the Job controller's: a pod disrupted by preemption or
 eviction (condition DisruptionTarget) is replaced without counting against backoffLimit, exit
-code 2 (bad input/config) fails the Job at once, anything else is retried up to backoffLimit.
+codes 2 (bad input/config) and 74 (the shared volume is full) fail the Job at once — retrying
+cannot help until someone acts — and anything else is retried up to backoffLimit.
 ttlSecondsAfterFinished is not set here: the controller adds it once it has recorded the step's
 result in the run's status (the log is already in the run folder).
 
@@ -66,6 +67,7 @@ from voxtune.controller.crd import API_VERSION, KIND, RUN_LABEL, STEP_LABEL
 from voxtune.controller.local import step_command
 from voxtune.controller.step import SPEC_ENV
 from voxtune.errors import ExitCode, UserError
+from voxtune.publish.hub import SPACE_TOKEN_ENV
 from voxtune.spec import RunSpec
 
 DATA_MOUNT = "/data"  # the volume contract of every image: VOXTUNE_HOME and HF_HOME live here
@@ -74,10 +76,12 @@ QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
 GPU = "nvidia.com/gpu"
 CONFIG_ENV = "VOXTUNE_CONTROLLER_CONFIG"
 Step = Literal["prepare", "train", "publish"]
-# What the builder sets itself (JobSettings.env may not change it); the token comes only from
-# the Secret.
+# What the builder sets itself (JobSettings.env may not change it); the tokens come only from
+# Secrets.
 RESERVED_ENV = frozenset({"VOXTUNE_HOME", "HF_HOME", "HOME", "PYTHONUNBUFFERED", SPEC_ENV,
-                          "HF_TOKEN"})
+                          "HF_TOKEN", SPACE_TOKEN_ENV})
+# Exit codes that fail the Job at once: retrying cannot help until someone acts.
+FAIL_AT_ONCE = (ExitCode.USER_ERROR, ExitCode.NO_SPACE)
 
 
 class _Strict(BaseModel):
@@ -150,6 +154,13 @@ class JobSettings(BaseSettings):
                                         "(HF_TOKEN in every step); needed for private data, "
                                         "gated models and publishing.")
     hf_token_key: str = Field("token", description="Key of the token in that Secret.")
+    hf_space_token_secret: str | None = Field(None, description="Secret with a read-only token "
+                                              "that the publish step gives a private model's "
+                                              "demo Space (HF_SPACE_TOKEN); default: "
+                                              "hf_token_secret.")
+    hf_space_token_key: str = Field("space-token", description="Key of that token; optional: "
+                                    "without it a demo Space gets no token (publish."
+                                    "space_token says which token a Space gets).")
     resources: ResourceDefaults = Field(default_factory=ResourceDefaults)
     node_selector: dict[str, str] = Field(default_factory=dict, description="Every step.")
     tolerations: list[Toleration] = Field(default_factory=list, description="Every step.")
@@ -178,7 +189,8 @@ class JobSettings(BaseSettings):
     def _no_reserved_env(cls, env: dict[str, str]) -> dict[str, str]:
         taken = sorted(set(env) & RESERVED_ENV)
         if taken:
-            raise ValueError(f"{', '.join(taken)} cannot be set here (see hf_token_secret)")
+            raise ValueError(f"{', '.join(taken)} cannot be set here (the tokens: see "
+                             "hf_token_secret and hf_space_token_secret)")
         return env
 
     @model_validator(mode="before")
@@ -268,7 +280,7 @@ def build_job(spec: RunSpec, step: str, settings: JobSettings,
         image=getattr(settings.images, step).reference,
         image_pull_policy=settings.image_pull_policy,
         command=command,
-        env=_environment(spec, settings),
+        env=_environment(spec, step, settings),
         resources=_resources(spec, step, settings),
         volume_mounts=[V1VolumeMount(name="data", mount_path=DATA_MOUNT),
                        V1VolumeMount(name="tmp", mount_path="/tmp"),
@@ -338,15 +350,15 @@ def render(spec: RunSpec, settings: JobSettings, step: str | None = None) -> str
 
 def _failure_policy(step: str) -> V1PodFailurePolicy:
     disrupted = V1PodFailurePolicyOnPodConditionsPattern(type="DisruptionTarget", status="True")
-    bad_input = V1PodFailurePolicyOnExitCodesRequirement(
-        container_name=step, operator="In", values=[int(ExitCode.USER_ERROR)])
+    hopeless = V1PodFailurePolicyOnExitCodesRequirement(
+        container_name=step, operator="In", values=[int(code) for code in FAIL_AT_ONCE])
     return V1PodFailurePolicy(rules=[
         V1PodFailurePolicyRule(action="Ignore", on_pod_conditions=[disrupted]),
-        V1PodFailurePolicyRule(action="FailJob", on_exit_codes=bad_input),
+        V1PodFailurePolicyRule(action="FailJob", on_exit_codes=hopeless),
     ])
 
 
-def _environment(spec: RunSpec, settings: JobSettings) -> list[V1EnvVar]:
+def _environment(spec: RunSpec, step: str, settings: JobSettings) -> list[V1EnvVar]:
     values = {
         "VOXTUNE_HOME": DATA_MOUNT,
         "HF_HOME": f"{DATA_MOUNT}/hf-cache",
@@ -356,10 +368,17 @@ def _environment(spec: RunSpec, settings: JobSettings) -> list[V1EnvVar]:
     }
     env = [V1EnvVar(name=name, value=value) for name, value in {**values, **settings.env}.items()]
     if settings.hf_token_secret:  # only ever by reference: never in args or plain values
-        env.append(V1EnvVar(name="HF_TOKEN", value_from=V1EnvVarSource(
-            secret_key_ref=V1SecretKeySelector(name=settings.hf_token_secret,
-                                               key=settings.hf_token_key))))
+        env.append(_from_secret("HF_TOKEN", settings.hf_token_secret, settings.hf_token_key))
+    space_secret = settings.hf_space_token_secret or settings.hf_token_secret
+    if step == "publish" and space_secret:  # optional: no key = the Space gets no token
+        env.append(_from_secret(SPACE_TOKEN_ENV, space_secret, settings.hf_space_token_key,
+                                optional=True))
     return env
+
+
+def _from_secret(name: str, secret: str, key: str, optional: bool | None = None) -> V1EnvVar:
+    return V1EnvVar(name=name, value_from=V1EnvVarSource(secret_key_ref=V1SecretKeySelector(
+        name=secret, key=key, optional=optional)))
 
 
 def _resources(spec: RunSpec, step: str, settings: JobSettings) -> V1ResourceRequirements:

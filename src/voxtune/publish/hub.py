@@ -1,8 +1,10 @@
 """Publishing to the Hugging Face Hub: one atomic commit per repository, private by default.
 
 The token comes from HF_TOKEN or a mounted secret file (VOXTUNE_HF_TOKEN_FILE) — never from an
-argument — and goes nowhere but the Authorization header and, for a private model's demo, one
-Space secret. Hub errors become UserError (exit 2: token, rights, name clash) or RetryableError
+argument — and goes nowhere but the Authorization header (and a demo Space's secret only when a
+run asks for that: publish.space_token write). A private model's demo Space gets a read-only
+token instead, from HF_SPACE_TOKEN or VOXTUNE_HF_SPACE_TOKEN_FILE, when the operator provides
+one. Hub errors become UserError (exit 2: token, rights, name clash) or RetryableError
 (exit 75: network, Hub overload); their messages never carry the token.
 
 A repository is reused only when voxtune published it before (it holds the marker file); each
@@ -26,6 +28,7 @@ from voxtune.spec import Settings
 
 HF_SCHEME = "hf://"
 TOKEN_SECRET = "HF_TOKEN"  # the Space reads its private model with this (huggingface_hub's name)
+SPACE_TOKEN_ENV = "HF_SPACE_TOKEN"  # the read-only token for Spaces (the publish Job's env)
 REPO_NAME = re.compile(r"^[A-Za-z0-9][\w.-]{0,95}$")
 KEEP = (".gitattributes",)  # files a commit never deletes
 
@@ -35,9 +38,10 @@ class PublishSettings(Settings):
 
     hf_token_file: Path | None = Field(None, description="File holding the Hugging Face write "
                                        "token (a mounted Secret); HF_TOKEN wins when set.")
-    hf_space_token_file: Path | None = Field(None, description="A read-only token a private "
-                                             "model's demo Space gets as its HF_TOKEN secret; "
-                                             "default: the publishing token.")
+    hf_space_token_file: Path | None = Field(None, description="File holding the read-only "
+                                             "token a private model's demo Space gets as its "
+                                             "HF_TOKEN secret; HF_SPACE_TOKEN wins when set. "
+                                             "Neither: the Space gets no token.")
 
 
 @dataclass(frozen=True)
@@ -88,20 +92,26 @@ def read_secret_file(path: Path, variable: str) -> str:
 
 def read_token(settings: PublishSettings) -> str:
     """The publishing token: HF_TOKEN, else the file VOXTUNE_HF_TOKEN_FILE names."""
-    value = os.environ.get("HF_TOKEN", "").strip()
+    value = _token_from("HF_TOKEN", settings.hf_token_file, "VOXTUNE_HF_TOKEN_FILE")
     if value:
         return value
-    if settings.hf_token_file:
-        return read_secret_file(settings.hf_token_file, "VOXTUNE_HF_TOKEN_FILE")
     raise UserError("publishing to the Hugging Face Hub needs a write token: set HF_TOKEN, or "
                     "mount it as a file and set VOXTUNE_HF_TOKEN_FILE to its path (never pass "
                     "a token as an argument)")
 
 
-def read_space_token(settings: PublishSettings, token: str) -> str:
-    if settings.hf_space_token_file:
-        return read_secret_file(settings.hf_space_token_file, "VOXTUNE_HF_SPACE_TOKEN_FILE")
-    return token
+def read_space_token(settings: PublishSettings) -> str | None:
+    """The read-only token for demo Spaces: HF_SPACE_TOKEN, else the file
+    VOXTUNE_HF_SPACE_TOKEN_FILE names, else None (never the publishing token)."""
+    return _token_from(SPACE_TOKEN_ENV, settings.hf_space_token_file,
+                       "VOXTUNE_HF_SPACE_TOKEN_FILE")
+
+
+def _token_from(variable: str, file: Path | None, file_variable: str) -> str | None:
+    value = os.environ.get(variable, "").strip()
+    if value:
+        return value
+    return read_secret_file(file, file_variable) if file else None
 
 
 @contextmanager
@@ -216,11 +226,21 @@ class Hub:
                                             commit_description=description)
         return commit.commit_url
 
-    def space_settings(self, space: str, *, secret: str | None, hardware: str | None) -> None:
-        """Give the Space its HF_TOKEN secret (private models only) and request its hardware."""
+    def space_settings(self, space: str, *, token: str | None, hardware: str | None) -> bool:
+        """Set the Space's HF_TOKEN secret to `token`, or remove it when None, and request its
+        hardware. Returns whether a secret was removed.
+
+        Each publish leaves exactly the token the spec chose, like the file set: a token an
+        earlier publish gave the Space (earlier voxtune versions gave it the write token) must
+        not linger there."""
         with hub_errors(f"configuring Space {space}", self.token):
-            if secret is not None:
-                self.api.add_space_secret(space, TOKEN_SECRET, secret,
+            removed = False
+            if token is not None:
+                self.api.add_space_secret(space, TOKEN_SECRET, token,
                                           description="reads the private model (voxtune)")
+            elif TOKEN_SECRET in self.api.get_space_secrets(space):
+                self.api.delete_space_secret(space, TOKEN_SECRET)
+                removed = True
             if hardware:
                 self.api.request_space_hardware(space, hardware)
+        return removed

@@ -8,7 +8,8 @@
 One inference path: the Space, the in-cluster demo and the UI's Try-it all call
 `voxtune.publish.inference` — the Space through a verbatim copy, because voxtune itself is not
 installed on a Space. The app loads the model by Hub id (a private one with the HF_TOKEN Space
-secret, which the Hub passes as an environment variable) or by folder, and raises gr.Error when
+secret — a read-only token, see publish.step.space_token — which the Hub passes as an
+environment variable) or by folder, and raises gr.Error when
 loading fails: it never falls back to the base model. No token is ever written into these files.
 Gradio is imported only by the generated app, never by voxtune.
 """
@@ -76,7 +77,8 @@ Run it locally: `pip install -r requirements.txt && python app.py`.
 {where}Recordings are sent to this app only to be transcribed and are not stored by it (Gradio
 keeps them as temporary files while it runs). Voice is biometric data: share the demo only with
 people who may hear and use this model. A private model is read with the `HF_TOKEN` Space
-secret; no token is stored in these files.
+secret, a read-only token that voxtune sets when it publishes (never the publishing token
+unless that was asked for); no token is stored in these files.
 """
     return f"---\n{yaml.safe_dump(matter, sort_keys=False, allow_unicode=True)}---\n{body}"
 

@@ -11,8 +11,11 @@ Runbook:
 What is published: what a user loads (adapter and/or weights, processor), README.md (the model
 card), metrics.json and spec.yaml — never optimizer, scheduler or checkpoint files. Locally a
 version is written aside and renamed into place; on the Hub each repo gets one commit. The
-token comes from HF_TOKEN or VOXTUNE_HF_TOKEN_FILE only. Exit 2: bad input, missing or rejected
-token, name clash; 75: network or Hub unavailable (run again).
+token comes from HF_TOKEN or VOXTUNE_HF_TOKEN_FILE only. A private model's demo Space gets, as
+`publish.space_token` says: `read` (default) the read-only token in HF_SPACE_TOKEN (or
+VOXTUNE_HF_SPACE_TOKEN_FILE), or none when there is none; `none` never a token; `write` the
+publishing token (an explicit opt-in); the log's "Space token:" line says which. Exit 2: bad
+input, missing or rejected token, name clash; 75: network or Hub unavailable (run again).
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ from voxtune.publish.card import (
 )
 from voxtune.publish.dataset import DataSummary, read_prepared, summarize, write_parquet
 from voxtune.publish.hub import (
+    SPACE_TOKEN_ENV,
     Hub,
     HubTarget,
     PublishSettings,
@@ -62,6 +66,7 @@ class Published:
     version: int | None = None
     dataset: str | None = None
     space: str | None = None
+    space_token: str | None = None  # which token the Hub Space got, in words
     commits: dict[str, str] = field(default_factory=dict)  # repo → commit URL
 
     def lines(self) -> list[str]:
@@ -69,6 +74,7 @@ class Published:
         lines = [f"published {self.name} {where}({LAYOUT_NAMES[self.layout]}): {self.model}"]
         lines += [f"  dataset: {self.dataset}"] if self.dataset else []
         lines += [f"  Space:   {self.space}"] if self.space else []
+        lines += [f"  Space token: {self.space_token}"] if self.space_token else []
         lines += [f"  commit {repo}: {url}" for repo, url in self.commits.items()]
         if "wer" in self.metrics:
             lines += [f"  {'':4} {'base':>8} {'tuned':>8}"]
@@ -82,6 +88,14 @@ class Published:
 
 def _pct(value: Any) -> str:
     return f"{100 * value:.1f}%" if isinstance(value, (int, float)) else "-"
+
+
+@dataclass(frozen=True)
+class SpaceToken:
+    """The token a Hub Space gets as its HF_TOKEN secret (None: no secret), and why."""
+
+    value: str | None = field(repr=False)  # never in a repr or a traceback
+    note: str
 
 
 @dataclass(frozen=True)
@@ -141,30 +155,56 @@ def main(run_dir: Path, publish: PublishSpec, *, name: str | None = None,
         raise UserError("--space SPACE_ID and --space-hardware deploy to the Hub: publish the "
                         "model with --to hf://owner/name (a local registry gets a Space folder "
                         "with plain --space)")
-    # 2. for the Hub: a token that works, before any heavy work
+    # 2. for the Hub: a token that works, and the Space's, before any heavy work
     hub = Hub(read_token(settings), endpoint) if target else None
     user = hub.user() if hub else ""
+    wants_space = publish.space or space is not None
+    token = space_token(publish, settings, hub.token) if hub and wants_space else None
 
     # 3. the prepared clips: summarised in the card, published as a dataset when asked
     if publish.dataset and prepared is None:
         prepared = run.run_dir / "prepared"
     summary_source = prepared or run.run_dir / "prepared"
     clips = read_prepared(summary_source) if prepared or summary_source.is_dir() else None
-    contents = Contents(run, name, publish, clips, prepared, publish.space or space is not None,
+    contents = Contents(run, name, publish, clips, prepared, wants_space,
                         base_preset(run.spec.base_model))
 
     # 4. write everything aside, then make it visible in one step per destination
     if hub and target:
-        space_token = read_space_token(settings, hub.token) \
-            if contents.space and publish.private else None
         published = to_hub(contents, hub, target.owner or user, target, space, space_hardware,
-                           space_token)
+                           token)
     else:
         registry = Path(publish.to) if publish.to else settings.home / REGISTRY
         published = to_registry(contents, Registry(registry))
     for line in published.lines():
         echo(line)
     return published
+
+
+def space_token(publish: PublishSpec, settings: PublishSettings, write_token: str) -> SpaceToken:
+    """Which token a Hub Space gets to load the model: only a private model needs one, and by
+    default it is the operator's read-only token, never the publishing (write) token — a
+    Space's code runs on the Hub, where a write token would let it change every repo."""
+    if not publish.private:
+        return SpaceToken(None, "none (the model is public)")
+    if publish.space_token == "none":
+        return SpaceToken(None, "none (publish.space_token: none): the Space cannot load the "
+                          "private model")
+    if publish.space_token == "write":
+        return SpaceToken(write_token, "your publishing (write) token, as publish.space_token: "
+                          "write asks; prefer a read-only token (HF_SPACE_TOKEN)")
+    read_only = read_space_token(settings)
+    if read_only == write_token:
+        raise UserError(f"{SPACE_TOKEN_ENV} holds the publishing token itself: give demo "
+                        "Spaces a read-only token, or set publish.space_token: write to give "
+                        "them the write token on purpose")
+    if read_only is None:
+        return SpaceToken(None, f"none ({SPACE_TOKEN_ENV} is not set): the Space cannot load "
+                          f"the private model until it has a token. Provide a read-only token "
+                          f"in {SPACE_TOKEN_ENV} or a file named by VOXTUNE_HF_SPACE_TOKEN_FILE "
+                          "(in the cluster: key space-token of the Hugging Face Secret, chart "
+                          "value huggingface.spaceToken) and publish again")
+    return SpaceToken(read_only, f"the read-only token from {SPACE_TOKEN_ENV}")
 
 
 def base_preset(base_model: str) -> str | None:
@@ -210,7 +250,7 @@ def to_registry(contents: Contents, registry: Registry) -> Published:
 
 
 def to_hub(contents: Contents, hub: Hub, owner: str, target: HubTarget, space: str | None,
-           hardware: str | None, space_token: str | None) -> Published:
+           hardware: str | None, token: SpaceToken | None) -> Published:
     """Model repo (+ dataset repo, + Space), each in one commit; all checked before any write."""
     private, revision = contents.publish.private, target.revision
     model_repo = f"{owner}/{target.name}"
@@ -225,6 +265,7 @@ def to_hub(contents: Contents, hub: Hub, owner: str, target: HubTarget, space: s
         hub.check(space_repo, "space", private, INFERENCE_MODULE)
 
     commits: dict[str, str] = {}
+    token_note = None
     with tempfile.TemporaryDirectory(prefix="voxtune-publish-") as scratch:
         # 2. stage every file set first (merging can fail; then nothing was committed)
         staging = Path(scratch)
@@ -247,13 +288,17 @@ def to_hub(contents: Contents, hub: Hub, owner: str, target: HubTarget, space: s
             message=commit_message(contents, layout), description=commit_description(contents))
         if space_repo:
             # secret and hardware before the files, so the Space's first build has them
+            assert token is not None  # main() decides it whenever there is a Space
             hub.create(space_repo, "space", private=private, space_sdk="gradio")
-            hub.space_settings(space_repo, secret=space_token, hardware=hardware)
+            removed = hub.space_settings(space_repo, token=token.value, hardware=hardware)
+            token_note = token.note + ("; removed the HF_TOKEN secret an earlier publish gave "
+                                       "it" if removed else "")
             commits[space_repo] = hub.commit_folder(
                 space_repo, "space", staging / SPACE_DIR, private=private, space_sdk="gradio",
                 message=f"Demo of {model_repo}", description="Generated by voxtune.")
     return Published(contents.name, layout, commits[model_repo], contents.run.metrics,
-                     dataset=dataset_repo, space=space_repo, commits=commits)
+                     dataset=dataset_repo, space=space_repo, space_token=token_note,
+                     commits=commits)
 
 
 def commit_message(contents: Contents, layout: str) -> str:
