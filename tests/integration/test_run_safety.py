@@ -213,3 +213,16 @@ def test_submit_wait_after_a_cancel_waits_for_the_resumed_run(tmp_path: Path) ->
     assert status.phase == "Pending"
     final = executor.wait("resume", timeout=120)
     assert final.phase == "Failed" and final.message.startswith("prepare failed"), final
+
+
+def test_a_full_disk_is_named_in_the_local_status(tmp_path: Path,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    from voxtune.controller import local
+
+    def command(spec, step, run_dir, python=sys.executable):
+        return [python, "-c", "import sys; print('error: no space left on /x'); sys.exit(74)"]
+    monkeypatch.setattr(local, "step_command", command)
+    executor = LocalExecutor(Settings(home=tmp_path / "home"))
+    status = executor.submit(RunSpec(name="full", steps=["prepare"]), echo=lambda line: None)
+    assert status.phase == "Failed"
+    assert status.message.startswith("prepare failed (disk full: free space, then submit again")

@@ -98,7 +98,10 @@ class KubernetesExecutor:
         return run_status(self._get(name))
 
     def spec(self, name: str) -> RunSpec:
-        return run_spec(self._get(name))
+        try:
+            return run_spec(self._get(name))
+        except ValidationError as error:
+            raise UserError(format_validation_error(error, self._where(name))) from None
 
     def list(self) -> list[FineTuneRunStatus]:
         try:

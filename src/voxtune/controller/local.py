@@ -301,8 +301,9 @@ def run_logged(command: list[str], log_path: Path, echo: Callable[[str], None],
 
 def failure_message(step: str, code: int | None, log_tail: str) -> str:
     """How a failed step is reported by every backend."""
-    kind = "bad input or config" if code == ExitCode.USER_ERROR else f"exit code {code}"
-    return f"{step} failed ({kind}):\n{log_tail}"
+    kinds = {ExitCode.USER_ERROR: "bad input or config",
+             ExitCode.NO_SPACE: "disk full: free space, then submit again to resume"}
+    return f"{step} failed ({kinds.get(code, f'exit code {code}')}):\n{log_tail}"
 
 
 def headline_metrics(run_dir: Path) -> dict[str, float]:
