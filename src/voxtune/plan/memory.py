@@ -23,9 +23,10 @@ PROMPT_TOKENS = 12  # <s>[INST][BEGIN_AUDIO] … [/INST]lang:xx[TRANSCRIBE] arou
 # Tekken averages ~4 characters per token on European text; 2.5 keeps the bound on the safe
 # side for digits, names and languages that tokenise worse.
 CHARS_PER_TOKEN = 2.5
-# The loss path holds the logits in the compute dtype, their fp32 upcast, the fp32 log-softmax
-# saved for backward, and that tensor's gradient while backward starts: c + 4 + 4 + 4 bytes.
-FP32_LOGIT_COPIES = 3
+# The loss path holds the logits in the compute dtype, their fp32 upcast (none when they are
+# fp32 already), the fp32 log-softmax saved for backward and that tensor's gradient while
+# backward starts.
+FP32_LOGIT_COPIES = 2
 CUDA_CONTEXT_GIB = 1.0  # CUDA context, cuBLAS workspaces, NCCL buffers
 FRAGMENTATION = 1.05  # the caching allocator's slack over what is live
 PROCESS_HOST_GIB = 2.0  # Python, torch, transformers and the data pipeline, per rank
@@ -132,7 +133,8 @@ def estimate(geometry: Geometry, setup: Setup) -> Estimate:
     else:
         decoder = g.layers * layer
     embeddings = tokens * g.hidden * c
-    logits = tokens * g.vocab * (c + 4 * FP32_LOGIT_COPIES)
+    upcast = 4 if c < 4 else 0
+    logits = tokens * g.vocab * (c + upcast + 4 * FP32_LOGIT_COPIES)
     encoder = setup.batch_size * g.audio_positions * (
         (4 * g.audio_hidden + g.audio_intermediate) * c + g.audio_heads * g.audio_positions * c)
     if full and not setup.freeze_audio_encoder:  # every encoder layer saves its activations
@@ -144,7 +146,9 @@ def estimate(geometry: Geometry, setup: Setup) -> Estimate:
         "weights": weights / GIB, "weight_casts": casts / GIB, "gradients": gradients / GIB,
         "optimizer": optimizer / GIB, "ddp_buckets": buckets / GIB,
         "activations": (decoder + embeddings + encoder) / GIB, "logits": logits / GIB,
-        "allocator_slack": live * (FRAGMENTATION - 1) / GIB,
+        # the CUDA caching allocator keeps freed blocks for reuse; on CPU large tensors go
+        # back to the system when freed
+        "allocator_slack": live * (FRAGMENTATION - 1) / GIB if setup.device == "cuda" else 0.0,
         "cuda_context": CUDA_CONTEXT_GIB if setup.device == "cuda" else 0.0,
     }
 
