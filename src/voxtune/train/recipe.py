@@ -159,8 +159,10 @@ def start_tracking(spec: RunSpec, run_dir: Path) -> Any:
     os.environ["TRACKIO_DIR"] = str(run_dir / "trackio")  # read once, at import
     import trackio
 
-    # trackio.init asks the Hub whose token this is (to label the run) even when it stores
-    # everything locally; with no Space nothing needs the Hub, so nothing, token included, goes.
+    # Workaround: trackio (0.43) sends the token to the Hub's whoami in every init, only to label
+    # the run with a user name, even when it stores everything locally. With no Space nothing
+    # needs the Hub, so nothing goes (the label stays empty). Drop once trackio asks only for
+    # Spaces.
     local = spec.tracking.space_id is None
     with hub_offline() if local else contextlib.nullcontext():
         trackio.init(project=spec.tracking.project, name=spec.name,
