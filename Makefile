@@ -92,6 +92,7 @@ bench: $(STAMP) system-packages  ## benchmarks (print ratios against the upstrea
 	$(BIN)/python bench/prepare.py
 	$(BIN)/python bench/train.py
 	$(BIN)/python bench/controller.py
+	$(BIN)/python bench/memory.py
 
 .PHONY: learn
 learn: $(STAMP) system-packages  ## proof that it learns: CER vs an audio-blind control (≈20 min)
