@@ -10,7 +10,9 @@ encoder frozen), and runs AdamW steps on one batch of the length the plan assume
 (`plan.memory.sequence_tokens`: the longest sequence the spec's data bounds allow). It prints the
 peak resident memory the training added over the process after imports, next to the plan's
 figure for the same setup (`plan.memory.estimate`, device "cpu": everything but the CUDA
-context), and their ratio. The goal is measured/plan within 0.75–1.25.
+context), and their ratio. Each step accumulates two micro-batches, as the recipe does by
+default, so gradients and the next micro-batch's activations are live together. The goal is
+measured/plan within 0.75–1.25.
 
 The upstream recipe has no memory model to compare with (it trains and sees); the ratio here is
 against voxtune's own prediction, which is what `voxtune plan` and the admission checks use.
@@ -30,7 +32,8 @@ from pathlib import Path
 from voxtune.plan.geometry import Geometry
 from voxtune.plan.memory import GIB, Setup, estimate, sequence_tokens
 
-STEPS = 3  # the peak comes once AdamW's states exist (step 2 on)
+STEPS = 2  # the peak comes once AdamW's states exist (step 2 on)
+ACCUMULATE = 2  # micro-batches per step, as the recipe's default (4) accumulates
 
 
 def geometry(audio_hidden: int, audio_layers: int, hidden: int, intermediate: int, layers: int,
@@ -51,7 +54,7 @@ GEOMETRIES = {  # name → shapes, from tiny to ~300 M parameters
 
 
 def setup(mode: str, checkpointing: bool, batch: int) -> Setup:
-    return Setup(mode=mode, compute_bytes=4, batch_size=batch,
+    return Setup(mode=mode, compute_bytes=4, batch_size=batch, grad_accum=ACCUMULATE,
                  gradient_checkpointing=checkpointing, freeze_audio_encoder=True, lora_rank=8,
                  lora_mlp=False, lora_projector=False, gpus=0, max_duration=30.0,
                  max_chars_per_second=30.0, max_transcript_tokens=512, keep_checkpoints=2,
@@ -105,8 +108,9 @@ def measure(case: dict) -> dict:
     optimizer = torch.optim.AdamW(trainable, lr=1e-4, foreach=False)
     started = time.perf_counter()
     for _ in range(STEPS):
-        loss = model(input_ids=ids, input_features=features, labels=ids).loss
-        loss.backward()
+        for _ in range(s.grad_accum):
+            loss = model(input_ids=ids, input_features=features, labels=ids).loss
+            loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
     seconds = (time.perf_counter() - started) / STEPS

@@ -154,6 +154,7 @@ def setup_of(spec: RunSpec, gpus: int | None = None) -> Setup:
     # the larger figure, so a CPU plan errs on the safe side)
     compute = {"bf16": 2, "fp16": 2, "fp32": 4}.get(training.precision, 2 if gpus else 4)
     return Setup(mode=spec.mode, compute_bytes=compute, batch_size=training.batch_size,
+                 grad_accum=training.grad_accum,
                  gradient_checkpointing=training.gradient_checkpointing,
                  freeze_audio_encoder=training.freeze_audio_encoder,
                  lora_rank=training.lora.rank, lora_mlp=training.lora.mlp,

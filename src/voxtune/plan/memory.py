@@ -24,9 +24,9 @@ PROMPT_TOKENS = 12  # <s>[INST][BEGIN_AUDIO] … [/INST]lang:xx[TRANSCRIBE] arou
 # side for digits, names and languages that tokenise worse.
 CHARS_PER_TOKEN = 2.5
 # The loss path holds the logits in the compute dtype, their fp32 upcast (none when they are
-# fp32 already), the fp32 log-softmax saved for backward and that tensor's gradient while
-# backward starts.
-FP32_LOGIT_COPIES = 2
+# fp32 already), the fp32 log-softmax saved for backward, and in backward the gradient of the
+# log-softmax and of the logits, briefly together (bench/memory.py: 2 copies underestimated).
+FP32_LOGIT_COPIES = 3
 CUDA_CONTEXT_GIB = 1.0  # CUDA context, cuBLAS workspaces, NCCL buffers
 FRAGMENTATION = 1.05  # the caching allocator's slack over what is live
 PROCESS_HOST_GIB = 2.0  # Python, torch, transformers and the data pipeline, per rank
@@ -40,6 +40,7 @@ class Setup:
     mode: str  # lora | full
     compute_bytes: int  # 2 for bf16/fp16, 4 for fp32
     batch_size: int
+    grad_accum: int  # >1: gradients stay live while the next micro-batch's activations build
     gradient_checkpointing: bool
     freeze_audio_encoder: bool
     lora_rank: int
@@ -140,8 +141,12 @@ def estimate(geometry: Geometry, setup: Setup) -> Estimate:
     if full and not setup.freeze_audio_encoder:  # every encoder layer saves its activations
         encoder *= g.audio_layers
 
-    live = weights + casts + gradients + optimizer + buckets + decoder + embeddings + logits \
-        + encoder
+    # Backward frees activations as it produces gradients, so with one micro-batch per step
+    # only the larger of the two is at its peak at once; with accumulation the gradients of the
+    # previous micro-batches are live while the next one's activations build up.
+    activations = decoder + embeddings + logits + encoder
+    transient = activations + gradients if setup.grad_accum > 1 else max(activations, gradients)
+    live = weights + casts + optimizer + buckets + transient
     gpu = {
         "weights": weights / GIB, "weight_casts": casts / GIB, "gradients": gradients / GIB,
         "optimizer": optimizer / GIB, "ddp_buckets": buckets / GIB,

@@ -1,6 +1,6 @@
 """What every step's Job runs: the step's command, with its log kept on the shared volume.
 
-    python -m voxtune.controller.step --run-dir /data/runs/my-voice --step train -- \
+    python -m voxtune.run.harness --run-dir /data/runs/my-voice --step train -- \
         python -m voxtune train --run-dir /data/runs/my-voice
 
 1. writes the run's spec (from VOXTUNE_RUN_SPEC, set by the controller) as RUN/spec.yaml, or
@@ -26,12 +26,11 @@ import os
 import sys
 from pathlib import Path
 
-from pydantic import ValidationError
-
-from voxtune.controller.local import claim_run_folder, headline_metrics, run_logged, tail
 from voxtune.errors import ExitCode, UserError
-from voxtune.runs import RunFolder
-from voxtune.spec import RunSpec, format_validation_error
+from voxtune.run.layout import RunFolder
+from voxtune.run.process import claim_run_folder, run_logged, tail
+from voxtune.run.status import headline_metrics
+from voxtune.spec import RunSpec, validate_spec
 
 SPEC_ENV = "VOXTUNE_RUN_SPEC"
 TERMINATION_LOG_ENV = "VOXTUNE_TERMINATION_LOG"  # tests point it elsewhere
@@ -61,13 +60,14 @@ def _load_spec() -> RunSpec:
     if not document:
         raise UserError(f"{SPEC_ENV} is not set; the controller sets it on every step's Job")
     try:
-        return RunSpec.model_validate_json(document)
-    except ValidationError as error:
-        raise UserError(format_validation_error(error, SPEC_ENV)) from None
+        values = json.loads(document)
+    except json.JSONDecodeError as error:
+        raise UserError(f"{SPEC_ENV}: not valid JSON: {error}") from None
+    return validate_spec(values, SPEC_ENV)
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m voxtune.controller.step")
+    parser = argparse.ArgumentParser(prog="python -m voxtune.run.harness")
     parser.add_argument("--run-dir", type=Path, required=True)
     parser.add_argument("--step", required=True)
     parser.add_argument("command", nargs=argparse.REMAINDER, help="-- then the step's command")
@@ -86,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
     if code < 0:  # killed by a signal: report it the way a shell would
         code = 128 - code
     _write_termination_message(termination_message(  # 3.
-        code, headline_metrics(run.path), tail(run.log(args.step))))
+        code, headline_metrics(run.metrics), tail(run.log(args.step))))
     return code  # 4.
 
 

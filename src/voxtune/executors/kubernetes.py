@@ -37,21 +37,12 @@ from voxtune.controller.crd import (
     run_status,
 )
 from voxtune.controller.kubeapi import Gone, connect, raw, translate, watch_events
-from voxtune.controller.local import TERMINAL
 from voxtune.errors import UserError
-from voxtune.runs import RunFolder
-from voxtune.spec import RunSpec, Settings, format_validation_error, read_yaml
+from voxtune.run.layout import RunFolder
+from voxtune.run.steps import TERMINAL
+from voxtune.spec import RunSpec, Settings, format_validation_error, load_user_spec
 
 POLL_S = 1.0
-
-
-def cluster_spec_file(path: Path) -> RunSpec:
-    """A RunSpec or FineTuneRun file for a cluster run: validated, but relative paths are left
-    relative (they are on the shared volume, which the controller resolves, not here)."""
-    try:
-        return RunSpec.model_validate(read_yaml(path))
-    except ValidationError as error:
-        raise UserError(format_validation_error(error, str(path))) from None
 
 
 class KubernetesExecutor:
@@ -74,6 +65,11 @@ class KubernetesExecutor:
             if error.status == 404:
                 raise UserError(f"no run named {name!r} in namespace {self.namespace}") from None
             raise translate(error, self._where(name)) from None
+
+    def load(self, path: Path) -> RunSpec:
+        """Relative paths are left relative: they are on the shared volume, which the
+        controller resolves, not this machine."""
+        return load_user_spec(path, resolve_paths=False)
 
     def submit(self, spec: RunSpec) -> FineTuneRunStatus:
         """Create the FineTuneRun; the same spec again is a no-op."""
@@ -178,7 +174,7 @@ class KubernetesExecutor:
 
     def logs(self, name: str, step: str | None = None) -> str:
         run, steps = self._steps(name, step)
-        status, folder = run_status(run), RunFolder.named(self.settings.runs_dir, name)
+        status, folder = run_status(run), RunFolder.named(self.settings.home, name)
         parts = []
         for current in steps:
             running = status.steps.get(current) and status.steps[current].state == "running"

@@ -1,28 +1,23 @@
-"""`voxtune publish`, `voxtune models list|show`, `voxtune serve`: `add_parsers(commands)`.
-
-The shared spec flags (`--run-dir`/`--spec`) and their loading come from `voxtune.cli`, imported
-when a parser is built or a command runs, so either module may import the other first.
-"""
+"""`voxtune publish` and `voxtune models list|show`."""
 
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
 
+from voxtune.cli.arguments import add_spec_arguments, spec_from_arguments
 from voxtune.errors import ExitCode, UserError
+from voxtune.run.layout import SPEC, registry_dir
+from voxtune.spec import Settings
 
 
 def add_parsers(commands: argparse._SubParsersAction) -> None:
-    from voxtune.publish.serve import add_parser as serve_parser
-
+    """publish, models."""
     _publish_parser(commands)
     _models_parser(commands)
-    serve_parser(commands)
 
 
 def _publish_parser(commands: argparse._SubParsersAction) -> None:
-    from voxtune.cli import _add_spec_arguments
-
     parser = commands.add_parser(
         "publish", help="Publish a trained run: local registry or Hugging Face Hub, with model "
         "card, dataset and demo Space.",
@@ -30,12 +25,13 @@ def _publish_parser(commands: argparse._SubParsersAction) -> None:
         "(a mounted secret); it is never an argument. Hub repos are private unless --public.",
         epilog="examples: voxtune publish --model runs/me --merge --space | voxtune publish "
         "--model runs/me --to hf://alice/my-voice --dataset runs/me/prepared --space")
-    _add_spec_arguments(parser)
+    add_spec_arguments(parser)
     parser.add_argument("--model", type=Path, help="Run folder (or its final/) to publish "
                         "(default: --run-dir).")
     parser.add_argument("--to", help="Local registry folder (default $VOXTUNE_HOME/registry) "
                         "or hf://owner/name[@branch] for the Hub.")
-    parser.add_argument("--name", help="Name in the local registry (default: the run name).")
+    parser.add_argument("--name", help="Name in the local registry (default: the run name; "
+                        "publish.name).")
     parser.add_argument("--merge", action="store_true", default=None, help="Also fold a LoRA "
                         "adapter into a standalone model; use when users should not need peft.")
     visibility = parser.add_mutually_exclusive_group()
@@ -48,14 +44,14 @@ def _publish_parser(commands: argparse._SubParsersAction) -> None:
                         "--run-dir: RUN/prepared).")
     parser.add_argument("--space", nargs="?", const="", metavar="SPACE_ID",
                         help="Also make a demo Space: a folder beside a local version, or a "
-                        "Hub Space (default id: <owner>/<name>-demo).")
+                        "Hub Space (default id: <owner>/<name>-demo; publish.space_id).")
     parser.add_argument("--space-hardware", metavar="FLAVOR", help="Hardware to request for "
-                        "a Hub Space, e.g. t4-small (default: the free CPU).")
+                        "a Hub Space, e.g. t4-small (default: the free CPU; "
+                        "publish.space_hardware).")
     parser.set_defaults(handler=_publish, private=None)
 
 
 def _publish(args: argparse.Namespace) -> int:
-    from voxtune.cli import _drop_none, _spec
     from voxtune.publish.bundle import read_run
     from voxtune.publish.step import main
 
@@ -63,14 +59,13 @@ def _publish(args: argparse.Namespace) -> int:
     if model is None:
         raise UserError("give --model RUN_DIR (or --run-dir)")
     if args.run_dir is None and args.spec is None:
-        args.spec = read_run(model).final / "spec.yaml"  # what the model was trained with
-    spec = _spec(args, _drop_none({"publish": {
-        "to": args.to, "merge": args.merge, "private": args.private,
+        args.spec = read_run(model).final / SPEC  # what the model was trained with
+    spec = spec_from_arguments(args, {"publish": {
+        "to": args.to, "merge": args.merge, "private": args.private, "name": args.name,
         "dataset": True if args.dataset is not None else None,
-        "space": True if args.space is not None else None}}))
-    main(model, spec.publish, name=args.name,
-         prepared=Path(args.dataset) if args.dataset else None, space=args.space or None,
-         space_hardware=args.space_hardware)
+        "space": True if args.space is not None else None, "space_id": args.space or None,
+        "space_hardware": args.space_hardware}})
+    main(model, spec.publish, prepared=Path(args.dataset) if args.dataset else None)
     return ExitCode.OK
 
 
@@ -89,10 +84,8 @@ def _models_parser(commands: argparse._SubParsersAction) -> None:
 
 def _registry(args: argparse.Namespace):
     from voxtune.publish.registry import Registry
-    from voxtune.publish.step import REGISTRY
-    from voxtune.spec import Settings
 
-    return Registry(args.registry or Settings().home / REGISTRY)
+    return Registry(args.registry or registry_dir(Settings().home))
 
 
 def _models_list(args: argparse.Namespace) -> int:

@@ -1,7 +1,7 @@
 """Local executor: run a RunSpec's steps one after another as subprocesses, no cluster needed.
 
-    voxtune run examples/demo.yaml          # what `make demo` does (in the foreground)
-    voxtune submit examples/demo.yaml       # the same, detached: `voxtune logs --follow` watches
+    voxtune run my-run.yaml                 # in the foreground (`run` below; `voxtune demo` too)
+    voxtune submit my-run.yaml              # detached (`submit`): `voxtune logs --follow` watches
 
 Each step is the same entrypoint a Kubernetes Job runs (`voxtune <step> --run-dir RUN`), its
 output goes to logs/<step>.log (and the terminal), and status.json records progress. Submitting
@@ -19,36 +19,31 @@ Queued, holding one of the slot locks under VOXTUNE_HOME/.local-slots/ once they
 from __future__ import annotations
 
 import fcntl
-import json
 import os
 import shutil
 import signal
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 
-from voxtune.errors import ExitCode, UserError
-from voxtune.processes import die_with_parent
-from voxtune.runs import (
-    PHASE_OF_STEP,
+from voxtune.errors import UserError
+from voxtune.run.layout import RunFolder, runs_dir
+from voxtune.run.process import claim_run_folder, failure_message, run_logged, step_command, tail
+from voxtune.run.status import (
     PROGRESS,
-    RUN_NAME,
-    TERMINAL,
-    RunFolder,
     RunStatus,
     StepStatus,
+    headline_metrics,
     now,
     progress_and_eta,
 )
-from voxtune.spec import RunSpec, Settings
+from voxtune.run.steps import PHASE_OF_STEP, TERMINAL
+from voxtune.spec import RUN_NAME, RunSpec, Settings, load_user_spec
 
-LOG_TAIL_LINES = 20
-HEADLINE = ("wer", "cer", "base_wer", "base_cer")
 POLL_S = 0.2
 QUEUE_POLL_S = 1.0  # how often a queued run looks for a free slot
 # A probe of the runner lock (cancel, delete, submit) holds it for microseconds; a runner that
@@ -61,36 +56,60 @@ class LocalExecutor:
         self.settings = settings or Settings()
 
     def folder(self, name: str) -> RunFolder:
-        return RunFolder.named(self.settings.runs_dir, name)
+        return RunFolder.named(self.settings.home, name)
 
-    def submit(self, spec: RunSpec, echo: Callable[[str], None] = print,
-               detach: bool = False) -> RunStatus:
-        """Run every step of `spec` in order and return the final status; with `detach`, start
-        them in a background process and return at once (then `wait`, `logs`, `cancel`).
-        A run that is already running is left alone (its status is returned)."""
+    def load(self, path: Path) -> RunSpec:
+        return load_user_spec(path)
+
+    def submit(self, spec: RunSpec) -> RunStatus:
+        """Start the steps of `spec` in a background process and return at once (then `wait`,
+        `logs`, `cancel`). A run that is already running is left alone (its status is
+        returned)."""
+        run, running = self._claim(spec)
+        if running is not None:
+            return running
+        status = run.read_status()
+        if status.phase == "Succeeded":
+            return status  # nothing to run
+        status = self._new_attempt(run, status)
+        run.logs.mkdir(parents=True, exist_ok=True)
+        with open(run.logs / "runner.log", "ab") as log:
+            subprocess.Popen([sys.executable, "-m", "voxtune.executors.local", spec.name],
+                             stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                             start_new_session=True,
+                             env={**os.environ, "VOXTUNE_HOME": str(self.settings.home)})
+        return status
+
+    def run(self, spec: RunSpec, echo: Callable[[str], None] = print) -> RunStatus:
+        """Run every step of `spec` in order in this process and return the final status
+        (`voxtune run`, the demo). A run that is already running is left alone."""
+        run, running = self._claim(spec)
+        if running is not None:
+            return running
+        status = run.read_status()
+        if status.phase != "Succeeded":  # a succeeded run only reports its steps as done
+            self._new_attempt(run, status)
+        return self.run_steps(spec.name, echo)
+
+    def _claim(self, spec: RunSpec) -> tuple[RunFolder, RunStatus | None]:
+        """The run's folder, holding `spec`; with the status of the attempt already going when
+        another runner is at it (then there is nothing to start)."""
         run = self.folder(spec.name)
         claim_run_folder(run, spec)
         if _runner_alive(run):
             if not _cancel_file(run).exists():
-                return run.read_status()  # the same run, already going: a no-op
+                return run, run.read_status()  # the same run, already going: a no-op
             self._wait_for_runner(run)  # a cancelled runner is stopping: resume after it
-        status = run.read_status()
-        if status.phase == "Succeeded":
-            return self.run_steps(spec.name, echo) if not detach else status  # nothing to run
+        return run, None
+
+    @staticmethod
+    def _new_attempt(run: RunFolder, status: RunStatus) -> RunStatus:
         _cancel_file(run).unlink(missing_ok=True)  # submitting again resumes a cancelled run
         # A new attempt starts now: `wait` must not mistake the previous attempt's Failed or
         # Cancelled for this one's result.
         status.phase, status.step, status.message, status.eta = (
             "Pending", None, "submitted; starting", None)
         run.write_status(status)
-        if not detach:
-            return self.run_steps(spec.name, echo)
-        run.logs.mkdir(parents=True, exist_ok=True)
-        with open(run.logs / "runner.log", "ab") as log:
-            subprocess.Popen([sys.executable, "-m", "voxtune.controller.local", spec.name],
-                             stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                             start_new_session=True,
-                             env={**os.environ, "VOXTUNE_HOME": str(self.settings.home)})
         return status
 
     def run_steps(self, name: str, echo: Callable[[str], None] = print) -> RunStatus:
@@ -175,7 +194,7 @@ class LocalExecutor:
         result = status.steps[step]
         result.finished, result.exit_code = now(), code
         result.state = "succeeded" if code == 0 else "failed"
-        status.metrics.update(headline_metrics(run.path))
+        status.metrics.update(headline_metrics(run.metrics))
         if _cancel_file(run).exists() and code != 0:
             return self._cancelled(run, status)
         if code != 0:
@@ -193,7 +212,7 @@ class LocalExecutor:
     def _existing(self, name: str) -> RunFolder:
         run = self.folder(name)
         if not run.path.is_dir():
-            raise UserError(f"no run named {name!r} under {self.settings.runs_dir}")
+            raise UserError(f"no run named {name!r} under {runs_dir(self.settings.home)}")
         return run
 
     def status(self, name: str) -> RunStatus:
@@ -203,7 +222,7 @@ class LocalExecutor:
         return self._existing(name).read_spec()
 
     def list(self) -> list[RunStatus]:
-        runs = self.settings.runs_dir
+        runs = runs_dir(self.settings.home)
         folders = sorted(runs.iterdir()) if runs.is_dir() else []
         return [RunFolder(path).read_status() for path in folders
                 if path.is_dir() and not path.is_symlink() and RUN_NAME.fullmatch(path.name)]
@@ -249,75 +268,6 @@ class LocalExecutor:
                 raise TimeoutError(f"run {name!r} is still {status.phase} after {timeout:g} s")
             time.sleep(POLL_S)
         return status
-
-
-def claim_run_folder(run: RunFolder, spec: RunSpec) -> None:
-    """Write spec.yaml; a folder that already holds a different spec belongs to another run."""
-    if run.spec_file.exists() and run.read_spec() != spec:
-        raise UserError(f"run {spec.name!r} already exists with a different spec "
-                        f"({run.spec_file}); pick another name or delete that folder")
-    run.write_spec(spec)
-
-
-def step_command(spec: RunSpec, step: str, run_dir: Path,
-                 python: str = sys.executable) -> list[str]:
-    """The step's entrypoint; training on several GPUs runs one process per GPU (torchrun).
-    `python` is the interpreter in the step's image (the Kubernetes Jobs pass "python")."""
-    entrypoint = ["-m", "voxtune", step, "--run-dir", str(run_dir)]
-    if step == "train" and spec.resources.gpus > 1:
-        return [python, "-m", "torch.distributed.run",
-                f"--nproc-per-node={spec.resources.gpus}", *entrypoint]
-    return [python, *entrypoint]
-
-
-def run_logged(command: list[str], log_path: Path, echo: Callable[[str], None],
-               on_start: Callable[[int], None] | None = None) -> int:
-    """Run `command`, copying its output line by line into `log_path` and to `echo`; SIGTERM to
-    this process is passed on (as PID 1 of a pod it is the only one the kubelet signals)."""
-    log_path.parent.mkdir(parents=True, exist_ok=True)
-    with open(log_path, "a", encoding="utf-8") as log:
-        # The step dies with this process even when it is killed outright (no orphaned trainer
-        # writing a run nobody owns any more).
-        process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                   text=True, bufsize=1, errors="replace",
-                                   preexec_fn=die_with_parent)
-        if on_start:
-            on_start(process.pid)
-        forwarding = threading.current_thread() is threading.main_thread()
-        if forwarding:
-            previous = signal.signal(signal.SIGTERM, lambda *_: process.send_signal(
-                signal.SIGTERM))
-        try:
-            assert process.stdout is not None
-            for line in process.stdout:
-                log.write(line)
-                log.flush()
-                echo(line.rstrip())
-            return process.wait()
-        finally:
-            if forwarding:
-                signal.signal(signal.SIGTERM, previous)
-
-
-def failure_message(step: str, code: int | None, log_tail: str) -> str:
-    """How a failed step is reported by every backend."""
-    kinds = {ExitCode.USER_ERROR: "bad input or config",
-             ExitCode.NO_SPACE: "disk full: free space, then submit again to resume"}
-    return f"{step} failed ({kinds.get(code, f'exit code {code}')}):\n{log_tail}"
-
-
-def headline_metrics(run_dir: Path) -> dict[str, float]:
-    """WER/CER base vs tuned from the train step's metrics.json, for status and listings."""
-    path = run_dir / "metrics.json"
-    if not path.exists():
-        return {}
-    metrics = json.loads(path.read_text(encoding="utf-8"))
-    return {key: metrics[key] for key in HEADLINE if isinstance(metrics.get(key), (int, float))}
-
-
-def tail(path: Path, lines: int = LOG_TAIL_LINES) -> str:
-    text = path.read_text(encoding="utf-8", errors="replace") if path.exists() else ""
-    return "\n".join(text.splitlines()[-lines:])
 
 
 # --- who is running a run: pid files in its folder ----------------------------------------------

@@ -1,0 +1,190 @@
+"""The run commands of `voxtune`: `run` (local, in the foreground), `submit`, `list`, `status`,
+`logs`, `cancel`, `delete` on either backend, and `dashboard`, `demo`, `spec`.
+
+    voxtune run my-run.yaml                                       # local, waits, prints the steps
+    voxtune submit jobs/finetunerun.yaml [--backend local|kubernetes] [--namespace NS] [--wait]
+    voxtune list | status RUN | logs RUN [--step train] [--follow] | cancel RUN | delete RUN
+
+The backend is --backend, else $VOXTUNE_BACKEND, else local. Kubernetes commands use
+--kubeconfig (else $KUBECONFIG, ~/.kube/config, or the pod's service account) and --namespace
+(else the file's metadata.namespace for submit, else the kubeconfig context's namespace).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import yaml
+
+from voxtune.cli.arguments import add_backend_arguments, client_from_arguments
+from voxtune.errors import ExitCode, UserError
+from voxtune.run.layout import RunFolder
+from voxtune.run.steps import STEPS, TERMINAL
+from voxtune.spec import RunSpec, load_user_spec, read_resolved_spec
+
+
+def add_parsers(commands: argparse._SubParsersAction) -> None:
+    """run, dashboard, demo, spec, submit, list, status, logs, cancel, delete."""
+    run = commands.add_parser("run", help="Run a spec's steps locally, in order.",
+                              epilog="example: voxtune run my-run.yaml")
+    run.add_argument("spec", type=Path, help="RunSpec or FineTuneRun YAML file.")
+    run.set_defaults(handler=_run)
+    dashboard = commands.add_parser("dashboard", help="Open the trackio dashboard of a run.",
+                                    epilog="example: voxtune dashboard ~/.voxtune/runs/demo")
+    dashboard.add_argument("run_dir", type=Path, help="Run folder (holds trackio/).")
+    dashboard.add_argument("--host", default="127.0.0.1", help="Interface to serve on.")
+    dashboard.set_defaults(handler=_dashboard)
+    demo = commands.add_parser("demo", help="Run the whole pipeline on synthesized speech.")
+    demo.set_defaults(handler=_demo)
+    spec = commands.add_parser("spec", help="Validate a spec file and print it resolved.")
+    spec.add_argument("file", type=Path, nargs="?")
+    spec.add_argument("--schema", action="store_true", help="Print the RunSpec JSON schema.")
+    spec.set_defaults(handler=_show_spec)
+
+    submit = commands.add_parser("submit", help="Start a run (returns at once).",
+                                 epilog="example: voxtune submit jobs/finetunerun.yaml "
+                                 "--backend kubernetes")
+    submit.add_argument("file", type=Path, help="RunSpec or FineTuneRun YAML file.")
+    submit.add_argument("--wait", action="store_true", help="Then wait until it ends.")
+    add_backend_arguments(submit)
+    submit.set_defaults(handler=_submit)
+
+    listing = commands.add_parser("list", help="List runs and their phase.")
+    add_backend_arguments(listing)
+    listing.set_defaults(handler=_list)
+
+    status = commands.add_parser("status", help="Show a run's status.")
+    status.add_argument("run")
+    add_backend_arguments(status)
+    status.set_defaults(handler=_status)
+
+    logs = commands.add_parser("logs", help="Print a run's step logs.")
+    logs.add_argument("run")
+    logs.add_argument("--step", choices=STEPS)
+    logs.add_argument("-f", "--follow", action="store_true", help="Keep printing until the "
+                      "run (or --step) ends.")
+    add_backend_arguments(logs)
+    logs.set_defaults(handler=_logs)
+
+    cancel = commands.add_parser("cancel", help="Stop a run (training saves a checkpoint).")
+    cancel.add_argument("run")
+    add_backend_arguments(cancel)
+    cancel.set_defaults(handler=_cancel)
+
+    delete = commands.add_parser("delete", help="Remove a run (local: its folder too).")
+    delete.add_argument("run")
+    add_backend_arguments(delete)
+    delete.set_defaults(handler=_delete)
+
+
+def _submit(args: argparse.Namespace) -> int:
+    client = client_from_arguments(args, _file_namespace(args.file))
+    status = client.submit(args.file)
+    where = f" in namespace {client.executor.namespace}" if args.backend == "kubernetes" else ""
+    print(f"run {status.name} submitted{where}: {status.phase}")
+    print(f"  follow it:  voxtune logs {status.name} --follow --backend {args.backend}")
+    if not args.wait:
+        return ExitCode.OK
+    final = client.wait(status.name)
+    print(f"{final.name}: {final.phase} — {final.message}")
+    return ExitCode.OK if final.phase == "Succeeded" else ExitCode.FAILURE
+
+
+def _list(args: argparse.Namespace) -> int:
+    runs = client_from_arguments(args).list()
+    if not runs:
+        print("no runs yet: voxtune submit FILE", file=sys.stderr)
+        return ExitCode.OK
+    row = "{:40} {:11} {:8} {:20} {:>6}  {}"
+    print(row.format("NAME", "PHASE", "STEP", "PROGRESS", "WER", "UPDATED"))
+    for status in runs:
+        wer = status.metrics.get("wer")
+        print(row.format(status.name, status.phase, status.step or "-", status.progress or "-",
+                         "-" if wer is None else f"{wer:.3f}", status.updated))
+    return ExitCode.OK
+
+
+def _status(args: argparse.Namespace) -> int:
+    print(client_from_arguments(args).status(args.run).model_dump_json(indent=2, by_alias=True))
+    return ExitCode.OK
+
+
+def _logs(args: argparse.Namespace) -> int:
+    client = client_from_arguments(args)
+    if not args.follow:
+        sys.stdout.write(client.logs(args.run, args.step))
+        return ExitCode.OK
+    for chunk in client.follow(args.run, args.step):
+        sys.stdout.write(chunk)
+        sys.stdout.flush()
+    return ExitCode.OK
+
+
+def _cancel(args: argparse.Namespace) -> int:
+    status = client_from_arguments(args).cancel(args.run)
+    print(f"run {args.run}: cancel requested ({status.phase})")
+    return ExitCode.OK
+
+
+def _delete(args: argparse.Namespace) -> int:
+    client_from_arguments(args).delete(args.run)
+    print(f"run {args.run} deleted")
+    return ExitCode.OK
+
+
+def _run(args: argparse.Namespace) -> int:
+    from voxtune.executors.local import LocalExecutor
+
+    executor = LocalExecutor()
+    status = executor.run(executor.load(args.spec))
+    if status.phase not in TERMINAL:  # another process is running it: follow that attempt
+        print(f"{status.name} is already running ({status.phase}); waiting for it to end — "
+              f"`voxtune logs {status.name} --follow` shows its output")
+        status = executor.wait(status.name)
+    print(f"{status.name}: {status.phase} — {status.message}")
+    return ExitCode.OK if status.phase == "Succeeded" else ExitCode.USER_ERROR
+
+
+def _dashboard(args: argparse.Namespace) -> int:
+    import os
+    import subprocess
+
+    run = RunFolder(args.run_dir)
+    spec_file = run.final_spec_file if run.final_spec_file.exists() else run.spec_file
+    project = read_resolved_spec(spec_file).tracking.project if spec_file.exists() else "voxtune"
+    if not run.trackio.is_dir():
+        raise UserError(f"{args.run_dir}: no trackio/ folder; has the train step run there?")
+    # trackio reads TRACKIO_DIR once at import, so the dashboard runs in its own process.
+    env = {**os.environ, "TRACKIO_DIR": str(run.trackio)}
+    command = [sys.executable, "-m", "trackio.cli", "show", "--project", project,
+               "--host", args.host]
+    return subprocess.run(command, env=env).returncode
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from voxtune.demo import run_demo
+
+    return run_demo()
+
+
+def _show_spec(args: argparse.Namespace) -> int:
+    if args.schema:
+        print(json.dumps(RunSpec.model_json_schema(), indent=2))
+    elif args.file:
+        print(load_user_spec(args.file).to_yaml(), end="")
+    else:
+        raise UserError("give a spec FILE to validate, or --schema")
+    return ExitCode.OK
+
+
+def _file_namespace(path: Path) -> str | None:
+    """metadata.namespace of a FineTuneRun file, as `kubectl apply` would use it."""
+    try:
+        document = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError, UnicodeDecodeError):
+        return None  # loading the spec reports the problem
+    metadata = document.get("metadata") if isinstance(document, dict) else None
+    return metadata.get("namespace") if isinstance(metadata, dict) else None

@@ -1,0 +1,90 @@
+"""Where everything lives: VOXTUNE_HOME's runs and registry, and every artifact of a run folder.
+
+    $VOXTUNE_HOME/runs/<run>/spec.yaml        the resolved RunSpec (what runs)
+                             prepared/        manifest.jsonl, rejected.jsonl, audio/   (prepare)
+                             checkpoints/     rolling trainer checkpoints              (train)
+                             final/           what a user loads, with its spec.yaml    (train)
+                             base-eval.json   the base model's scores, cached          (train)
+                             metrics.json     WER/CER base vs tuned, losses, samples   (train)
+                             trackio/         the metrics dashboard's store            (train)
+                             merged/          `voxtune merge`'s default output
+                             logs/<step>.log  each step's full output
+                             status.json      RunStatus
+    $VOXTUNE_HOME/registry/<model>/<version>/ published models                         (publish)
+
+Steps communicate only through this folder; nothing else spells these names.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from voxtune.errors import UserError
+from voxtune.files import child_path, write_atomic
+from voxtune.run.status import RunStatus, now
+from voxtune.spec import RUN_NAME, RunSpec, read_resolved_spec
+
+SPEC = "spec.yaml"  # also beside every model voxtune writes (final/, registry versions, Hub)
+METRICS = "metrics.json"  # also in every published version
+FINAL = "final"
+REGISTRY = "registry"
+
+
+def runs_dir(home: Path) -> Path:
+    return Path(home) / "runs"
+
+
+def registry_dir(home: Path) -> Path:
+    """The local model registry (publish's default destination)."""
+    return Path(home) / REGISTRY
+
+
+def check_run_name(name: str) -> str:
+    """`name` if it is a valid run name; a UserError naming the rule otherwise."""
+    if not isinstance(name, str) or not RUN_NAME.fullmatch(name):
+        raise UserError(f"{name!r} is not a valid run name: 1-40 lowercase letters, digits or "
+                        "'-', starting and ending with a letter or digit")
+    return name
+
+
+class RunFolder:
+    def __init__(self, path: Path):
+        self.path = Path(path)
+
+    @classmethod
+    def named(cls, home: Path, name: str) -> RunFolder:
+        """The folder of run `name` under VOXTUNE_HOME `home`, for a name that came from a user:
+        it must follow the run-name rule and stay inside the runs folder (`..`, `/x` or a
+        symlink out are refused), so no command can read, write or delete outside it."""
+        return cls(child_path(runs_dir(home), check_run_name(name), RUN_NAME, "run"))
+
+    spec_file = property(lambda self: self.path / SPEC)
+    status_file = property(lambda self: self.path / "status.json")
+    prepared = property(lambda self: self.path / "prepared")
+    checkpoints = property(lambda self: self.path / "checkpoints")
+    final = property(lambda self: self.path / FINAL)
+    final_spec_file = property(lambda self: self.final / SPEC)  # what the model was trained with
+    base_eval = property(lambda self: self.path / "base-eval.json")
+    metrics = property(lambda self: self.path / METRICS)
+    trackio = property(lambda self: self.path / "trackio")
+    merged = property(lambda self: self.path / "merged")
+    logs = property(lambda self: self.path / "logs")
+
+    def log(self, step: str) -> Path:
+        return self.logs / f"{step}.log"
+
+    def read_spec(self) -> RunSpec:
+        return read_resolved_spec(self.spec_file)
+
+    def write_spec(self, spec: RunSpec) -> None:
+        write_atomic(self.spec_file, spec.to_yaml().encode())
+
+    def read_status(self) -> RunStatus:
+        if not self.status_file.exists():
+            return RunStatus(name=self.path.name)
+        return RunStatus.model_validate_json(self.status_file.read_text())
+
+    def write_status(self, status: RunStatus) -> None:
+        status.updated = now()
+        write_atomic(self.status_file, json.dumps(status.model_dump(), indent=2).encode())
