@@ -108,8 +108,8 @@ def bench_submit(submits: int) -> list[float]:
     from tests.emulators.kube import KubeEmulator
 
     from voxtune.controller.crd import custom_resource_definition
-    from voxtune.controller.kube_executor import KubernetesExecutor
     from voxtune.controller.operator import Controller
+    from voxtune.executors.kubernetes import KubernetesExecutor
     from voxtune.spec import RunSpec
 
     latencies = []

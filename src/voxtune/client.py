@@ -10,24 +10,41 @@
     final = client.wait(status.name, timeout=3600)
     print(final.phase, final.metrics.get("wer"))
 
-Both backends share the verbs and the status model (voxtune.runs.RunStatus; the Kubernetes
-backend's FineTuneRunStatus adds reason, progress, conditions). submit returns at once; the
-local backend runs the steps in a background process.
+Every backend implements voxtune.executors.protocol.Executor and reports the same status
+model (voxtune.run.status.RunStatus; the Kubernetes backend's FineTuneRunStatus adds reason and
+conditions). submit returns at once; the local backend runs the steps in a background process.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import ValidationError
-
 from voxtune.errors import UserError
-from voxtune.runs import RunStatus, check_run_name
-from voxtune.spec import RunSpec, Settings, format_validation_error, load_spec
+from voxtune.executors.protocol import Executor
+from voxtune.run.layout import check_run_name
+from voxtune.run.status import RunStatus
+from voxtune.spec import RunSpec, Settings, validate_spec
 
 Backend = Literal["local", "kubernetes"]
+
+
+def _local(settings: Settings, **_: Any) -> Executor:
+    from voxtune.executors.local import LocalExecutor
+
+    return LocalExecutor(settings)
+
+
+def _kubernetes(settings: Settings, namespace: str | None, kubeconfig: str | Path | None,
+                api_client: Any) -> Executor:
+    from voxtune.executors.kubernetes import KubernetesExecutor
+
+    return KubernetesExecutor(namespace, kubeconfig, api_client, settings)
+
+
+# Imported on first use, so the local backend never loads the kubernetes client.
+BACKENDS: dict[str, Callable[..., Executor]] = {"local": _local, "kubernetes": _kubernetes}
 
 
 class Client:
@@ -37,38 +54,23 @@ class Client:
         """`home` is VOXTUNE_HOME (local runs; for kubernetes, where the shared volume is
         mounted, if it is, to read finished steps' logs). `api_client`: a configured
         kubernetes.client.ApiClient instead of the kubeconfig."""
+        if backend not in BACKENDS:
+            raise UserError(f"unknown backend {backend!r}; use 'local' or 'kubernetes'")
         settings = Settings(home=Path(home)) if home else Settings()
         self.backend = backend
-        if backend == "local":
-            from voxtune.controller.local import LocalExecutor
-
-            self.executor: Any = LocalExecutor(settings)
-        elif backend == "kubernetes":
-            from voxtune.controller.kube_executor import KubernetesExecutor
-
-            self.executor = KubernetesExecutor(namespace, kubeconfig, api_client, settings)
-        else:
-            raise UserError(f"unknown backend {backend!r}; use 'local' or 'kubernetes'")
+        self.executor: Executor = BACKENDS[backend](
+            settings, namespace=namespace, kubeconfig=kubeconfig, api_client=api_client)
 
     def load(self, spec: RunSpec | dict[str, Any] | str | Path) -> RunSpec:
         """A RunSpec from a file (RunSpec or FineTuneRun YAML), a mapping or a RunSpec."""
         if isinstance(spec, RunSpec):
             return spec
         if isinstance(spec, dict):
-            try:
-                return RunSpec.model_validate(spec)
-            except ValidationError as error:
-                raise UserError(format_validation_error(error, "spec")) from None
-        if self.backend == "kubernetes":  # relative paths are on the cluster's volume
-            from voxtune.controller.kube_executor import cluster_spec_file
-
-            return cluster_spec_file(Path(spec))
-        return load_spec(Path(spec))
+            return validate_spec(spec, "spec")
+        return self.executor.load(Path(spec))
 
     def submit(self, spec: RunSpec | dict[str, Any] | str | Path) -> RunStatus:
         """Start a run and return its status at once; the same spec again is a no-op."""
-        if self.backend == "local":
-            return self.executor.submit(self.load(spec), echo=lambda line: None, detach=True)
         return self.executor.submit(self.load(spec))
 
     def status(self, name: str) -> RunStatus:

@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import shutil
 
-from voxtune.controller.local import LocalExecutor
 from voxtune.data.synth import copy_samples, plan, synthesize
 from voxtune.errors import ExitCode
+from voxtune.executors.local import LocalExecutor
 from voxtune.publish.registry import Registry
-from voxtune.publish.step import REGISTRY
+from voxtune.run.layout import registry_dir
+from voxtune.run.steps import STEPS
 from voxtune.spec import DataSpec, JsonlSource, PublishSpec, RunSpec, Settings, TrainingSpec
 
 DEMO_RUN = "demo"
@@ -28,7 +29,7 @@ def run_demo() -> int:
         print("espeak-ng not found: using the bundled sample clips")
         manifest = copy_samples(data_dir / "samples")
     spec = RunSpec(name=DEMO_RUN, base_model="tiny-random", language="en",
-                   steps=["prepare", "train", "publish"],
+                   steps=list(STEPS),
                    data=DataSpec(sources=[JsonlSource(path=manifest)], eval_fraction=0.2),
                    # a smoke run: enough steps to see the loss move, seconds on a laptop CPU
                    training=TrainingSpec(max_steps=20, batch_size=4, grad_accum=1,
@@ -40,7 +41,7 @@ def run_demo() -> int:
     run = executor.folder(DEMO_RUN)
     if run.spec_file.exists() and run.read_spec() != spec:
         shutil.rmtree(run.path)  # the demo run is ours to replace when its recipe changed
-    status = executor.submit(spec)
+    status = executor.run(spec)
     print(f"\nrun {status.name}: {status.phase} — {status.message}")
     if status.metrics:
         print("  tiny-random is a random smoke-test model: these numbers only show the pipeline")
@@ -50,12 +51,12 @@ def run_demo() -> int:
                   f" {status.metrics.get(metric, float('nan')):8.3f}")
     print(f"  run folder:  {run.path}")
     print(f"  manifest:    {run.prepared / 'manifest.jsonl'} (rejected: rejected.jsonl)")
-    print(f"  model:       {run.path / 'final'}")
-    registry = Registry(settings.home / REGISTRY)
+    print(f"  model:       {run.final}")
+    registry = Registry(registry_dir(settings.home))
     if registry.versions(DEMO_RUN):
         published = registry.find(DEMO_RUN).path
         print(f"  published:   {published} (card: README.md; Space app: space/)")
-    print(f"  metrics:     {run.path / 'metrics.json'}")
+    print(f"  metrics:     {run.metrics}")
     print(f"  logs:        {run.logs}")
     print(f"  dashboard:   voxtune dashboard {run.path}")
     return ExitCode.OK if status.phase == "Succeeded" else ExitCode.FAILURE

@@ -3,9 +3,15 @@
 A RunSpec says *what* to do. The UI form, the CLI flags, a `FineTuneRun`'s `spec` and every
 step's input are the same model. Settings say *where/how* on this machine (VOXTUNE_HOME, workers).
 
-Precedence when a step loads its spec (lowest first):
-    field defaults < spec file (YAML) < VOXTUNE_SPEC__* environment < command-line flags
-e.g. `VOXTUNE_SPEC__TRAINING__MAX_STEPS=5` overrides `training.max_steps` from the file.
+Two ways to read a spec, and only these two:
+
+- `load_user_spec`: user input, where a run is created (`voxtune run/submit/render/spec`, a step
+  command with `--spec` or none, `voxtune.Client`). Precedence (lowest first):
+      field defaults < spec file (YAML) < VOXTUNE_SPEC__* environment < command-line flags
+  e.g. `VOXTUNE_SPEC__TRAINING__MAX_STEPS=5` overrides `training.max_steps` from the file.
+  Relative paths are resolved here, once (against the file's folder).
+- `read_resolved_spec`: a spec a run already recorded (RUN/spec.yaml, final/spec.yaml, a
+  published model's): no layering, so what a step runs is exactly what the run recorded.
 """
 
 from __future__ import annotations
@@ -20,9 +26,9 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationEr
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from voxtune.errors import UserError
+from voxtune.run.steps import STEPS, Step
 
 DEFAULT_BASE_MODEL = "mistralai/Voxtral-Mini-3B-2507"
-STEPS = ("prepare", "train", "publish")
 # Job names are `<run>-<step>` and must stay a DNS-1123 label (63) with room for pod suffixes.
 RUN_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]{0,38}[a-z0-9])?$")
 LANGUAGE_CODE = r"^[a-z]{2}$"
@@ -35,21 +41,23 @@ Language = Annotated[
 ]
 
 
-class _Strict(BaseModel):
+class StrictModel(BaseModel):
+    """Unknown keys are errors, values are immutable: every spec and settings section."""
+
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 # --- data sources -----------------------------------------------------------------------------
 
 
-class JsonlSource(_Strict):
+class JsonlSource(StrictModel):
     """Upstream (VoxFactory) format: one `{"audio_path", "text"}` object per line."""
 
     kind: Literal["jsonl"] = "jsonl"
     path: Path = Field(description="The .jsonl file; audio paths in it are relative to its folder.")
 
 
-class FolderSource(_Strict):
+class FolderSource(StrictModel):
     """Audio files with `metadata.csv`/`metadata.jsonl` (audiofolder) or `name.txt` sidecars."""
 
     kind: Literal["folder"] = "folder"
@@ -60,14 +68,14 @@ class FolderSource(_Strict):
     )
 
 
-class RecordingsSource(_Strict):
+class RecordingsSource(StrictModel):
     """A folder written by the UI: `recordings.jsonl` (append-only log) + `clips/`."""
 
     kind: Literal["recordings"] = "recordings"
     path: Path = Field(description="The recordings folder (contains recordings.jsonl).")
 
 
-class HubSource(_Strict):
+class HubSource(StrictModel):
     """A Hugging Face dataset by Hub id or local path (parquet/arrow with an Audio column)."""
 
     kind: Literal["hub"] = "hub"
@@ -82,7 +90,7 @@ class HubSource(_Strict):
     max_samples: int | None = Field(None, ge=1, description="Read at most this many rows.")
 
 
-class GranarySource(_Strict):
+class GranarySource(StrictModel):
     """NVIDIA Granary: transcripts + paths into the source corpora, joined to `audio_root`."""
 
     kind: Literal["granary"] = "granary"
@@ -128,7 +136,7 @@ Source = Annotated[
 # --- sections ---------------------------------------------------------------------------------
 
 
-class DataSpec(_Strict):
+class DataSpec(StrictModel):
     sources: list[Source] = Field(default_factory=list, description="Where the speech comes from.")
     eval_fraction: float = Field(0.1, gt=0, le=0.5, description="Share of clips held out for "
                                  "WER/CER; raise it for very small sets so eval is meaningful.")
@@ -149,7 +157,7 @@ class DataSpec(_Strict):
         "this; default: keep clipped audio but count and list it as a warning.")
 
 
-class LoraSpec(_Strict):
+class LoraSpec(StrictModel):
     rank: int = Field(8, ge=1, le=512, description="Adapter rank; raise for more capacity.")
     alpha: int = Field(32, ge=1, description="Scaling numerator (alpha/rank).")
     dropout: float = Field(0.0, ge=0, lt=1, description="Adapter dropout; try 0.05 on tiny sets.")
@@ -157,7 +165,7 @@ class LoraSpec(_Strict):
     projector: bool = Field(False, description="Also train the audio→text projector fully.")
 
 
-class TrainingSpec(_Strict):
+class TrainingSpec(StrictModel):
     epochs: float = Field(3.0, gt=0, description="Passes over the train split (unless max_steps).")
     max_steps: int | None = Field(None, ge=1, description="Stop after this many optimizer steps.")
     learning_rate: float = Field(1e-4, gt=0, lt=1, description="Peak learning rate.")
@@ -176,19 +184,19 @@ class TrainingSpec(_Strict):
     seed: int = Field(42, description="Seed for initialisation, shuffling and dropout.")
 
 
-class EvalSpec(_Strict):
+class EvalSpec(StrictModel):
     max_new_tokens: int = Field(128, ge=1, le=2048, description="Generation limit per clip.")
     lowercase: bool = Field(True, description="Normalise case before WER/CER.")
     remove_punctuation: bool = Field(True, description="Drop punctuation before WER/CER.")
 
 
-class TrackingSpec(_Strict):
+class TrackingSpec(StrictModel):
     enabled: bool = Field(True, description="Log metrics to trackio (stored in the run folder).")
     project: str = Field("voxtune", description="trackio project name.")
     space_id: str | None = Field(None, description="Also sync to this trackio Space (token).")
 
 
-class PublishSpec(_Strict):
+class PublishSpec(StrictModel):
     to: str | None = Field(None, description="Local registry folder or hf://owner/name; "
                            "default: the registry under VOXTUNE_HOME.")
     merge: bool = Field(False, description="Also export a merged full model for LoRA runs.")
@@ -196,19 +204,25 @@ class PublishSpec(_Strict):
                           "voice recordings are biometric data.")
     dataset: bool = Field(False, description="Also publish the prepared dataset.")
     space: bool = Field(False, description="Also create a demo Space for the model.")
+    name: str | None = Field(None, description="Name in the local registry; default: the run "
+                             "name (on the Hub the name is part of `to`).")
+    space_id: str | None = Field(None, description="Hub Space id for the demo; default "
+                                 "<owner>/<name>-demo. Only with `to: hf://…`.")
+    space_hardware: str | None = Field(None, description="Hardware to request for a Hub "
+                                       "Space, e.g. t4-small; default: the free CPU.")
     space_token: Literal["read", "none", "write"] = Field(
         "read", description="Token the demo Space gets to load a private model: read = the "
         "read-only token the operator provides (HF_SPACE_TOKEN), or none when there is none; "
         "none = no token (public models); write = your publishing token (only if you must).")
 
 
-class ResourcesSpec(_Strict):
+class ResourcesSpec(StrictModel):
     gpus: int = Field(1, ge=0, le=16, description="GPUs for the train step (data-parallel if >1).")
     cpu: str | None = Field(None, description="CPU request, Kubernetes quantity (e.g. '8').")
     memory: str | None = Field(None, description="Memory request, Kubernetes quantity (e.g. 64Gi).")
 
 
-class RunSpec(_Strict):
+class RunSpec(StrictModel):
     """Everything that defines a run. Saved as spec.yaml beside every artifact it produces."""
 
     name: str = Field(description="Run name: lowercase letters, digits and '-', at most 40.")
@@ -218,7 +232,7 @@ class RunSpec(_Strict):
     mode: Literal["lora", "full"] = Field("lora", description="lora fits ~16-24 GB GPUs; full "
                                           "fine-tuning needs ~80 GB.")
     language: Language = None
-    steps: list[Literal["prepare", "train", "publish"]] = Field(
+    steps: list[Step] = Field(
         default_factory=lambda: list(STEPS), min_length=1, description="Steps to run, in order.")
     data: DataSpec = Field(default_factory=DataSpec)
     training: TrainingSpec = Field(default_factory=TrainingSpec)
@@ -296,8 +310,12 @@ def read_yaml(path: Path) -> dict[str, Any]:
     return document
 
 
-def load_spec(path: Path | None = None, overrides: dict[str, Any] | None = None) -> RunSpec:
-    """Build a RunSpec from defaults < file < VOXTUNE_SPEC__* env < `overrides` (CLI flags)."""
+def load_user_spec(path: Path | None = None, overrides: dict[str, Any] | None = None, *,
+                   resolve_paths: bool = True) -> RunSpec:
+    """User input → RunSpec: defaults < file < VOXTUNE_SPEC__* env < `overrides` (CLI flags).
+    Relative paths are made absolute against the file's folder (or the working directory);
+    with `resolve_paths=False` they stay relative, for a cluster run whose paths are on the
+    shared volume (the controller resolves them there)."""
     file_values = read_yaml(path) if path else {}
 
     class _Layered(BaseSettings, RunSpec):
@@ -315,7 +333,23 @@ def load_spec(path: Path | None = None, overrides: dict[str, Any] | None = None)
         spec = RunSpec.model_validate(layered.model_dump())
     except ValidationError as error:
         raise UserError(format_validation_error(error, where)) from None
+    if not resolve_paths:
+        return spec
     return spec.with_absolute_paths(Path(path).parent if path else Path.cwd())
+
+
+def read_resolved_spec(path: Path) -> RunSpec:
+    """A spec a run recorded (RUN/spec.yaml, final/spec.yaml, a published model's): validated
+    as it is, no layering; errors name the file."""
+    return validate_spec(read_yaml(path), str(path))
+
+
+def validate_spec(document: dict[str, Any], where: str) -> RunSpec:
+    """A RunSpec from a mapping; a UserError naming `where` and each bad field otherwise."""
+    try:
+        return RunSpec.model_validate(document)
+    except ValidationError as error:
+        raise UserError(format_validation_error(error, where)) from None
 
 
 def format_validation_error(error: ValidationError, where: str) -> str:
@@ -342,7 +376,3 @@ class Settings(BaseSettings):
     local_max_runs: int = Field(1, ge=1, description="Runs the local executor trains at once; "
                                 "the rest wait as Queued. Raise it on machines with GPUs to "
                                 "spare (VOXTUNE_LOCAL_MAX_RUNS).")
-
-    @property
-    def runs_dir(self) -> Path:
-        return self.home / "runs"

@@ -15,6 +15,7 @@ from playwright.sync_api import expect
 
 from tests.browser.conftest import SECRET, fill_train_form, new_page, open_tab, screenshot
 from tests.helpers import write_audio
+from voxtune.run.layout import RunFolder
 from voxtune.ui.phrases import PHRASES
 from voxtune.ui.trackio_reader import read_curves
 
@@ -113,7 +114,7 @@ def test_record_upload_train_publish_and_try(start_ui, browser, speech_wav: Path
     page.wait_for_timeout(2500)  # one more poll draws the plots
     screenshot(page, "ui-run")
     assert "train" in page.locator("#run-logs textarea").input_value()
-    assert len(read_curves(voxtune_home / "runs/local-first")["loss"]) >= 2
+    assert len(read_curves(RunFolder(voxtune_home / "runs/local-first").trackio)["loss"]) >= 2
 
     # 6. publish to the local registry; the model appears once the publish run is done
     open_tab(page, "Publish")

@@ -15,12 +15,13 @@ from pathlib import Path
 import pytest
 import yaml
 
+from voxtune.cli.runs import add_parsers
 from voxtune.client import Client
-from voxtune.controller import local
-from voxtune.controller.cli import add_parsers
-from voxtune.controller.local import LocalExecutor
 from voxtune.data.synth import copy_samples
 from voxtune.errors import UserError
+from voxtune.executors import local
+from voxtune.executors.local import LocalExecutor
+from voxtune.run.process import claim_run_folder
 from voxtune.spec import RunSpec, Settings
 
 
@@ -64,7 +65,7 @@ def test_cancel_stops_the_running_step_and_submit_resumes(
     spec = RunSpec(name="slow", steps=["prepare", "train"])
     result: list = []
     runner = threading.Thread(target=lambda: result.append(
-        executor.submit(spec, echo=lambda line: None)))
+        executor.run(spec, echo=lambda line: None)))
     runner.start()
     log = executor.folder("slow").log("prepare")
     deadline = time.monotonic() + 30
@@ -82,7 +83,7 @@ def test_cancel_stops_the_running_step_and_submit_resumes(
     assert executor.cancel("slow").phase == "Cancelled"  # again: nothing to do
 
     slow_step(monkeypatch, 0)
-    resumed = executor.submit(spec, echo=lambda line: None)
+    resumed = executor.run(spec, echo=lambda line: None)
     assert resumed.phase == "Succeeded"
     assert [s.state for s in resumed.steps.values()] == ["succeeded", "succeeded"]
 
@@ -93,7 +94,7 @@ def test_local_status_reports_progress_and_eta_like_the_controller(
         return [python, "-c", "import time; print('progress 1/4', flush=True); time.sleep(60)"]
     monkeypatch.setattr(local, "step_command", command)
     executor = LocalExecutor(Settings(home=tmp_path / "home"))
-    runner = threading.Thread(target=lambda: executor.submit(
+    runner = threading.Thread(target=lambda: executor.run(
         RunSpec(name="counting", steps=["prepare", "train"]), echo=lambda line: None))
     runner.start()
     deadline = time.monotonic() + 30
@@ -112,7 +113,7 @@ def test_local_status_reports_progress_and_eta_like_the_controller(
 def test_cancel_without_a_runner_and_wait_timeout(tmp_path: Path) -> None:
     executor = LocalExecutor(Settings(home=tmp_path / "home"))
     run = executor.folder("stale")
-    local.claim_run_folder(run, RunSpec(name="stale", steps=["prepare"]))
+    claim_run_folder(run, RunSpec(name="stale", steps=["prepare"]))
     with pytest.raises(TimeoutError, match="still Pending"):
         executor.wait("stale", timeout=0.3)
     assert executor.cancel("stale").phase == "Cancelled"  # nobody runs it: recorded at once

@@ -23,14 +23,14 @@ import yaml
 
 from tests.emulators import kube
 from tests.emulators.kube import KubeEmulator
+from voxtune.cli.runs import add_parsers
 from voxtune.client import Client
-from voxtune.controller.cli import add_parsers
 from voxtune.controller.crd import custom_resource_definition, run_spec
 from voxtune.controller.jobs import JobSettings
-from voxtune.controller.kube_executor import KubernetesExecutor, cluster_spec_file
 from voxtune.controller.operator import Controller, serve_http
 from voxtune.errors import UserError
-from voxtune.spec import RunSpec, Settings
+from voxtune.executors.kubernetes import KubernetesExecutor
+from voxtune.spec import RunSpec, Settings, load_user_spec
 
 kube_emulator = kube.kube_emulator
 NS = "default"
@@ -324,9 +324,10 @@ def test_kubectl_apply_is_equivalent_to_submit(cluster: KubeEmulator, controller
 
     assert "created" in kubectl("apply", "-f", str(EXAMPLE))
     run = cluster.get("finetuneruns", NS, "my-voice")
-    assert run_spec(run) == cluster_spec_file(EXAMPLE)
+    assert run_spec(run) == load_user_spec(EXAMPLE, resolve_paths=False)
     job_appears(cluster, "my-voice-prepare")
-    executor.submit(cluster_spec_file(EXAMPLE))  # the same run through voxtune: a no-op
+    # the same run through voxtune: a no-op
+    executor.submit(load_user_spec(EXAMPLE, resolve_paths=False))
     assert created_jobs(cluster) == ["my-voice-prepare"]
     assert len(cluster.requests_matching("POST", r"/finetuneruns$")) == 2  # 201, then 409
     header, row = eventually(lambda: (lines := kubectl("get", "ftr").splitlines()) and
@@ -430,7 +431,7 @@ def test_controller_command_serves_and_stops_on_sigterm(cluster: KubeEmulator,
                                                         tmp_path: Path) -> None:
     kubeconfig = cluster.write_kubeconfig(tmp_path / "config")
     code = ("import argparse, sys\n"
-            "from voxtune.controller.cli import add_parsers\n"
+            "from voxtune.cli.cluster import add_parsers\n"
             "parser = argparse.ArgumentParser()\n"
             "add_parsers(parser.add_subparsers(dest='command'))\n"
             "args = parser.parse_args(sys.argv[1:])\n"

@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from voxtune.controller.local import LocalExecutor
 from voxtune.data.synth import copy_samples
 from voxtune.errors import UserError
-from voxtune.spec import load_spec
+from voxtune.executors.local import LocalExecutor
+from voxtune.spec import load_user_spec
 
 
 def spec_file(tmp_path: Path, **fields) -> Path:
@@ -35,7 +35,7 @@ def test_run_writes_run_folder_and_status(tmp_path: Path, voxtune_home: Path) ->
     assert status["steps"]["prepare"]["state"] == "succeeded"
     assert "kept 12 clips" in (run / "logs" / "prepare.log").read_text()
     assert (run / "prepared" / "manifest.jsonl").exists()
-    assert load_spec(run / "spec.yaml") == load_spec(tmp_path / "run.yaml")
+    assert load_user_spec(run / "spec.yaml") == load_user_spec(tmp_path / "run.yaml")
 
     listing = subprocess.run([sys.executable, "-m", "voxtune", "list"], capture_output=True,
                              text=True)
@@ -44,10 +44,10 @@ def test_run_writes_run_folder_and_status(tmp_path: Path, voxtune_home: Path) ->
 
 def test_resubmit_is_a_noop_and_a_changed_spec_is_refused(tmp_path: Path) -> None:
     executor = LocalExecutor()
-    spec = load_spec(spec_file(tmp_path))
-    executor.submit(spec, echo=lambda line: None)
+    spec = load_user_spec(spec_file(tmp_path))
+    executor.run(spec, echo=lambda line: None)
     lines: list[str] = []
-    assert executor.submit(spec, echo=lines.append).phase == "Succeeded"
+    assert executor.run(spec, echo=lines.append).phase == "Succeeded"
     assert lines == ["[prepare] already succeeded, skipping"]
     changed = spec.model_copy(update={"language": "sv"})
     with pytest.raises(UserError, match="already exists with a different spec"):
@@ -60,7 +60,7 @@ def test_failed_step_reports_reason(tmp_path: Path) -> None:
     path = tmp_path / "run.yaml"
     path.write_text(yaml.safe_dump({"name": "bad-run", "steps": ["prepare"],
                                     "data": {"sources": [str(bad)]}}))
-    status = LocalExecutor().submit(load_spec(path), echo=lambda line: None)
+    status = LocalExecutor().run(load_user_spec(path), echo=lambda line: None)
     assert status.phase == "Failed"
     assert status.steps["prepare"].exit_code == 2
     assert "bad input or config" in status.message and "no usable clips" in status.message

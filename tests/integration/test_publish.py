@@ -506,7 +506,7 @@ def test_bad_hub_destinations_are_user_errors(destination: str) -> None:
 def test_publish_never_imports_gradio_or_kubernetes() -> None:
     output = python("""
         import sys
-        import voxtune.publish.cli, voxtune.publish.step, voxtune.publish.inference
+        import voxtune.cli.publish, voxtune.publish.step, voxtune.publish.inference
         print(sorted(m for m in sys.modules if m.split(".")[0] in ("gradio", "kubernetes")))
     """)
     assert output.strip() == "[]"

@@ -16,9 +16,9 @@ import pytest
 import yaml
 
 from voxtune.client import Client
-from voxtune.controller.local import LocalExecutor
 from voxtune.data.synth import copy_samples
 from voxtune.errors import ExitCode, UserError
+from voxtune.executors.local import LocalExecutor
 from voxtune.publish.registry import Registry
 from voxtune.spec import RunSpec, Settings
 
@@ -98,14 +98,14 @@ def test_registry_names_stay_inside_the_registry(tmp_path: Path) -> None:
 # and then take `seconds`: so the test sees how many step processes a run really got.
 RUNNER = textwrap.dedent("""
     import sys, time
-    from voxtune.controller import local
+    from voxtune.executors import local
     from voxtune.spec import RunSpec
     def command(spec, step, run_dir, python=sys.executable):
         return [python, "-c", "import os, time; print('pid', os.getpid(), flush=True); "
                 f"time.sleep({float(sys.argv[2])})"]
     local.step_command = command
-    status = local.LocalExecutor().submit(RunSpec(name=sys.argv[1], steps=["prepare"]),
-                                          echo=lambda line: print(line, flush=True))
+    status = local.LocalExecutor().run(RunSpec(name=sys.argv[1], steps=["prepare"]),
+                                       echo=lambda line: print(line, flush=True))
     print("phase", status.phase, flush=True)
 """)
 
@@ -209,7 +209,7 @@ def test_submit_wait_after_a_cancel_waits_for_the_resumed_run(tmp_path: Path) ->
     spec = RunSpec(name="resume", steps=["prepare"])
     # a detached submit (what `submit --wait` does); this attempt runs the real prepare step,
     # which fails on the spec's empty source list: its own result, not the old Cancelled
-    status = executor.submit(spec, echo=lambda line: None, detach=True)
+    status = executor.submit(spec)
     assert status.phase == "Pending"
     final = executor.wait("resume", timeout=120)
     assert final.phase == "Failed" and final.message.startswith("prepare failed"), final
@@ -217,12 +217,12 @@ def test_submit_wait_after_a_cancel_waits_for_the_resumed_run(tmp_path: Path) ->
 
 def test_a_full_disk_is_named_in_the_local_status(tmp_path: Path,
                                                   monkeypatch: pytest.MonkeyPatch) -> None:
-    from voxtune.controller import local
+    from voxtune.executors import local
 
     def command(spec, step, run_dir, python=sys.executable):
         return [python, "-c", "import sys; print('error: no space left on /x'); sys.exit(74)"]
     monkeypatch.setattr(local, "step_command", command)
     executor = LocalExecutor(Settings(home=tmp_path / "home"))
-    status = executor.submit(RunSpec(name="full", steps=["prepare"]), echo=lambda line: None)
+    status = executor.run(RunSpec(name="full", steps=["prepare"]), echo=lambda line: None)
     assert status.phase == "Failed"
     assert status.message.startswith("prepare failed (disk full: free space, then submit again")

@@ -23,7 +23,7 @@ from tests.train_fixtures import shared_home, shared_tiny_home  # noqa: F401 (fi
 from voxtune.data.manifest import read_manifest
 from voxtune.data.prepare import prepare
 from voxtune.data.synth import copy_samples
-from voxtune.runs import PROGRESS
+from voxtune.run.status import PROGRESS
 from voxtune.spec import DataSpec, LoraSpec
 from voxtune.train.adapt import apply_lora
 from voxtune.train.model import load

@@ -303,9 +303,9 @@ def test_unreadable_status_parts_are_dropped_and_the_rest_kept(
 HEAVY = ("torch", "transformers", "datasets", "gradio", "peft", "accelerate")
 CONTROLLER_MODULES = ("voxtune.controller.crd", "voxtune.controller.jobs",
                       "voxtune.controller.reconcile", "voxtune.controller.operator",
-                      "voxtune.controller.kube_executor", "voxtune.controller.kubeapi",
-                      "voxtune.controller.cli", "voxtune.controller.local",
-                      "voxtune.controller.step", "voxtune.client")
+                      "voxtune.executors.kubernetes", "voxtune.controller.kubeapi",
+                      "voxtune.cli.runs", "voxtune.cli.cluster", "voxtune.executors.local",
+                      "voxtune.run.harness", "voxtune.client")
 
 
 def imported_after(modules: tuple[str, ...]) -> set[str]:
@@ -323,5 +323,5 @@ def test_controller_never_imports_the_ml_stack() -> None:
 
 def test_step_wrapper_and_local_executor_need_no_kubernetes() -> None:
     """They run inside the step images, which do not install the kubernetes client."""
-    loaded = imported_after(("voxtune.controller.step", "voxtune.controller.local"))
+    loaded = imported_after(("voxtune.run.harness", "voxtune.executors.local"))
     assert not {m.split(".")[0] for m in loaded} & {"kubernetes", "urllib3", *HEAVY}

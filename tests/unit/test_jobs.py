@@ -22,11 +22,10 @@ import yaml
 from kubernetes.client import ApiClient
 
 from tests.golden import GOLDEN, check_golden
-from voxtune.controller.cli import add_parsers
+from voxtune.cli.cluster import add_parsers
 from voxtune.controller.jobs import JobSettings, build_jobs, owner_reference, render
-from voxtune.controller.kube_executor import cluster_spec_file
 from voxtune.errors import UserError
-from voxtune.spec import RunSpec
+from voxtune.spec import RunSpec, load_user_spec
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "jobs" / "finetunerun.yaml"
@@ -50,7 +49,7 @@ def big_settings() -> JobSettings:
 
 CASES = {
     # the example FineTuneRun with the chart's defaults: what `voxtune render` prints
-    "finetunerun": lambda: build_jobs(cluster_spec_file(EXAMPLE), JobSettings()),
+    "finetunerun": lambda: build_jobs(load_user_spec(EXAMPLE, resolve_paths=False), JobSettings()),
     # full fine-tuning on 4 GPUs (torchrun), every scheduling knob, owned by its run
     "full-4gpu-kueue": lambda: build_jobs(RunSpec(
         name="big", mode="full", steps=["prepare", "train"],
@@ -133,7 +132,7 @@ def test_design_rules_hold_for_every_job(case: str) -> None:
         env = {e["name"]: e for e in container["env"]}
         assert env["VOXTUNE_HOME"]["value"] == "/data"
         assert {"name": "data", "mountPath": "/data"} in container["volumeMounts"]
-        assert container["command"][:3] == ["python", "-m", "voxtune.controller.step"]
+        assert container["command"][:3] == ["python", "-m", "voxtune.run.harness"]
         assert f"/data/runs/{run}" in container["command"]
         for variable in env.values():  # secrets only by reference
             if "TOKEN" in variable["name"]:
@@ -266,17 +265,18 @@ def test_render_of_a_plain_runspec(tmp_path: Path, capsys: pytest.CaptureFixture
 
 def test_render_matches_the_library(capsys: pytest.CaptureFixture[str]) -> None:
     run_command(["render", str(EXAMPLE)])
-    assert capsys.readouterr().out == render(cluster_spec_file(EXAMPLE), JobSettings())
+    spec = load_user_spec(EXAMPLE, resolve_paths=False)
+    assert capsys.readouterr().out == render(spec, JobSettings())
 
 
-# --- the step wrapper (python -m voxtune.controller.step) ------------------------------------
+# --- the step wrapper (python -m voxtune.run.harness) ------------------------------------
 
 
 def wrapper(tmp_path: Path, command: list[str], spec: RunSpec | None = None,
             **popen: object) -> subprocess.Popen:
     env = {**os.environ, "VOXTUNE_RUN_SPEC": (spec or RunSpec(name="w")).model_dump_json(),
            "VOXTUNE_TERMINATION_LOG": str(tmp_path / "termination-log")}
-    return subprocess.Popen([sys.executable, "-m", "voxtune.controller.step", "--run-dir",
+    return subprocess.Popen([sys.executable, "-m", "voxtune.run.harness", "--run-dir",
                              str(tmp_path / "run"), "--step", "prepare", "--", *command],
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             text=True, **popen)
@@ -327,7 +327,7 @@ def test_step_wrapper_passes_sigterm_on(tmp_path: Path) -> None:
 
 
 def test_termination_message_fits_the_kubelet_limit() -> None:
-    from voxtune.controller.step import termination_message
+    from voxtune.run.harness import termination_message
 
     text = termination_message(1, {"wer": 0.5}, "\n".join("x" * 100 for _ in range(200)))
     assert len(text.encode()) <= 4000

@@ -15,7 +15,7 @@ import yaml
 
 from voxtune.cli import main
 from voxtune.controller.jobs import JobSettings, job_name
-from voxtune.controller.kube_executor import cluster_spec_file
+from voxtune.spec import load_user_spec
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "jobs" / "finetunerun.yaml"
@@ -36,7 +36,7 @@ def job(step: str) -> dict:
 
 
 def test_the_example_run_has_these_steps() -> None:
-    assert tuple(cluster_spec_file(EXAMPLE).steps) == STEPS
+    assert tuple(load_user_spec(EXAMPLE, resolve_paths=False).steps) == STEPS
 
 
 @pytest.mark.parametrize("step", STEPS)

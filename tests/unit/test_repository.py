@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from voxtune.spec import load_spec
+from voxtune.spec import load_user_spec
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCKERFILES = sorted(ROOT.glob("images/*/Dockerfile"))
@@ -27,7 +27,7 @@ EXAMPLES = sorted(path for path in ROOT.glob("jobs/*.yaml")
 
 @pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.name)
 def test_every_example_spec_loads(path: Path) -> None:
-    spec = load_spec(path)
+    spec = load_user_spec(path)
     assert spec.name and spec.data.sources
 
 

@@ -15,8 +15,9 @@ from voxtune.spec import (
     JsonlSource,
     RecordingsSource,
     RunSpec,
-    load_spec,
+    load_user_spec,
     parse_source,
+    read_resolved_spec,
 )
 
 
@@ -44,11 +45,11 @@ def test_source_strings(text: str, expected: object) -> None:
 def test_precedence_defaults_file_env_cli(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     path = write(tmp_path / "run.yaml", {"name": "r", "training": {"max_steps": 10,
                                                                    "batch_size": 4}})
-    assert load_spec(path).training.max_steps == 10
+    assert load_user_spec(path).training.max_steps == 10
     monkeypatch.setenv("VOXTUNE_SPEC__TRAINING__MAX_STEPS", "20")
-    spec = load_spec(path)
+    spec = load_user_spec(path)
     assert (spec.training.max_steps, spec.training.batch_size) == (20, 4)
-    spec = load_spec(path, {"training": {"max_steps": 30}})
+    spec = load_user_spec(path, {"training": {"max_steps": 30}})
     assert (spec.training.max_steps, spec.training.batch_size) == (30, 4)
     assert spec.training.learning_rate == RunSpec(name="r").training.learning_rate
 
@@ -67,7 +68,7 @@ def test_precedence_defaults_file_env_cli(tmp_path: Path, monkeypatch: pytest.Mo
 def test_invalid_specs_name_the_field(tmp_path: Path, document: dict, field: str,
                                       words: str) -> None:
     with pytest.raises(UserError) as error:
-        load_spec(write(tmp_path / "run.yaml", document))
+        load_user_spec(write(tmp_path / "run.yaml", document))
     message = str(error.value)
     assert f"  {field}" in message and words in message, message
 
@@ -78,7 +79,7 @@ def test_finetunerun_document_and_relative_paths(tmp_path: Path) -> None:
         "metadata": {"name": "from-cr"},
         "spec": {"data": {"sources": ["clips/data.jsonl"]}},
     })
-    spec = load_spec(path)
+    spec = load_user_spec(path)
     assert spec.name == "from-cr"
     assert spec.data.sources[0].path == tmp_path / "clips" / "data.jsonl"
     # what is saved reloads to the same spec, wherever it is read from
@@ -90,13 +91,45 @@ def test_unreadable_spec_files(tmp_path: Path, content: str) -> None:
     path = tmp_path / "run.yaml"
     path.write_text(content)
     with pytest.raises(UserError, match=r"run\.yaml"):
-        load_spec(path)
+        load_user_spec(path)
     with pytest.raises(UserError, match="no such spec file"):
-        load_spec(tmp_path / "missing.yaml")
+        load_user_spec(tmp_path / "missing.yaml")
 
 
 def test_relative_registry_path_is_resolved_but_hub_targets_are_not(tmp_path: Path) -> None:
-    local = load_spec(write(tmp_path / "a.yaml", {"name": "r", "publish": {"to": "registry"}}))
+    local = load_user_spec(write(tmp_path / "a.yaml", {"name": "r", "publish": {"to": "registry"}}))
     assert local.publish.to == str(tmp_path / "registry")
-    hub = load_spec(write(tmp_path / "b.yaml", {"name": "r", "publish": {"to": "hf://me/x"}}))
+    hub = load_user_spec(write(tmp_path / "b.yaml", {"name": "r", "publish": {"to": "hf://me/x"}}))
     assert hub.publish.to == "hf://me/x"
+
+
+@pytest.mark.parametrize("argv", [
+    ["train", "--max-steps", "5"], ["prepare", "--language", "sv"], ["publish", "--merge"],
+], ids=["train", "prepare", "publish"])
+def test_run_dir_runs_the_recorded_spec_and_refuses_flags_that_change_it(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+        argv: list[str]) -> None:
+    from voxtune.cli import main
+
+    (tmp_path / "spec.yaml").write_text(RunSpec(name="recorded").to_yaml())
+    monkeypatch.setenv("VOXTUNE_SPEC__TRAINING__MAX_STEPS", "7")  # user input only
+    assert main([*argv, "--run-dir", str(tmp_path)]) == 2
+    error = capsys.readouterr().err
+    assert "--run-dir runs the spec the run recorded" in error and "Traceback" not in error
+    assert read_resolved_spec(tmp_path / "spec.yaml").training.max_steps is None
+
+
+def test_resolved_specs_are_read_as_recorded(tmp_path: Path,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    path = write(tmp_path / "spec.yaml", {"name": "r", "data": {"sources": ["rel.jsonl"]}})
+    monkeypatch.setenv("VOXTUNE_SPEC__TRAINING__MAX_STEPS", "7")
+    spec = read_resolved_spec(path)
+    assert spec.training.max_steps is None and str(spec.data.sources[0].path) == "rel.jsonl"
+    with pytest.raises(UserError, match=r"bad\.yaml: invalid run spec"):
+        read_resolved_spec(write(tmp_path / "bad.yaml", {"name": "r", "mode": "half"}))
+
+
+def test_cluster_specs_keep_relative_paths(tmp_path: Path) -> None:
+    path = write(tmp_path / "run.yaml", {"name": "r", "data": {"sources": ["rel.jsonl"]}})
+    spec = load_user_spec(path, resolve_paths=False)
+    assert str(spec.data.sources[0].path) == "rel.jsonl"

@@ -21,7 +21,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from pydantic_core import PydanticCustomError
 
-from voxtune.runs import RunStatus, StepStatus
+from voxtune.run.status import RunStatus, StepStatus
 from voxtune.spec import RUN_NAME, RunSpec
 
 GROUP, VERSION, KIND, PLURAL = "voxtune.io", "v1alpha1", "FineTuneRun", "finetuneruns"

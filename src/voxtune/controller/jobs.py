@@ -3,7 +3,7 @@
     voxtune render jobs/finetunerun.yaml                  # the Jobs of every step, as YAML
     voxtune render jobs/finetunerun.yaml --config jobs-config.yaml
 
-Every Job (`<run>-<step>`) runs `python -m voxtune.controller.step … -- <the step command>` in
+Every Job (`<run>-<step>`) runs `python -m voxtune.run.harness … -- <the step command>` in
 the step's image with the shared volume at /data (VOXTUNE_HOME), so the run folder is
 /data/runs/<run>. Failure handling is the Job controller's: a pod disrupted by preemption or
 eviction (condition DisruptionTarget) is replaced without counting against backoffLimit, exit
@@ -53,8 +53,6 @@ from kubernetes.client import (
     V1VolumeMount,
 )
 from pydantic import (
-    BaseModel,
-    ConfigDict,
     Field,
     ValidationError,
     field_validator,
@@ -64,18 +62,17 @@ from pydantic_settings import BaseSettings, SettingsConfigDict, YamlConfigSettin
 
 from voxtune import __version__
 from voxtune.controller.crd import API_VERSION, KIND, RUN_LABEL, STEP_LABEL
-from voxtune.controller.local import step_command
-from voxtune.controller.step import SPEC_ENV
 from voxtune.errors import ExitCode, UserError
 from voxtune.publish.hub import SPACE_TOKEN_ENV
-from voxtune.spec import RunSpec
+from voxtune.run.harness import SPEC_ENV
+from voxtune.run.process import step_command
+from voxtune.spec import RunSpec, StrictModel
 
 DATA_MOUNT = "/data"  # the volume contract of every image: VOXTUNE_HOME and HF_HOME live here
 MANAGED_BY = "voxtune-controller"
 QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
 GPU = "nvidia.com/gpu"
 CONFIG_ENV = "VOXTUNE_CONTROLLER_CONFIG"
-Step = Literal["prepare", "train", "publish"]
 # What the builder sets itself (JobSettings.env may not change it); the tokens come only from
 # Secrets.
 RESERVED_ENV = frozenset({"VOXTUNE_HOME", "HF_HOME", "HOME", "PYTHONUNBUFFERED", SPEC_ENV,
@@ -84,11 +81,7 @@ RESERVED_ENV = frozenset({"VOXTUNE_HOME", "HF_HOME", "HOME", "PYTHONUNBUFFERED",
 FAIL_AT_ONCE = (ExitCode.USER_ERROR, ExitCode.NO_SPACE)
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class Image(_Strict):
+class Image(StrictModel):
     registry: str = Field("", description="Registry host the images were pushed to (a mirror "
                           "in air-gapped clusters); empty: the names `make images` builds.")
     repository: str = Field(description="Repository within the registry.")
@@ -101,18 +94,18 @@ class Image(_Strict):
         return f"{where}@{self.digest}" if self.digest else f"{where}:{self.tag}"
 
 
-class Images(_Strict):
+class Images(StrictModel):
     prepare: Image = Image(repository="voxtune/prepare")
     train: Image = Image(repository="voxtune/train")
     publish: Image = Image(repository="voxtune/publish")
 
 
-class Resources(_Strict):
+class Resources(StrictModel):
     cpu: str | None = Field(None, description="CPU request (no CPU limit: idle cores are free).")
     memory: str | None = Field(None, description="Memory request and limit.")
 
 
-class ResourceDefaults(_Strict):
+class ResourceDefaults(StrictModel):
     """Per step, and per mode for train; a RunSpec's `resources.cpu/memory` override train's."""
 
     prepare: Resources = Resources(cpu="2", memory="8Gi")
@@ -121,7 +114,7 @@ class ResourceDefaults(_Strict):
     publish: Resources = Resources(cpu="1", memory="8Gi")
 
 
-class Deadlines(_Strict):
+class Deadlines(StrictModel):
     """activeDeadlineSeconds per step: a stuck step fails instead of holding a GPU forever."""
 
     prepare: int = Field(6 * 3600, ge=60)
@@ -129,7 +122,7 @@ class Deadlines(_Strict):
     publish: int = Field(2 * 3600, ge=60)
 
 
-class Toleration(_Strict):
+class Toleration(StrictModel):
     key: str | None = None
     operator: Literal["Exists", "Equal"] = "Exists"
     value: str | None = None
@@ -269,7 +262,7 @@ def build_job(spec: RunSpec, step: str, settings: JobSettings,
     """The Job of one step. `owner` (the FineTuneRun) is omitted for standalone rendering."""
     spec = cluster_spec(spec)
     name, folder = job_name(spec.name, step), run_dir(spec.name)
-    command = ["python", "-m", "voxtune.controller.step", "--run-dir", folder, "--step", step,
+    command = ["python", "-m", "voxtune.run.harness", "--run-dir", folder, "--step", step,
                "--", *step_command(spec, step, Path(folder), python="python")]
     metadata_labels = labels(spec.name, step)
     if settings.queue:

@@ -43,12 +43,14 @@ from voxtune.controller.reconcile import (
     wanted_events,
     wanted_logs,
 )
-from voxtune.runs import StepStatus
+from voxtune.run.process import LOG_TAIL_LINES
+from voxtune.run.status import StepStatus
+from voxtune.run.steps import PHASES
 
 log = logging.getLogger("voxtune.controller")
-PHASES = ("Pending", "Preparing", "Training", "Publishing", "Succeeded", "Failed", "Cancelled")
+# Queued is the local executor's alone: a FineTuneRun never is.
+CLUSTER_PHASES = tuple(phase for phase in PHASES if phase != "Queued")
 DURATION_BUCKETS = (60, 300, 900, 1800, 3600, 7200, 14400, 28800, 86400, 259200)
-LOG_TAIL_LINES = 20
 
 
 class Metrics:
@@ -70,7 +72,8 @@ class Metrics:
     def render(self, runs: list[dict]) -> str:
         phases = Counter(run_phase(run) for run in runs)
         lines = ["# HELP voxtune_runs FineTuneRuns by phase.", "# TYPE voxtune_runs gauge"]
-        lines += [f'voxtune_runs{{phase="{phase}"}} {phases.get(phase, 0)}' for phase in PHASES]
+        lines += [f'voxtune_runs{{phase="{phase}"}} {phases.get(phase, 0)}'
+                  for phase in CLUSTER_PHASES]
         lines += ["# HELP voxtune_step_duration_seconds Duration of finished steps.",
                   "# TYPE voxtune_step_duration_seconds histogram"]
         with self._lock:

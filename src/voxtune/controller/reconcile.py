@@ -62,9 +62,10 @@ from voxtune.controller.jobs import (
     job_name,
     owner_reference,
 )
-from voxtune.controller.local import TERMINAL, failure_message
 from voxtune.errors import ExitCode
-from voxtune.runs import PHASE_OF_STEP, progress_and_eta
+from voxtune.run.process import failure_message
+from voxtune.run.status import progress_and_eta
+from voxtune.run.steps import PHASE_OF_STEP, TERMINAL
 from voxtune.spec import RunSpec, format_validation_error
 
 IMAGE_PULL = {"ImagePullBackOff", "ErrImagePull", "InvalidImageName", "ErrImageNeverPull"}

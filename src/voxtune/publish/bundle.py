@@ -21,9 +21,9 @@ from pathlib import Path
 from typing import Any
 
 from voxtune.errors import UserError
-from voxtune.spec import RunSpec, read_yaml
+from voxtune.run.layout import FINAL, METRICS, SPEC, RunFolder
+from voxtune.spec import RunSpec, read_resolved_spec
 
-FINAL, METRICS, SPEC = "final", "metrics.json", "spec.yaml"
 ADAPTER_DIR = "adapter"
 ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")
 WEIGHT_FILES = ("config.json", "generation_config.json", "model.safetensors",
@@ -72,13 +72,13 @@ class TrainedRun:
 def read_run(path: Path) -> TrainedRun:
     """A run folder (or its final/) → TrainedRun; UserError when it holds no trained model."""
     path = Path(path)
-    final = (path / FINAL if (path / FINAL).is_dir() else path).resolve()
+    final = (RunFolder(path).final if RunFolder(path).final.is_dir() else path).resolve()
     if not (final / SPEC).is_file() or not any(
             (final / name).is_file() for name in ("adapter_config.json", "config.json")):
         raise UserError(f"{path}: no trained model (expected final/ with adapter or weights and "
                         "spec.yaml, as `voxtune train` writes it)")
-    run = TrainedRun(final, RunSpec.model_validate(read_yaml(final / SPEC)), {})
-    metrics_file = run.run_dir / METRICS
+    run = TrainedRun(final, read_resolved_spec(final / SPEC), {})
+    metrics_file = RunFolder(run.run_dir).metrics
     if metrics_file.is_file():
         run.metrics.update(json.loads(metrics_file.read_text(encoding="utf-8")))
     return run

@@ -16,6 +16,7 @@ from typing import Any, Literal
 import yaml
 
 from voxtune.publish.dataset import DataSummary, parquet_name
+from voxtune.run.status import format_percent
 from voxtune.spec import GranarySource, HubSource, RunSpec
 
 Layout = Literal["adapter", "merged", "full"]
@@ -77,6 +78,10 @@ def clips_text(count: Any) -> str:
 
 def _finite(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _in_table(value: Any) -> str:
+    return format_percent(value, unit=" %", missing="—")
 
 
 def percent(value: Any) -> float | None:
@@ -165,10 +170,6 @@ def _cell(text: Any) -> str:
         return "—"
     flat = " ".join(str(text).split()).replace("|", "\\|")
     return flat if len(flat) <= SAMPLE_CHARS else flat[:SAMPLE_CHARS - 1] + "…"
-
-
-def _pct(value: Any) -> str:
-    return f"{100 * value:.1f} %" if _finite(value) else "—"
 
 
 def smoke_banner(facts: ModelFacts) -> str:
@@ -265,9 +266,10 @@ def results_section(facts: ModelFacts) -> str:
              f"Word and character error rates on {clips_text(metrics.get('clips', '?'))} held "
              f"out (greedy decoding; references and transcripts {how}). Lower is better.", "",
              "| model | WER | CER |", "|---|---:|---:|",
-             f"| base `{base_name}` | {_pct(metrics.get('base_wer'))} | "
-             f"{_pct(metrics.get('base_cer'))} |",
-             f"| **fine-tuned** | **{_pct(metrics['wer'])}** | **{_pct(metrics['cer'])}** |"]
+             f"| base `{base_name}` | {_in_table(metrics.get('base_wer'))} | "
+             f"{_in_table(metrics.get('base_cer'))} |",
+             f"| **fine-tuned** | **{_in_table(metrics['wer'])}** | "
+             f"**{_in_table(metrics['cer'])}** |"]
     if _finite(metrics.get("base_wer")) and metrics["base_wer"] > 0:
         change = 100 * (metrics["wer"] - metrics["base_wer"]) / metrics["base_wer"]
         lines += ["", f"Relative WER change: {change:+.1f} %."]

@@ -24,7 +24,10 @@ from typing import Any
 
 from voxtune.errors import UserError
 from voxtune.files import child_path
-from voxtune.publish.bundle import METRICS, SPEC, files_under
+from voxtune.publish.bundle import files_under
+from voxtune.run.layout import METRICS, SPEC
+from voxtune.run.status import format_percent
+from voxtune.spec import read_resolved_spec
 
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,95}$")
 ATTEMPTS = 5  # versions tried when other publishers keep taking the next number
@@ -58,9 +61,7 @@ class Entry:
 
     @property
     def base_model(self) -> str:
-        from voxtune.spec import RunSpec, read_yaml
-
-        return RunSpec.model_validate(read_yaml(self.path / SPEC)).base_model
+        return read_resolved_spec(self.path / SPEC).base_model
 
     @property
     def created(self) -> str:
@@ -127,10 +128,6 @@ class Registry:
         return Entry(name, number, self.folder(name) / str(number))
 
 
-def _pct(value: Any) -> str:
-    return f"{100 * value:.1f}%" if isinstance(value, (int, float)) else "-"
-
-
 def list_lines(registry: Registry) -> list[str]:
     entries = registry.entries()
     if not entries:
@@ -140,7 +137,8 @@ def list_lines(registry: Registry) -> list[str]:
     for entry in entries:
         metrics = entry.metrics
         lines.append(f"{entry.name:24} {entry.version:>4} {entry.layout:8} "
-                     f"{_pct(metrics.get('wer')):>8} {_pct(metrics.get('base_wer')):>9} "
+                     f"{format_percent(metrics.get('wer')):>8} "
+                     f"{format_percent(metrics.get('base_wer')):>9} "
                      f"{entry.created:25} {entry.base_model}")
     return lines
 
@@ -151,8 +149,9 @@ def show_lines(entry: Entry) -> list[str]:
              f"  layout:   {entry.layout} (base {entry.base_model})",
              f"  created:  {entry.created}", f"  card:     {entry.path / 'README.md'}"]
     if "wer" in metrics:
-        lines.append(f"  WER {_pct(metrics.get('base_wer'))} → {_pct(metrics['wer'])}   "
-                     f"CER {_pct(metrics.get('base_cer'))} → {_pct(metrics.get('cer'))}")
+        wer, cer = (f"{format_percent(metrics.get('base_' + key))} → "
+                    f"{format_percent(metrics.get(key))}" for key in ("wer", "cer"))
+        lines.append(f"  WER {wer}   CER {cer}")
     if metrics.get("smoke_model"):
         lines.append("  smoke-test model (random weights)")
     lines.append("  files:")

@@ -28,7 +28,7 @@ from typing import Any
 
 from voxtune.data.manifest import Clip
 from voxtune.errors import UserError
-from voxtune.publish.bundle import SPEC, TrainedRun, read_run, stage_model
+from voxtune.publish.bundle import TrainedRun, read_run, stage_model
 from voxtune.publish.card import (
     ModelFacts,
     default_language,
@@ -48,9 +48,19 @@ from voxtune.publish.hub import (
 )
 from voxtune.publish.registry import Registry, check_name
 from voxtune.publish.space import INFERENCE_MODULE, SpaceFacts, write_space
+
+# Workaround: publish/serve.py (rewritten in parallel) still imports REGISTRY from here; this
+# import goes once it asks voxtune.run.layout.registry_dir.
+from voxtune.run.layout import (
+    REGISTRY,  # noqa: F401
+    SPEC,
+    RunFolder,
+    registry_dir,
+)
+from voxtune.run.status import format_percent
 from voxtune.spec import PublishSpec
 
-REGISTRY, DATASET_DIR, SPACE_DIR = "registry", "dataset", "space"
+DATASET_DIR, SPACE_DIR = "dataset", "space"
 LAYOUT_NAMES = {"adapter": "LoRA adapter", "merged": "merged LoRA model",
                 "full": "fully fine-tuned model"}
 
@@ -78,16 +88,12 @@ class Published:
         lines += [f"  commit {repo}: {url}" for repo, url in self.commits.items()]
         if "wer" in self.metrics:
             lines += [f"  {'':4} {'base':>8} {'tuned':>8}"]
-            lines += [f"  {key.upper():4} {_pct(self.metrics.get('base_' + key)):>8} "
-                      f"{_pct(self.metrics.get(key)):>8}" for key in ("wer", "cer")]
+            lines += [f"  {key.upper():4} {format_percent(self.metrics.get('base_' + key)):>8} "
+                      f"{format_percent(self.metrics.get(key)):>8}" for key in ("wer", "cer")]
         if self.metrics.get("smoke_model"):
             lines.append("  tiny-random is a random smoke-test model: the numbers only show the "
                          "pipeline works")
         return lines
-
-
-def _pct(value: Any) -> str:
-    return f"{100 * value:.1f}%" if isinstance(value, (int, float)) else "-"
 
 
 @dataclass(frozen=True)
@@ -134,17 +140,17 @@ class Contents:
 # --- the step -----------------------------------------------------------------------------------
 
 
-def main(run_dir: Path, publish: PublishSpec, *, name: str | None = None,
-         prepared: Path | None = None, space: str | None = None,
-         space_hardware: str | None = None, settings: PublishSettings | None = None,
-         endpoint: str | None = None, echo: Callable[[str], None] = print) -> Published:
+def main(run_dir: Path, publish: PublishSpec, *, prepared: Path | None = None,
+         settings: PublishSettings | None = None, endpoint: str | None = None,
+         echo: Callable[[str], None] = print) -> Published:
     """Publish the run in `run_dir` as `publish` says; returns where everything went.
 
-    `name` defaults to the run folder's name; `prepared` (or RUN/prepared when
-    `publish.dataset`) is also published as a dataset; `space` is a Space id for the Hub
-    (`publish.space` alone picks `<owner>/<name>-demo`).
+    `publish.name` defaults to the run folder's name; `prepared` (or RUN/prepared when
+    `publish.dataset`) is also published as a dataset; `publish.space_id` is a Space id for
+    the Hub (`publish.space` alone picks `<owner>/<name>-demo`).
     """
     settings = settings or PublishSettings()
+    name, space, space_hardware = publish.name, publish.space_id, publish.space_hardware
     # 1. the trained model and the destination
     run = read_run(run_dir)
     target = parse_target(publish.to) if publish.to else None
@@ -163,8 +169,8 @@ def main(run_dir: Path, publish: PublishSpec, *, name: str | None = None,
 
     # 3. the prepared clips: summarised in the card, published as a dataset when asked
     if publish.dataset and prepared is None:
-        prepared = run.run_dir / "prepared"
-    summary_source = prepared or run.run_dir / "prepared"
+        prepared = RunFolder(run.run_dir).prepared
+    summary_source = prepared or RunFolder(run.run_dir).prepared
     clips = read_prepared(summary_source) if prepared or summary_source.is_dir() else None
     contents = Contents(run, name, publish, clips, prepared, wants_space,
                         base_preset(run.spec.base_model))
@@ -174,7 +180,7 @@ def main(run_dir: Path, publish: PublishSpec, *, name: str | None = None,
         published = to_hub(contents, hub, target.owner or user, target, space, space_hardware,
                            token)
     else:
-        registry = Path(publish.to) if publish.to else settings.home / REGISTRY
+        registry = Path(publish.to) if publish.to else registry_dir(settings.home)
         published = to_registry(contents, Registry(registry))
     for line in published.lines():
         echo(line)
@@ -305,7 +311,8 @@ def commit_message(contents: Contents, layout: str) -> str:
     spec, metrics = contents.run.spec, contents.run.metrics
     text = f"Publish {contents.name}: {LAYOUT_NAMES[layout]} of {spec.base_model}"
     if "wer" in metrics:
-        text += f" (WER {_pct(metrics.get('base_wer'))} → {_pct(metrics['wer'])})"
+        text += (f" (WER {format_percent(metrics.get('base_wer'))} → "
+                 f"{format_percent(metrics['wer'])})")
     return text
 
 

@@ -32,9 +32,9 @@ from typing import Any, NoReturn
 from voxtune.data.manifest import Clip, read_manifest
 from voxtune.errors import ExitCode, NoSpaceError, RetryableError, UserError
 from voxtune.files import write_atomic
+from voxtune.run.layout import SPEC, RunFolder
 from voxtune.spec import RunSpec
 
-CHECKPOINTS, FINAL, METRICS, BASE_EVAL = "checkpoints", "final", "metrics.json", "base-eval.json"
 FEATURES = "features"
 OUT_OF_MEMORY = ("out of memory at batch_size {batch}: lower training.batch_size (and raise "
                  "training.grad_accum to keep the effective batch), set "
@@ -152,11 +152,12 @@ def exit_retryable(reason: str) -> NoReturn:
     os._exit(ExitCode.RETRYABLE)
 
 
-def start_tracking(spec: RunSpec, run_dir: Path) -> Any:
-    """A trackio run stored in run_dir/trackio (offline; survives pod deletion)."""
+def start_tracking(spec: RunSpec, store: Path) -> Any:
+    """A trackio run stored in `store`, the run folder's trackio/ (offline; survives pod
+    deletion)."""
     if not spec.tracking.enabled:
         return None
-    os.environ["TRACKIO_DIR"] = str(run_dir / "trackio")  # read once, at import
+    os.environ["TRACKIO_DIR"] = str(store)  # read once, at import
     import trackio
 
     # Workaround: trackio (0.43) sends the token to the Hub's whoami in every init, only to label
@@ -280,7 +281,7 @@ def save_final(model: Any, processor: Any, spec: RunSpec, folder: Path) -> None:
     model.save_pretrained(staging)  # LoRA: adapter_model.safetensors; full: model weights
     (staging / "README.md").unlink(missing_ok=True)  # peft's stub card; publish writes ours
     processor.save_pretrained(staging)
-    (staging / "spec.yaml").write_text(spec.to_yaml(), encoding="utf-8")
+    (staging / SPEC).write_text(spec.to_yaml(), encoding="utf-8")
     shutil.rmtree(folder, ignore_errors=True)
     staging.rename(folder)
 
@@ -315,6 +316,7 @@ def main(spec: RunSpec, prepared: Path, output: Path, extra_callbacks: Sequence[
     from voxtune.train.model import is_smoke_model, load, pick_dtype
 
     started = time.time()
+    run = RunFolder(output)
     # 1. data: the prepared train and eval splits
     train_clips, eval_clips = read_manifest(prepared, "train"), read_manifest(prepared, "eval")
     if not train_clips:
@@ -345,7 +347,7 @@ def main(spec: RunSpec, prepared: Path, output: Path, extra_callbacks: Sequence[
                         "the limit if they are right")
 
     # 4. the base model's WER/CER once (cached, so a resumed run does not pay again)
-    base_file = output / BASE_EVAL
+    base_file = run.base_eval
     if main_process and eval_clips and not base_file.exists():
         base_scores, base_text = evaluate_model(model, processor, spec, prepared, eval_clips)
         write_atomic(base_file, json.dumps({"scores": base_scores.__dict__,
@@ -357,8 +359,8 @@ def main(spec: RunSpec, prepared: Path, output: Path, extra_callbacks: Sequence[
     print(trainable_summary(model))
 
     # 6. train, resuming from the newest complete checkpoint
-    tracking = start_tracking(spec, output) if main_process else None
-    checkpoints = output / CHECKPOINTS
+    tracking = start_tracking(spec, run.trackio) if main_process else None
+    checkpoints = run.checkpoints
     resume = latest_checkpoint(checkpoints)
     if resume:
         print(f"resuming from {resume}")
@@ -385,7 +387,7 @@ def main(spec: RunSpec, prepared: Path, output: Path, extra_callbacks: Sequence[
 
     # 7. what a user loads, then the tuned model's WER/CER on the same clips
     with full_disk_is_no_space(output):
-        save_final(model, processor, spec, output / FINAL)
+        save_final(model, processor, spec, run.final)
     metrics: dict[str, Any] = {"train_loss": result.training_loss,
                                "train_steps": trainer.state.global_step,
                                "skipped_long_transcripts": skipped + skipped_eval,
@@ -404,7 +406,7 @@ def main(spec: RunSpec, prepared: Path, output: Path, extra_callbacks: Sequence[
     metrics["smoke_model"] = is_smoke_model(model)
     metrics["samples"] = samples(eval_clips, base.get("text"),
                                  [t.text for t in tuned_text] or None)
-    write_atomic(output / METRICS, json.dumps(metrics, indent=2, ensure_ascii=False).encode())
+    write_atomic(run.metrics, json.dumps(metrics, indent=2, ensure_ascii=False).encode())
     if tracking is not None:
         import pandas
 

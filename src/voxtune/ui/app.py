@@ -21,6 +21,7 @@ from voxtune.client import Client
 from voxtune.data.audio import AUDIO_SUFFIXES, AudioRejected
 from voxtune.errors import RetryableError, UserError
 from voxtune.publish.inference import LANGUAGES
+from voxtune.run.layout import RunFolder
 from voxtune.spec import GranarySource, HubSource, Settings
 from voxtune.ui import handlers
 from voxtune.ui.auth import (
@@ -453,7 +454,7 @@ def _publish_tab(ctx: Context, user: Callable[[gr.Request], str], tab: gr.Tab) -
     def refresh(request: gr.Request):
         name = user(request)
         finished = [s.name for s in handlers.my_runs(ctx, name) if s.phase == "Succeeded"
-                    and (ctx.home / "runs" / s.name / "final").is_dir()]
+                    and RunFolder.named(ctx.home, s.name).final.is_dir()]
         published = handlers.my_models(ctx, name)
         listing = "\n".join(f"- `{model}`" for model in published) or "nothing published yet"
         return gr.update(choices=finished, value=finished[-1] if finished else None), \

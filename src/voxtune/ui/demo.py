@@ -20,8 +20,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
-from voxtune.controller.local import tail
 from voxtune.errors import UserError
+from voxtune.run.process import tail
 
 START_TIMEOUT_S = 600  # loading a 3B model from a cold Hub cache takes minutes
 REQUEST_TIMEOUT_S = 300

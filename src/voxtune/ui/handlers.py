@@ -25,9 +25,10 @@ import yaml
 from pydantic import ValidationError
 
 from voxtune.client import Client
-from voxtune.controller.local import headline_metrics
 from voxtune.errors import UserError
-from voxtune.runs import TERMINAL, RunStatus
+from voxtune.run.layout import FINAL, RunFolder, registry_dir
+from voxtune.run.status import RunStatus, headline_metrics
+from voxtune.run.steps import STEPS, TERMINAL
 from voxtune.spec import (
     DEFAULT_BASE_MODEL,
     RUN_NAME,
@@ -189,7 +190,7 @@ def build_spec(ctx: Context, user: str, form: TrainForm) -> RunSpec:
     # checked again: sources.json may predate the rule, or the shared folder may have moved
     sources = [dataset_source(ctx, user),
                *(checked_source(ctx, user, source) for source in ctx.workspace(user).sources())]
-    steps = ["prepare", "train", "publish"] if form.publish_after else ["prepare", "train"]
+    steps = [step for step in STEPS if form.publish_after or step != "publish"]
     try:
         return RunSpec(
             name=run_name(user, form.name), base_model=form.base_model.strip(),
@@ -262,13 +263,13 @@ class RunPage:
 def run_page(ctx: Context, user: str, run: str) -> RunPage:
     status = ctx.client.status(_mine(ctx, user, run))
     logs = ctx.client.logs(run)
-    folder = ctx.home / "runs" / run
+    folder = RunFolder.named(ctx.home, run)
     reason = getattr(status, "reason", "")
     explanation = f"{reason}: {status.message}" if reason else status.message
-    metrics = status.metrics or headline_metrics(folder)
+    metrics = status.metrics or headline_metrics(folder.metrics)
     published = [line for line in logs.splitlines() if line.startswith(PUBLISHED_LINES)]
     tail = "\n".join(logs.splitlines()[-LOG_TAIL:])
-    return RunPage(status, progress(status), explanation, tail, read_curves(folder),
+    return RunPage(status, progress(status), explanation, tail, read_curves(folder.trackio),
                    metrics, published)
 
 
@@ -291,7 +292,7 @@ class PublishForm:
 def publish(ctx: Context, user: str, run: str, form: PublishForm) -> RunStatus:
     """A publish run for a finished run (its final/ linked in), with the form's settings."""
     status = ctx.client.status(_mine(ctx, user, run))
-    trained = ctx.home / "runs" / run / "final"
+    trained = RunFolder.named(ctx.home, run).final
     if status.phase != "Succeeded" or not trained.is_dir():
         raise UserError(f"run {run!r} has no trained model yet (it is {status.phase}); publish "
                         "a run that has succeeded")
@@ -305,10 +306,10 @@ def publish(ctx: Context, user: str, run: str, form: PublishForm) -> RunStatus:
         "name": f"{run[:34]}-p{secrets.token_hex(2)}", "steps": ["publish"],
         "publish": PublishSpec(to=to, private=form.private, dataset=form.dataset,
                                space=form.space)})
-    folder = ctx.home / "runs" / spec.name
-    folder.mkdir(parents=True)
+    folder = RunFolder.named(ctx.home, spec.name)
+    folder.path.mkdir(parents=True)
     # relative, so it resolves on the shared volume wherever it is mounted
-    (folder / "final").symlink_to(Path("..") / run / "final", target_is_directory=True)
+    folder.final.symlink_to(Path("..") / run / FINAL, target_is_directory=True)
     return submit(ctx, user, spec)
 
 
@@ -316,7 +317,7 @@ def my_models(ctx: Context, user: str) -> list[str]:
     """`name@version` of the user's models in the local registry, newest first."""
     from voxtune.publish.registry import Registry
 
-    entries = Registry(ctx.home / "registry").entries()
+    entries = Registry(registry_dir(ctx.home)).entries()
     return [f"{entry.name}@{entry.version}" for entry in reversed(entries)
             if owns(ctx, user, entry.name)]
 
@@ -334,5 +335,5 @@ def try_it(ctx: Context, user: str, model: str, audio: str | None,
     else:
         if model not in my_models(ctx, user):
             raise UserError("choose one of your published models (Publish tab first)")
-        url = ctx.demo.ensure(str(ctx.home / "registry" / model.replace("@", os.sep)))
+        url = ctx.demo.ensure(str(registry_dir(ctx.home) / model.replace("@", os.sep)))
     return ctx.demo.transcribe(url, Path(audio), language)

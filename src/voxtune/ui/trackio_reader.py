@@ -12,9 +12,10 @@ from pathlib import Path
 Curves = dict[str, list[tuple[int, float]]]
 
 
-def read_curves(run_dir: Path) -> Curves:
+def read_curves(store: Path) -> Curves:
+    """The curves in a run's trackio store (RunFolder.trackio)."""
     curves: Curves = {}
-    for database in sorted((run_dir / "trackio").rglob("*.db")):
+    for database in sorted(store.rglob("*.db")):
         try:
             with sqlite3.connect(f"file:{database}?mode=ro", uri=True, timeout=2) as db:
                 rows = db.execute("select step, metrics from metrics order by step, id").fetchall()
