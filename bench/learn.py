@@ -241,12 +241,12 @@ class HeldOutCurve(TrainerCallback):
 
     def measure(self, model: Any, step: int) -> None:
         from voxtune.spec import EvalSpec
-        from voxtune.train.evaluate import score, transcribe
+        from voxtune.train.evaluate import score, transcribe_clips
 
         minutes = self.elapsed() / 60
         paused_from = time.perf_counter()
-        transcripts = transcribe(model, self.processor, self.clips, self.prepared, None,
-                                 MAX_NEW_TOKENS)
+        transcripts = transcribe_clips(model, self.processor, self.clips, self.prepared, None,
+                                       MAX_NEW_TOKENS)
         references = [clip.text for clip in self.clips]
         by_group = {}
         for name in GROUPS:
@@ -283,8 +283,8 @@ def run_spec(settings: Settings, arm: str) -> Any:
 def train_arm(arm: str, prepared: Path, output: Path, settings: Settings) -> Curve:
     """One training run through the product's train step; its log goes to output/train.log."""
     from voxtune.data.manifest import read_manifest
+    from voxtune.models.load import load
     from voxtune.train import recipe
-    from voxtune.train.model import load
 
     shutil.rmtree(output, ignore_errors=True)  # a leftover checkpoint would be resumed
     output.mkdir(parents=True)

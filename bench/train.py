@@ -218,9 +218,9 @@ def fresh_model(name: str, setup: Setup, on_gpu: bool) -> Any:
     """A new copy of the model in the dtype each recipe trains it in, LoRA or full prepared."""
     import torch
 
+    from voxtune.models.load import load
     from voxtune.spec import LoraSpec, TrainingSpec
     from voxtune.train.adapt import apply_lora, prepare_full
-    from voxtune.train.model import load
 
     compute = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(setup.precision, torch.float32)
     # Upstream loads bf16 weights whatever the mode; ours keeps fp32 master weights for full FT.
@@ -254,7 +254,7 @@ def full_random_model(dtype: Any) -> Any:
     import torch
     from transformers import VoxtralConfig, VoxtralForConditionalGeneration
 
-    from voxtune.train.model import AUDIO_TOKEN_ID
+    from voxtune.models.presets import AUDIO_TOKEN_ID
 
     torch.manual_seed(0)
     with torch.device("cuda"):
@@ -453,7 +453,7 @@ def run_once(setup: Setup, context: dict, result: Result) -> None:
 def setups_for(model: str, on_gpu: bool, workers: int) -> list[Setup]:
     import torch
 
-    from voxtune.train.model import pick_dtype
+    from voxtune.models.load import pick_dtype
 
     auto = pick_dtype("auto", "cuda" if on_gpu else "cpu")
     auto_name = {torch.bfloat16: "bf16", torch.float16: "fp16"}.get(auto, "fp32")
@@ -545,7 +545,7 @@ def main() -> None:
                         help="DataLoader workers for (a) (upstream: 1); 0 collates inline, which "
                              "shows what the worker costs or saves on this machine")
     parser.add_argument("--model", default="tiny-random",
-                        help="tiny-random (default), any name voxtune.train.model.load takes, or "
+                        help="tiny-random (default), any name voxtune.models.load.load takes, or "
                              "full-random (CUDA only: full-size random Voxtral-Mini, untested)")
     options = parser.parse_args()
     if options.steps <= WARMUP_STEPS + 1:
@@ -555,8 +555,8 @@ def main() -> None:
     import torch
 
     from voxtune.data.manifest import read_manifest
+    from voxtune.models.load import cpu_has_native_bf16, load
     from voxtune.train.collator import TrainingCollator, TranscriptionDataset
-    from voxtune.train.model import cpu_has_native_bf16, load
 
     on_gpu = torch.cuda.is_available()
     if options.model == "full-random" and not on_gpu:

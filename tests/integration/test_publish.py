@@ -31,7 +31,7 @@ from voxtune.data.manifest import read_manifest
 from voxtune.data.prepare import prepare
 from voxtune.data.synth import copy_samples
 from voxtune.errors import UserError
-from voxtune.publish import inference
+from voxtune.models import inference
 from voxtune.publish.bundle import files_under
 from voxtune.publish.hub import HubTarget, parse_target
 from voxtune.publish.registry import Registry
@@ -506,7 +506,7 @@ def test_bad_hub_destinations_are_user_errors(destination: str) -> None:
 def test_publish_never_imports_gradio_or_kubernetes() -> None:
     output = python("""
         import sys
-        import voxtune.cli.publish, voxtune.publish.step, voxtune.publish.inference
+        import voxtune.cli.publish, voxtune.publish.step, voxtune.models.inference
         print(sorted(m for m in sys.modules if m.split(".")[0] in ("gradio", "kubernetes")))
     """)
     assert output.strip() == "[]"

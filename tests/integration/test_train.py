@@ -23,10 +23,10 @@ from tests.train_fixtures import shared_home, shared_tiny_home  # noqa: F401 (fi
 from voxtune.data.manifest import read_manifest
 from voxtune.data.prepare import prepare
 from voxtune.data.synth import copy_samples
+from voxtune.models.load import load
 from voxtune.run.status import PROGRESS
 from voxtune.spec import DataSpec, LoraSpec
 from voxtune.train.adapt import apply_lora
-from voxtune.train.model import load
 
 pytestmark = pytest.mark.usefixtures("shared_tiny_home")
 TRAINING_STATE = ("optimizer.pt", "scheduler.pt", "rng_state.pth", "trainer_state.json")
@@ -198,8 +198,8 @@ def test_no_train_clips_is_a_clear_error(tmp_path: Path) -> None:
 
 
 def test_merged_export_matches_the_adapter(prepared: Path, tmp_path: Path) -> None:
+    from voxtune.models.load import load_tuned
     from voxtune.train.collator import TrainingCollator, TranscriptionDataset
-    from voxtune.train.evaluate import load_tuned
 
     output = tmp_path / "lora"
     done = train(prepared, output, "--model", "tiny-random-4s", "--mode", "lora",
@@ -211,7 +211,8 @@ def test_merged_export_matches_the_adapter(prepared: Path, tmp_path: Path) -> No
     assert merged.returncode == 0, merged.stderr[-2000:]
     assert not list((output / "merged").glob("adapter_*"))
 
-    adapter_model, processor, _ = load_tuned(str(output))
+    tuned, _ = load_tuned(str(output))
+    adapter_model, processor = tuned.model, tuned.processor
     standalone, _ = load(str(output / "merged"))
     clips = read_manifest(prepared, "eval")[:2]
     dataset = TranscriptionDataset(clips, prepared, processor, tmp_path / "cache", "en")

@@ -21,8 +21,8 @@ from tests.integration.test_train import train
 from tests.train_fixtures import shared_tiny_home, write_clip  # noqa: F401 (fixture)
 from tests.unit.test_train_holes import small_disk
 from voxtune.data.manifest import MANIFEST, jsonl_bytes
+from voxtune.models.load import load
 from voxtune.train.collator import transcript_ids
-from voxtune.train.model import load
 from voxtune.train.recipe import SIGTERM_GRACE_S
 
 pytestmark = pytest.mark.usefixtures("shared_tiny_home")

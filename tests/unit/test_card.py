@@ -13,7 +13,7 @@ import pytest
 import yaml
 from huggingface_hub import DatasetCard, ModelCard
 
-from voxtune.publish import inference
+from voxtune.models import inference
 from voxtune.publish.card import ModelFacts, loading_snippet, render_dataset_card, render_model_card
 from voxtune.publish.dataset import DataSummary
 from voxtune.publish.space import (

@@ -9,6 +9,7 @@ import torch
 
 from tests.train_fixtures import shared_tiny_home, write_clip  # noqa: F401 (fixture)
 from voxtune.errors import UserError
+from voxtune.models.load import load
 from voxtune.train.collator import (
     IGNORE_INDEX,
     TrainingCollator,
@@ -21,7 +22,6 @@ from voxtune.train.collator import (
     split_long_transcripts,
     transcript_ids,
 )
-from voxtune.train.model import load
 
 pytestmark = pytest.mark.usefixtures("shared_tiny_home")
 

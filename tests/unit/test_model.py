@@ -17,16 +17,15 @@ from transformers import LlamaConfig
 
 from tests.train_fixtures import shared_tiny_home, write_clip  # noqa: F401 (fixture)
 from voxtune.errors import UserError
-from voxtune.train.collator import TrainingCollator, TranscriptionDataset
-from voxtune.train.model import (
+from voxtune.models.load import load, pick_dtype
+from voxtune.models.presets import (
     build_tiny_random,
     ensure_tiny_random,
     is_smoke_model,
-    load,
-    pick_dtype,
     require_audio_stack,
     tiny_preset_window,
 )
+from voxtune.train.collator import TrainingCollator, TranscriptionDataset
 
 pytestmark = pytest.mark.usefixtures("shared_tiny_home")
 
@@ -45,7 +44,7 @@ def test_tiny_random_builds_and_loads_offline(tmp_path):
     a Hub id it does not have is a clear error, not a traceback or a hang."""
     script = textwrap.dedent("""
         from voxtune.errors import UserError
-        from voxtune.train.model import load
+        from voxtune.models.load import load
         model, processor = load("tiny-random")
         print("loaded", type(model).__name__, type(processor).__name__)
         try:

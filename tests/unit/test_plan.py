@@ -71,7 +71,7 @@ def test_lora_trainable_count_matches_peft_on_meta() -> None:
 
 
 def test_the_tiny_preset_is_what_the_recipe_builds() -> None:
-    from voxtune.train.model import tiny_config
+    from voxtune.models.presets import tiny_config
 
     built = tiny_config(4)
     assert built.audio_config.max_source_positions == load_geometry(

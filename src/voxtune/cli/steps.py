@@ -153,7 +153,7 @@ def _merge_parser(commands: argparse._SubParsersAction) -> None:
 
 
 def _merge(args: argparse.Namespace) -> int:
-    from voxtune.train.evaluate import export_merged
+    from voxtune.models.merge import export_merged
 
     output = args.output or RunFolder(Path(args.run)).merged
     print(f"merged model written to {export_merged(args.run, output)}")

@@ -99,7 +99,7 @@ def copy_files(files: list[Path], target: Path) -> None:
 def stage_model(run: TrainedRun, target: Path, merge: bool) -> str:
     """Copy the loadable model into `target` (merging a LoRA adapter if asked); the layout."""
     if run.is_adapter and merge:
-        from voxtune.train.evaluate import export_merged
+        from voxtune.models.merge import export_merged
 
         merged = export_merged(str(run.final), target / ".merged")
         copy_files(loadable(merged, WEIGHT_FILES + PROCESSOR_FILES), target)

@@ -295,7 +295,7 @@ def loading_snippet(facts: ModelFacts) -> str:
         lines += ["from peft import PeftModel"]
     lines += ["from transformers import VoxtralForConditionalGeneration, VoxtralProcessor", ""]
     if facts.layout == "adapter" and facts.base_preset:
-        lines += ["from voxtune.train.model import resolve",
+        lines += ["from voxtune.models.load import resolve",
                   "", f"model_id = {facts.model_ref!r}",
                   f"base_id = resolve({facts.base_preset!r})  # the exact base, built offline"]
     elif facts.layout == "adapter":

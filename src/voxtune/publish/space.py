@@ -2,12 +2,13 @@
 
     space/README.md             Space front matter (sdk gradio, pinned sdk_version) + notes
     space/app.py                the Gradio UI; imports the inference module below
-    space/voxtune_inference.py  voxtune.publish.inference, copied byte for byte
+    space/voxtune_inference.py  voxtune.models.inference, copied byte for byte
     space/requirements.txt      pinned versions (the ones voxtune is tested with)
 
-One inference path: the Space, the in-cluster demo and the UI's Try-it all call
-`voxtune.publish.inference` — the Space through a verbatim copy, because voxtune itself is not
-installed on a Space. The app loads the model by Hub id (a private one with the HF_TOKEN Space
+One inference path: the card's WER, the Space, the in-cluster demo and the UI's Try-it all
+call `voxtune.models.inference` — the Space through a verbatim copy, because voxtune itself is
+not installed on a Space — with the same generation settings (the run's eval.max_new_tokens is
+written into app.py). The app loads the model by Hub id (a private one with the HF_TOKEN Space
 secret — a read-only token, see publish.step.space_token — which the Hub passes as an
 environment variable) or by folder, and raises gr.Error when
 loading fails: it never falls back to the base model. No token is ever written into these files.
@@ -21,7 +22,8 @@ from pathlib import Path
 
 import yaml
 
-from voxtune.publish import inference
+from voxtune.models import inference
+from voxtune.spec import EvalSpec
 
 INFERENCE_MODULE = "voxtune_inference.py"
 GRADIO_VERSION = "6.31.0"
@@ -50,6 +52,8 @@ class SpaceFacts:
     revision: str | None = None
     language: str | None = None  # the run's language: the app's default choice
     smoke: bool = False
+    # the run's eval.max_new_tokens, so the Space transcribes as the card's WER was measured
+    max_new_tokens: int = EvalSpec().max_new_tokens
 
 
 def render_readme(facts: SpaceFacts) -> str:
@@ -106,6 +110,7 @@ REVISION = {revision!r}
 DEFAULT_LANGUAGE = {language!r}
 TITLE = {title!r}
 SMOKE_TEST = {smoke!r}  # random weights (voxtune's tiny-random preset): transcripts are noise
+MAX_NEW_TOKENS = {max_new_tokens!r}  # as the model card's WER was measured
 
 
 @functools.cache  # a failed load is not cached: the next request tries again
@@ -130,7 +135,8 @@ def transcribe(audio, language: str) -> str:
     except ModelLoadError as error:
         raise gr.Error(str(error)) from None
     try:
-        return run_model(model, audio, language=language)
+        return run_model(model.model, model.processor, audio, language,
+                         max_new_tokens=MAX_NEW_TOKENS).text
     except ValueError as error:
         raise gr.Error(str(error)) from None
 
@@ -165,7 +171,7 @@ if __name__ == "__main__":
 def render_app(facts: SpaceFacts) -> str:
     return APP_TEMPLATE.format(title=f"{facts.name} demo", model_ref=facts.model_ref,
                                revision=facts.revision, language=facts.language or "auto",
-                               smoke=facts.smoke)
+                               smoke=facts.smoke, max_new_tokens=facts.max_new_tokens)
 
 
 def render_requirements() -> str:

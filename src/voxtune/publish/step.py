@@ -48,11 +48,7 @@ from voxtune.publish.hub import (
 )
 from voxtune.publish.registry import Registry, check_name
 from voxtune.publish.space import INFERENCE_MODULE, SpaceFacts, write_space
-
-# Workaround: publish/serve.py (rewritten in parallel) still imports REGISTRY from here; this
-# import goes once it asks voxtune.run.layout.registry_dir.
 from voxtune.run.layout import (
-    REGISTRY,  # noqa: F401
     SPEC,
     RunFolder,
     registry_dir,
@@ -134,7 +130,8 @@ class Contents:
         smoke = self.base_preset is not None or bool(self.run.metrics.get("smoke_model"))
         return SpaceFacts(name=self.name, model_ref=model_ref, on_hub=on_hub,
                           private=self.publish.private, revision=revision,
-                          language=default_language(self.run.spec, self.summary), smoke=smoke)
+                          language=default_language(self.run.spec, self.summary), smoke=smoke,
+                          max_new_tokens=self.run.spec.eval.max_new_tokens)
 
 
 # --- the step -----------------------------------------------------------------------------------
@@ -215,7 +212,7 @@ def space_token(publish: PublishSpec, settings: PublishSettings, write_token: st
 
 def base_preset(base_model: str) -> str | None:
     """The tiny-random preset name when the base is one (built locally, not on the Hub)."""
-    from voxtune.train.model import tiny_preset_window
+    from voxtune.models.presets import tiny_preset_window
 
     return base_model if tiny_preset_window(base_model) is not None else None
 

@@ -16,20 +16,14 @@ from pathlib import Path
 from typing import Any
 
 import jiwer
-import soundfile
-import torch
 
 from voxtune.data.manifest import Clip, read_manifest
 from voxtune.errors import UserError
-from voxtune.spec import EvalSpec, RunSpec, read_yaml
+from voxtune.models.inference import Transcript, transcribe
+from voxtune.models.load import load_tuned
+from voxtune.spec import EvalSpec
 
 REPETITION_RATIO = 2.4
-
-
-@dataclass(frozen=True)
-class Transcript:
-    text: str
-    hit_max_length: bool
 
 
 @dataclass
@@ -73,28 +67,12 @@ def score(references: list[str], transcripts: list[Transcript], spec: EvalSpec) 
     )
 
 
-@torch.inference_mode()
-def transcribe(model: Any, processor: Any, clips: list[Clip], prepared: Path,
-               language: str | None, max_new_tokens: int) -> list[Transcript]:
-    """Greedy transcription of each clip, in order, with the clip's (or run's) language."""
-    model.eval()
-    device = next(model.parameters()).device
-    dtype = next(model.parameters()).dtype
-    results: list[Transcript] = []
-    for clip in clips:  # one request per clip: languages differ and prompts must not mix
-        audio, rate = soundfile.read(prepared / clip.audio_path, dtype="float32")
-        inputs = processor.apply_transcription_request(
-            language=clip.language or language, audio=audio, sampling_rate=rate, format="wav",
-            model_id=getattr(model, "name_or_path", None) or "voxtral")
-        inputs = {key: value.to(device) for key, value in inputs.items()}
-        inputs["input_features"] = inputs["input_features"].to(dtype)
-        output = model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False)
-        new_tokens = output[0, inputs["input_ids"].shape[1]:]
-        finished = bool((new_tokens == processor.tokenizer.eos_token_id).any())
-        text = processor.decode(new_tokens, skip_special_tokens=True)
-        results.append(Transcript(text.strip(), hit_max_length=not finished and len(
-            new_tokens) >= max_new_tokens))
-    return results
+def transcribe_clips(model: Any, processor: Any, clips: list[Clip], prepared: Path,
+                     language: str | None, max_new_tokens: int) -> list[Transcript]:
+    """Each clip's transcript, in order, with the clip's (or the run's) language: through
+    `voxtune.models.inference.transcribe`, the code voxtune serve and the Space run."""
+    return [transcribe(model, processor, prepared / clip.audio_path, clip.language or language,
+                       max_new_tokens=max_new_tokens) for clip in clips]
 
 
 def samples(clips: list[Clip], base: list[str] | None,
@@ -109,64 +87,18 @@ def as_metrics(prefix: str, scores: Scores) -> dict[str, float]:
     return {f"{prefix}{key}": value for key, value in asdict(scores).items()}
 
 
-def load_tuned(model: str) -> tuple[Any, Any, RunSpec | None]:
-    """Load a run folder's final/ (adapter on its base, or full weights), or any model id/path.
-
-    Returns the model, its processor, and the RunSpec it was trained with (None for others).
-    """
-    from voxtune.train.model import load, pick_dtype
-
-    path = Path(model)
-    final = path / "final" if (path / "final").is_dir() else path
-    spec_file = final / "spec.yaml"
-    spec = RunSpec.model_validate(read_yaml(spec_file)) if spec_file.exists() else None
-    if (final / "adapter_config.json").exists():
-        from peft import PeftModel
-
-        if spec is None:
-            raise UserError(f"{final}: adapter without spec.yaml; cannot tell its base model")
-        # the base in the dtype it was trained under, so results match the run's metrics.json
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-        base, processor = load(spec.base_model, pick_dtype(spec.training.precision, device))
-        return PeftModel.from_pretrained(base, final).to(device), processor, spec
-    loaded, processor = load(str(final) if final.exists() else model)
-    return loaded, processor, spec
-
-
 def evaluate_folder(model: str, prepared: Path, split: str = "eval",
                     language: str | None = None) -> dict[str, Any]:
     """`voxtune evaluate`: scores plus each clip's reference and hypothesis."""
     clips = read_manifest(prepared, split)
     if not clips:
         raise UserError(f"{prepared}: no {split} clips")
-    loaded, processor, spec = load_tuned(model)
+    tuned, spec = load_tuned(model)
     settings = spec.eval if spec else EvalSpec()
     language = language or (spec.language if spec else None)
-    transcripts = transcribe(loaded, processor, clips, prepared, language,
-                             settings.max_new_tokens)
+    transcripts = transcribe_clips(tuned.model, tuned.processor, clips, prepared, language,
+                                   settings.max_new_tokens)
     scores = score([clip.text for clip in clips], transcripts, settings)
     return {**asdict(scores), "samples": [
         {"id": clip.id, "reference": clip.text, "hypothesis": transcript.text}
         for clip, transcript in zip(clips, transcripts, strict=True)]}
-
-
-def export_merged(run: str, output: Path) -> Path:
-    """Fold a LoRA adapter into its base and save a standalone model + processor + spec.
-
-    The result loads with transformers alone (no peft) and runs as fast as the base model.
-    """
-    from peft import PeftModel
-
-    model, processor, spec = load_tuned(run)
-    if not isinstance(model, PeftModel):
-        raise UserError(f"{run}: not a LoRA run (final/ holds full weights already)")
-    merged = model.merge_and_unload()
-    staging = output.with_name(f".{output.name}.tmp")
-    merged.save_pretrained(staging)
-    processor.save_pretrained(staging)
-    if spec is not None:
-        (staging / "spec.yaml").write_text(spec.to_yaml(), encoding="utf-8")
-    if output.exists():
-        raise UserError(f"{output} already exists; remove it or choose another --output")
-    staging.rename(output)
-    return output

@@ -288,10 +288,10 @@ def save_final(model: Any, processor: Any, spec: RunSpec, folder: Path) -> None:
 
 def evaluate_model(model: Any, processor: Any, spec: RunSpec, prepared: Path,
                    clips: list[Any]) -> tuple[Any, list[Any]]:
-    from voxtune.train.evaluate import score, transcribe
+    from voxtune.train.evaluate import score, transcribe_clips
 
-    transcripts = transcribe(model, processor, clips, prepared, spec.language,
-                             spec.eval.max_new_tokens)
+    transcripts = transcribe_clips(model, processor, clips, prepared, spec.language,
+                                   spec.eval.max_new_tokens)
     return score([clip.text for clip in clips], transcripts, spec.eval), transcripts
 
 
@@ -310,10 +310,11 @@ def main(spec: RunSpec, prepared: Path, output: Path, extra_callbacks: Sequence[
     import torch
     from transformers import Trainer
 
+    from voxtune.models.load import load, pick_dtype
+    from voxtune.models.presets import is_smoke_model
     from voxtune.train.adapt import adapt, trainable_summary
     from voxtune.train.collator import TrainingCollator, TranscriptionDataset
     from voxtune.train.evaluate import as_metrics, samples
-    from voxtune.train.model import is_smoke_model, load, pick_dtype
 
     started = time.time()
     run = RunFolder(output)

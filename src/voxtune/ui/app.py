@@ -20,7 +20,7 @@ import pandas
 from voxtune.client import Client
 from voxtune.data.audio import AUDIO_SUFFIXES, AudioRejected
 from voxtune.errors import RetryableError, UserError
-from voxtune.publish.inference import LANGUAGES
+from voxtune.models.inference import LANGUAGES
 from voxtune.run.layout import RunFolder
 from voxtune.spec import GranarySource, HubSource, Settings
 from voxtune.ui import handlers

@@ -1,0 +1,198 @@
+"""Load Voxtral: a base model by Hub id, folder or preset, or a fine-tuned model.
+
+Real and test models take the same path: `load()` resolves the name to something
+`from_pretrained` understands (the `tiny-random` presets are checkpoint folders built on first
+use, see `presets`), checks it is a complete Voxtral checkpoint, and opens it with
+`inference.open_checkpoint`, the code the generated Space runs too. `load_tuned()` loads what
+training or publishing wrote (a run folder, its final/, a registry version, a Hub repo): a LoRA
+adapter on its base (`inference.open_adapter`), or full/merged weights.
+
+    model, processor = load("mistralai/Voxtral-Mini-3B-2507", dtype=torch.bfloat16)
+    model, processor = load("tiny-random-4s")       # 4-s window: ~10x cheaper steps on CPU
+    tuned, spec = load_tuned("runs/my-voice")      # tuned.model, tuned.processor, tuned.base
+"""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+
+import torch
+from transformers import PreTrainedConfig, VoxtralForConditionalGeneration, VoxtralProcessor
+
+from voxtune.errors import UserError
+from voxtune.models.inference import (
+    AudioWindowMismatch,
+    LoadedModel,
+    adapter_config,
+    open_adapter,
+    open_checkpoint,
+)
+from voxtune.models.presets import ensure_tiny_random, require_audio_stack, tiny_preset_window
+from voxtune.run.layout import FINAL, SPEC
+from voxtune.spec import RunSpec, read_yaml
+
+MODEL_TYPE = "voxtral"
+
+
+# --- dtype --------------------------------------------------------------------------------------
+
+
+@functools.cache
+def cpu_has_native_bf16() -> bool:
+    """True when the CPU has bf16 arithmetic instructions (AVX512-BF16 or AMX-BF16).
+
+    Without them PyTorch emulates bf16 (≈5× slower than fp32 for the upstream recipe); with
+    avx512_bf16 (AMD EPYC here) a tiny-model step took about as long as in fp32. Linux only
+    (reads /proc/cpuinfo); elsewhere False, i.e. fp32.
+    """
+    try:
+        flags = set(Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace").split())
+    except OSError:
+        return False
+    return bool(flags & {"avx512_bf16", "amx_bf16"})
+
+
+def pick_dtype(precision: str, device: str | torch.device) -> torch.dtype:
+    """Compute dtype for `TrainingSpec.precision` on `device`.
+
+    auto = bf16 where the hardware does it natively (CUDA with bf16, CPUs with bf16
+    instructions), else fp16 on GPUs and fp32 on CPUs. An explicit choice the hardware cannot
+    run is a UserError. Meant for mixed precision (Trainer's bf16/fp16 flags, autocast); pure
+    bf16 weights lose small updates.
+    """
+    kind = torch.device(device).type
+    cuda_bf16 = kind == "cuda" and torch.cuda.is_bf16_supported(including_emulation=False)
+    if precision == "auto":
+        if kind == "cuda":
+            return torch.bfloat16 if cuda_bf16 else torch.float16
+        return torch.bfloat16 if kind == "cpu" and cpu_has_native_bf16() else torch.float32
+    if precision == "fp32":
+        return torch.float32
+    if precision == "bf16":
+        if kind == "cuda" and not cuda_bf16:
+            raise UserError("training.precision: bf16 is not supported by this GPU "
+                            f"({torch.cuda.get_device_name(device)}); use fp16 or auto")
+        return torch.bfloat16
+    if precision == "fp16":
+        if kind != "cuda":
+            raise UserError(f"training.precision: fp16 needs a CUDA GPU, this is {kind}; "
+                            "use fp32 or auto")
+        return torch.float16
+    raise UserError(f"training.precision: {precision!r} is not one of auto, bf16, fp16, fp32")
+
+
+# --- loading ----------------------------------------------------------------------------------
+
+
+def resolve(model: str) -> str:
+    """Turn a model name into what `from_pretrained` takes: a local folder or a Hub id."""
+    window = tiny_preset_window(model)
+    if window is not None:
+        return str(ensure_tiny_random(window))
+    path = Path(model).expanduser()
+    if path.is_dir():
+        return str(path)
+    # Hub ids are `name` or `owner/name`; anything else was meant as a path.
+    if path.exists() or model.startswith((".", "/", "~")) or model.count("/") > 1:
+        raise UserError(f"{model}: no such model folder (give a checkpoint folder, a Hub id "
+                        "such as mistralai/Voxtral-Mini-3B-2507, or tiny-random)")
+    return model
+
+
+def unavailable(source: str, error: Exception) -> UserError:
+    """The error for a checkpoint that cannot be read, saying why in the user's terms."""
+    reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    if Path(source).is_dir():
+        return UserError(f"{source}: not a complete Hugging Face checkpoint folder ({reason})")
+    from huggingface_hub import constants
+
+    if constants.HF_HUB_OFFLINE:
+        return UserError(
+            f"{source} is not in the local Hugging Face cache ({constants.HF_HUB_CACHE}) and "
+            "offline mode is on (HF_HUB_OFFLINE=1): download it where there is network "
+            f"(`hf download {source}`) into that cache, or pass a local checkpoint folder")
+    return UserError(
+        f"cannot fetch {source} from the Hugging Face Hub ({reason}): check the id, the "
+        "network, and HF_TOKEN for gated models; or pass a local checkpoint folder "
+        "(without network, HF_HUB_OFFLINE=1 skips the retries)")
+
+
+def check_voxtral(source: str) -> None:
+    """Refuse checkpoints that are incomplete or not Voxtral before loading any weights."""
+    folder = Path(source)
+    if folder.is_dir() and not (folder / "config.json").is_file():
+        raise UserError(f"{source}: no config.json, so not a Hugging Face checkpoint folder "
+                        "(one written by save_pretrained)")
+    try:
+        config, _ = PreTrainedConfig.get_config_dict(source)
+    except OSError as error:
+        raise unavailable(source, error) from None
+    model_type = config.get("model_type")
+    if model_type != MODEL_TYPE:
+        raise UserError(f"{source} is not a Voxtral checkpoint (config model_type {model_type!r}, "
+                        f"expected {MODEL_TYPE!r}); voxtune fine-tunes Voxtral models such as "
+                        "mistralai/Voxtral-Mini-3B-2507")
+    if folder.is_dir() and not (folder / "tekken.json").is_file():
+        raise UserError(f"{source}: no tekken.json (Voxtral's tokenizer); save the processor "
+                        "next to the weights, or copy it from the base model")
+
+
+def load(model: str, dtype: torch.dtype | None = None
+         ) -> tuple[VoxtralForConditionalGeneration, VoxtralProcessor]:
+    """Load a Voxtral model and its processor by Hub id, local folder or tiny preset name.
+
+    `dtype` None keeps the checkpoint's own dtype (bf16 for Mistral's releases, fp32 for the
+    tiny preset). Raises UserError for anything the user can fix.
+    """
+    require_audio_stack()
+    source = resolve(model)
+    check_voxtral(source)
+    try:
+        return open_checkpoint(source, dtype=dtype or "auto")
+    except OSError as error:
+        raise unavailable(source, error) from None
+    except AudioWindowMismatch as error:
+        raise UserError(str(error)) from None
+
+
+def load_tuned(model: str) -> tuple[LoadedModel, RunSpec | None]:
+    """Load a fine-tuned model on the GPU when there is one, ready to transcribe.
+
+    `model` is a run folder (its final/ is loaded), a final/ or registry version folder, a Hub
+    id, or any name `load` takes. A LoRA adapter goes on its base in the dtype it was trained
+    under, so transcripts match the run's metrics.json; full or merged weights keep their own.
+    Returns the model and the RunSpec it was trained with (None for models from elsewhere).
+    """
+    path = Path(model).expanduser()
+    source = str(path / FINAL) if (path / FINAL).is_dir() else resolve(model)
+    try:
+        spec = trained_spec(source)
+        adapter = adapter_config(source)
+    except OSError as error:
+        raise unavailable(source, error) from None
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    if adapter is None:
+        tuned, processor = load(source)
+        return LoadedModel(tuned.to(device), processor, source, None), spec
+    base_name = spec.base_model if spec else adapter["base_model_name_or_path"]
+    base, processor = load(base_name, pick_dtype(spec.training.precision, device) if spec else None)
+    try:
+        tuned = open_adapter(source, base)
+    except OSError as error:
+        raise unavailable(source, error) from None
+    return LoadedModel(tuned.to(device), processor, source, base_name), spec
+
+
+def trained_spec(source: str) -> RunSpec | None:
+    """The spec.yaml saved with every voxtune model (None for models from elsewhere)."""
+    path = Path(source) / SPEC
+    if not Path(source).is_dir():
+        from huggingface_hub import hf_hub_download
+        from huggingface_hub.errors import EntryNotFoundError
+
+        try:
+            path = Path(hf_hub_download(source, SPEC))
+        except EntryNotFoundError:
+            return None
+    return RunSpec.model_validate(read_yaml(path)) if path.is_file() else None
