@@ -30,7 +30,7 @@ from voxtune.models.inference import (
 )
 from voxtune.models.presets import ensure_tiny_random, require_audio_stack, tiny_preset_window
 from voxtune.run.layout import FINAL, SPEC
-from voxtune.spec import RunSpec, read_yaml
+from voxtune.spec import RunSpec, read_resolved_spec
 
 MODEL_TYPE = "voxtral"
 
@@ -195,4 +195,4 @@ def trained_spec(source: str) -> RunSpec | None:
             path = Path(hf_hub_download(source, SPEC))
         except EntryNotFoundError:
             return None
-    return RunSpec.model_validate(read_yaml(path)) if path.is_file() else None
+    return read_resolved_spec(path) if path.is_file() else None
