@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import yaml
@@ -56,28 +57,23 @@ def add_parsers(commands: argparse._SubParsersAction) -> None:
     add_backend_arguments(listing)
     listing.set_defaults(handler=_list)
 
-    status = commands.add_parser("status", help="Show a run's status.")
-    status.add_argument("run")
-    add_backend_arguments(status)
-    status.set_defaults(handler=_status)
-
-    logs = commands.add_parser("logs", help="Print a run's step logs.")
-    logs.add_argument("run")
+    _run_verb(commands, "status", "Show a run's status.", _status)
+    logs = _run_verb(commands, "logs", "Print a run's step logs.", _logs)
     logs.add_argument("--step", choices=STEPS)
     logs.add_argument("-f", "--follow", action="store_true", help="Keep printing until the "
                       "run (or --step) ends.")
-    add_backend_arguments(logs)
-    logs.set_defaults(handler=_logs)
+    _run_verb(commands, "cancel", "Stop a run (training saves a checkpoint).", _cancel)
+    _run_verb(commands, "delete", "Remove a run (local: its folder too).", _delete)
 
-    cancel = commands.add_parser("cancel", help="Stop a run (training saves a checkpoint).")
-    cancel.add_argument("run")
-    add_backend_arguments(cancel)
-    cancel.set_defaults(handler=_cancel)
 
-    delete = commands.add_parser("delete", help="Remove a run (local: its folder too).")
-    delete.add_argument("run")
-    add_backend_arguments(delete)
-    delete.set_defaults(handler=_delete)
+def _run_verb(commands: argparse._SubParsersAction, name: str, help_text: str,
+              handler: Callable[[argparse.Namespace], int]) -> argparse.ArgumentParser:
+    """A command that acts on one named run, on either backend."""
+    parser = commands.add_parser(name, help=help_text)
+    parser.add_argument("run")
+    add_backend_arguments(parser)
+    parser.set_defaults(handler=handler)
+    return parser
 
 
 def _submit(args: argparse.Namespace) -> int:
