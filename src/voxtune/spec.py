@@ -22,7 +22,15 @@ from typing import Annotated, Any, Literal
 from urllib.parse import parse_qsl
 
 import yaml
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from voxtune.errors import UserError
@@ -32,6 +40,14 @@ DEFAULT_BASE_MODEL = "mistralai/Voxtral-Mini-3B-2507"
 # Job names are `<run>-<step>` and must stay a DNS-1123 label (63) with room for pod suffixes.
 RUN_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]{0,38}[a-z0-9])?$")
 LANGUAGE_CODE = r"^[a-z]{2}$"
+Mode = Literal["lora", "qlora", "full"]
+# Peak learning rate when the spec gives none. LoRA and QLoRA adapters start at zero and only a
+# few million weights move, so they need large steps; full fine-tuning moves every pretrained
+# weight (4-24 B), where 1e-4 wipes out what the model knew within a few hundred steps.
+LEARNING_RATES: dict[str, float] = {"lora": 1e-4, "qlora": 1e-4, "full": 1e-5}
+# Gradient checkpointing when the spec says nothing: the modes that exist to save memory get it
+# (full FT's activations at batch 2 are ~10 GiB on Mini); LoRA runs faster without.
+CHECKPOINTING: dict[str, bool] = {"lora": False, "qlora": True, "full": True}
 Language = Annotated[
     str | None,
     Field(
@@ -168,7 +184,9 @@ class LoraSpec(StrictModel):
 class TrainingSpec(StrictModel):
     epochs: float = Field(3.0, gt=0, description="Passes over the train split (unless max_steps).")
     max_steps: int | None = Field(None, ge=1, description="Stop after this many optimizer steps.")
-    learning_rate: float = Field(1e-4, gt=0, lt=1, description="Peak learning rate.")
+    learning_rate: float | None = Field(
+        None, gt=0, lt=1, description="Peak learning rate; default by mode: 1e-4 for lora and "
+        "qlora, 1e-5 for full (filled in when the run is created).")
     batch_size: int = Field(2, ge=1, le=256, description="Clips per device per micro-batch.")
     grad_accum: int = Field(4, ge=1, le=1024, description="Micro-batches per optimizer step.")
     warmup_ratio: float = Field(0.1, ge=0, lt=1, description="Share of steps spent warming up.")
@@ -177,9 +195,18 @@ class TrainingSpec(StrictModel):
     precision: Literal["auto", "bf16", "fp16", "fp32"] = Field(
         "auto", description="auto = bf16 where the hardware supports it natively, else fp16 on "
         "GPUs, fp32 on CPUs.")
-    gradient_checkpointing: bool = Field(False, description="Trade compute for memory (full FT).")
+    gradient_checkpointing: bool | None = Field(
+        None, description="Trade compute for memory; default: on for full and qlora, off for "
+        "lora (filled in when the run is created).")
+    optimizer: Literal["auto", "adamw_torch", "adamw_8bit", "paged_adamw_8bit"] = Field(
+        "auto", description="auto = adamw_8bit (bitsandbytes) for full fine-tuning on GPUs, "
+        "adamw_torch otherwise; the one that ran is recorded in metrics.json.")
     freeze_audio_encoder: bool = Field(True, description="Keep the audio encoder frozen in full "
                                        "fine-tuning; needed to fit 80 GB GPUs.")
+    freeze_embeddings: bool = Field(False, description="Also keep the token embeddings and the "
+                                    "output head frozen in full fine-tuning (Mini: 0.8 B fewer "
+                                    "trainable parameters, their gradients and optimizer "
+                                    "states).")
     lora: LoraSpec = Field(default_factory=LoraSpec)
     seed: int = Field(42, description="Seed for initialisation, shuffling and dropout.")
 
@@ -218,6 +245,13 @@ class PublishSpec(StrictModel):
 
 class ResourcesSpec(StrictModel):
     gpus: int = Field(1, ge=0, le=16, description="GPUs for the train step (data-parallel if >1).")
+    gpu_profile: str | None = Field(
+        None, description="GPU profile to plan and place the run on (24gb, 48gb, 80gb, 141gb "
+        "or one of the chart's jobDefaults.gpuProfiles); default: the smallest that fits.")
+    strategy: Literal["auto", "ddp", "fsdp"] = Field(
+        "auto", description="How >1 GPU share the work: ddp copies the model to every GPU, fsdp "
+        "shards weights, gradients and optimizer states; auto = fsdp for full fine-tuning on "
+        ">1 GPU, else ddp (filled in when the run is created).")
     cpu: str | None = Field(None, description="CPU request, Kubernetes quantity (e.g. '8').")
     memory: str | None = Field(None, description="Memory request, Kubernetes quantity (e.g. 64Gi).")
 
@@ -229,8 +263,10 @@ class RunSpec(StrictModel):
     base_model: str = Field(DEFAULT_BASE_MODEL, description="Hub id, local path, or "
                             "'tiny-random' / 'tiny-random-<N>s' (small random smoke-test "
                             "models with a 30-s or N-s audio window).")
-    mode: Literal["lora", "full"] = Field("lora", description="lora fits ~16-24 GB GPUs; full "
-                                          "fine-tuning needs ~80 GB.")
+    mode: Mode = Field("lora", description="lora: adapters on a bf16 base (Mini: 24 GB GPUs); "
+                       "qlora: adapters on a 4-bit base (Small-24B on one 48-80 GB GPU; needs a "
+                       "GPU); full: every weight (Mini: 80 GB, Small: FSDP on several); "
+                       "`voxtune plan` says what a spec needs.")
     language: Language = None
     steps: list[Step] = Field(
         default_factory=lambda: list(STEPS), min_length=1, description="Steps to run, in order.")
@@ -240,6 +276,43 @@ class RunSpec(StrictModel):
     tracking: TrackingSpec = Field(default_factory=TrackingSpec)
     publish: PublishSpec = Field(default_factory=PublishSpec)
     resources: ResourcesSpec = Field(default_factory=ResourcesSpec)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _mode_defaults(cls, data: Any) -> Any:
+        """Fill the defaults that depend on the mode, so spec.yaml records what runs."""
+        if not isinstance(data, dict):
+            return data
+        mode = data.get("mode", "lora")
+        if mode not in LEARNING_RATES:
+            return data  # the mode field reports it
+        data = dict(data)
+        training = data.get("training") or {}
+        if isinstance(training, TrainingSpec):
+            training = training.model_dump(exclude_unset=True)
+        if isinstance(training, dict):
+            training = dict(training)
+            if training.get("learning_rate") is None:
+                training["learning_rate"] = LEARNING_RATES[mode]
+            if training.get("gradient_checkpointing") is None:
+                training["gradient_checkpointing"] = CHECKPOINTING[mode]
+            data["training"] = training
+        resources = data.get("resources") or {}
+        if isinstance(resources, ResourcesSpec):
+            resources = resources.model_dump(exclude_unset=True)
+        if isinstance(resources, dict) and resources.get("strategy", "auto") == "auto":
+            gpus = resources.get("gpus", 1)
+            several = isinstance(gpus, int) and gpus > 1
+            data["resources"] = {**resources,
+                                 "strategy": "fsdp" if mode == "full" and several else "ddp"}
+        return data
+
+    @model_validator(mode="after")
+    def _qlora_needs_a_gpu(self) -> RunSpec:
+        if self.mode == "qlora" and self.resources.gpus == 0:
+            raise ValueError("mode qlora quantizes the base with bitsandbytes on a GPU: set "
+                             "resources.gpus to 1 or more, or use mode: lora on a CPU")
+        return self
 
     @field_validator("name")
     @classmethod

@@ -216,7 +216,7 @@ def with_change(path: str, value: Any) -> dict:
 
 
 @pytest.mark.parametrize(("path", "value"), [
-    ("mode", "qlora"),
+    ("mode", "dora"),
     ("language", "eng"),
     ("steps", []),
     ("steps.0", "evaluate"),

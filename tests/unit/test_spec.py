@@ -58,7 +58,7 @@ def test_precedence_defaults_file_env_cli(tmp_path: Path, monkeypatch: pytest.Mo
     ({"name": "r", "trainig": {}}, "trainig", "unknown field"),
     ({"name": "r", "training": {"batchsize": 2}}, "training.batchsize", "unknown field"),
     ({"name": "Bad_Name"}, "name", "lowercase"),
-    ({"name": "r", "mode": "qlora"}, "mode", "'lora' or 'full'"),
+    ({"name": "r", "mode": "dora"}, "mode", "'lora', 'qlora' or 'full'"),
     ({"name": "r", "language": "english"}, "language", "pattern"),
     ({"name": "r", "data": {"eval_fraction": 0.9}}, "data.eval_fraction", "0.5"),
     ({"name": "r", "steps": ["train", "prepare"]}, "steps", "pipeline order"),
