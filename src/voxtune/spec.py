@@ -314,6 +314,15 @@ class RunSpec(StrictModel):
                              "resources.gpus to 1 or more, or use mode: lora on a CPU")
         return self
 
+    def optimizer_for(self, on_gpu: bool) -> str:
+        """The optimizer this run uses: `training.optimizer`, or for auto 8-bit AdamW
+        (bitsandbytes) in full fine-tuning on GPUs, whose states take 2 bytes per parameter
+        instead of 8 (what lets Mini's full FT fit an 80 GB GPU), and PyTorch's AdamW otherwise
+        (adapters are small, and bitsandbytes' optimizers need a GPU)."""
+        if self.training.optimizer != "auto":
+            return self.training.optimizer
+        return "adamw_8bit" if self.mode == "full" and on_gpu else "adamw_torch"
+
     @field_validator("name")
     @classmethod
     def _dns_label(cls, value: str) -> str:
