@@ -10,10 +10,14 @@
 The UI's Try-it calls this: locally the UI starts `voxtune serve`, in the cluster it is the
 demo Deployment (VOXTUNE_UI_DEMO_URL), so the UI itself never imports torch. It loads with
 voxtune.models.load and transcribes with voxtune.models.inference, with the run's generation
-settings: the same code and settings as the card's WER and the generated Space. A LoRA model's
-base transcript comes from the same weights with the adapter disabled; a merged or fully tuned
-model loads its base beside it. The model is loaded before the port opens: a readiness probe
-or the UI sees the port only when transcription works.
+settings: the same code and settings as the card's WER and the generated Space.
+
+Base transcripts never cost a second full copy where memory does not hold one: a LoRA adapter's
+come from the same weights with the adapter disabled; for merged or fully tuned weights the base
+is loaded beside them only when the device's free memory holds it (`--base auto`, the default;
+`load` forces it, `skip` turns base transcripts off — /healthz says which and why). The model is
+loaded before the port opens: a readiness probe or the UI sees the port only when transcription
+works.
 """
 
 from __future__ import annotations
@@ -25,33 +29,62 @@ from dataclasses import dataclass
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import parse_qs, urlparse
 
 from voxtune.errors import UserError
 from voxtune.models.inference import LoadedModel, transcribe
 from voxtune.models.load import load, load_tuned
-from voxtune.run.layout import FINAL, registry_dir
 from voxtune.spec import EvalSpec
 
 MAX_AUDIO_BYTES = 20 * 1024 * 1024  # ~2 min of 44.1-kHz 16-bit stereo WAV; Try-it clips are short
+BaseChoice = Literal["auto", "load", "skip"]
+BASE_CHOICES: tuple[BaseChoice, ...] = ("auto", "load", "skip")
+# A second copy of the weights plus what generating one clip takes (KV cache, activations,
+# allocator slack): measured ≈ 1.1× the weights for the tiny model, rounded up.
+BASE_HEADROOM = 1.25
+GIB = 2**30
 
 
-def resolve_model(reference: str, home: Path) -> str:
-    """A folder holding the model, or the Hub id as given."""
-    from voxtune.publish.registry import Registry
+def base_source(adapter: bool, weights_bytes: int, free_bytes: int | None,
+                choice: BaseChoice) -> tuple[Literal["adapter", "load", "skip"], str]:
+    """Where base transcripts come from, and why: the adapter disabled (no extra memory), the
+    base loaded beside the tuned weights, or none. `free_bytes` None: unknown, so auto loads."""
+    if adapter:
+        return "adapter", "the tuned weights with the LoRA adapter disabled"
+    if choice != "auto":
+        return choice, f"--base {choice}"
+    need = weights_bytes * BASE_HEADROOM
+    if free_bytes is None or need <= free_bytes:
+        return "load", "the base loaded beside the tuned weights"
+    return "skip", (f"base transcripts are off: the base would need ≈{need / GIB:.1f} GiB and "
+                    f"{free_bytes / GIB:.1f} GiB are free (serve an adapter, give the server "
+                    "more memory, or force it with --base load)")
 
-    path = Path(reference).expanduser()
-    if path.is_dir():
-        return str((path / FINAL if (path / FINAL).is_dir() else path).resolve())
-    registry = Registry(registry_dir(home))
-    name = reference.replace("/", "@", 1).partition("@")[0]
-    if registry.versions(name) and "/" not in reference:
-        return str(registry.find(reference).path)
-    if path.exists() or reference.startswith((".", "/", "~")) or reference.count("/") != 1:
-        raise UserError(f"{reference}: not a registry model, a model folder or a Hub id "
-                        "(see `voxtune models list`)")
-    return reference
+
+def free_memory_bytes(device: Any) -> int | None:
+    """What the device can still hold: free GPU memory, or on the host the smaller of the
+    kernel's MemAvailable and what the container's memory limit (cgroup v2) leaves."""
+    import torch
+
+    if device.type == "cuda":
+        return torch.cuda.mem_get_info(device)[0]
+    available: list[int] = []
+    try:
+        meminfo = Path("/proc/meminfo").read_text(encoding="utf-8")
+        available += [int(line.split()[1]) * 1024 for line in meminfo.splitlines()
+                      if line.startswith("MemAvailable:")]
+        limit = Path("/sys/fs/cgroup/memory.max").read_text(encoding="utf-8").strip()
+        if limit != "max":
+            used = int(Path("/sys/fs/cgroup/memory.current").read_text(encoding="utf-8"))
+            available.append(int(limit) - used)
+    except (OSError, ValueError):
+        pass
+    return min(available) if available else None
+
+
+def weights_bytes(model: Any) -> int:
+    return sum(p.numel() * p.element_size() for p in model.parameters())
 
 
 @dataclass
@@ -59,38 +92,50 @@ class Pair:
     """The fine-tuned model and where its base transcripts come from."""
 
     tuned: LoadedModel
-    base: LoadedModel | None  # None: the tuned model with its adapter disabled
+    base: LoadedModel | None  # loaded beside the tuned weights (base_from "load")
     base_name: str
     max_new_tokens: int  # the run's eval.max_new_tokens: as the card's WER was measured
+    base_from: Literal["adapter", "load", "skip"] = "adapter"
+    base_note: str = ""  # why base transcripts come from where they do (or not at all)
 
-    def transcribe(self, audio: Any, language: str | None) -> dict[str, str]:
+    def transcribe(self, audio: Any, language: str | None) -> dict[str, str | None]:
         tuned = self._transcribe(self.tuned, audio, language)
-        if self.base is None:
+        base: str | None = None
+        if self.base_from == "adapter":
             with self.tuned.model.disable_adapter():
                 base = self._transcribe(self.tuned, audio, language)
-        else:
+        elif self.base is not None:
             base = self._transcribe(self.base, audio, language)
         return {"tuned": tuned, "base": base, "model": self.tuned.description,
                 "base_model": self.base_name}
+
+    def health(self) -> dict[str, str]:
+        return {"model": self.tuned.description, "base_model": self.base_name,
+                "base": self.base_from, "base_note": self.base_note}
 
     def _transcribe(self, loaded: LoadedModel, audio: Any, language: str | None) -> str:
         return transcribe(loaded.model, loaded.processor, audio, language,
                           max_new_tokens=self.max_new_tokens).text
 
 
-def load_pair(source: str) -> Pair:
-    """The fine-tuned model, and its base: the same weights with the adapter disabled for a
-    LoRA adapter, or the base loaded beside merged or fully tuned weights."""
+def load_pair(source: str, base: BaseChoice = "auto") -> Pair:
+    """The fine-tuned model, and where its base transcripts come from (`base_source`)."""
     tuned, spec = load_tuned(source)
     max_new_tokens = (spec.eval if spec else EvalSpec()).max_new_tokens
     if tuned.base is not None:
-        return Pair(tuned, None, tuned.base, max_new_tokens)
+        where, note = base_source(True, 0, None, base)
+        return Pair(tuned, None, tuned.base, max_new_tokens, where, note)
+    base_name = spec.base_model if spec else ""
+    where, note = base_source(False, weights_bytes(tuned.model),
+                              free_memory_bytes(tuned.model.device), base)
+    if where == "skip":
+        return Pair(tuned, None, base_name, max_new_tokens, where, note)
     if spec is None:
         raise UserError(f"{source}: a merged or fully tuned model without spec.yaml; the base "
-                        "to compare with is unknown")
+                        "to compare with is unknown (serve it with --base skip)")
     model, processor = load(spec.base_model, tuned.model.dtype)
-    base = LoadedModel(model.to(tuned.model.device), processor, spec.base_model, None)
-    return Pair(tuned, base, spec.base_model, max_new_tokens)
+    loaded = LoadedModel(model.to(tuned.model.device), processor, spec.base_model, None)
+    return Pair(tuned, loaded, spec.base_model, max_new_tokens, where, note)
 
 
 def decode_request(body: bytes) -> tuple[int, Any]:
@@ -120,8 +165,7 @@ def make_handler(pair: Pair) -> type[BaseHTTPRequestHandler]:
             if urlparse(self.path).path != "/healthz":
                 return self._reply(HTTPStatus.NOT_FOUND, {"error": "GET /healthz or POST "
                                                           "/transcribe"})
-            self._reply(HTTPStatus.OK, {"model": pair.tuned.description,
-                                        "base_model": pair.base_name})
+            self._reply(HTTPStatus.OK, pair.health())
 
         def do_POST(self) -> None:
             url = urlparse(self.path)
