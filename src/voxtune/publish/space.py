@@ -43,6 +43,31 @@ SPACE_PINS = {
 }
 
 
+# What each Hub Space hardware tier gives the model: GPU memory, or RAM on the CPU tiers (GB,
+# as the Hub lists them). The app loads the fine-tuned model once, in bf16, and no base.
+SPACE_MEMORY_GB = {"cpu-basic": 16, "cpu-upgrade": 32, "t4-small": 16, "t4-medium": 16,
+                   "l4x1": 24, "a10g-small": 24, "a10g-large": 24, "l40sx1": 48,
+                   "a100-large": 80, "h100": 80}
+DEFAULT_SPACE_HARDWARE = "cpu-basic"  # the free tier, what the Hub gives a Space unless asked
+SERVE_HEADROOM = 1.25  # generation's KV cache and activations for one clip, allocator slack
+
+
+def space_hardware_problem(parameters: int, hardware: str | None) -> str | None:
+    """Why the Space's hardware cannot hold a model of `parameters` (None when it can, or when
+    the tier is one this table does not know: the Hub has the last word)."""
+    name = hardware or DEFAULT_SPACE_HARDWARE
+    have = SPACE_MEMORY_GB.get(name)
+    need = parameters * 2 * SERVE_HEADROOM / 1e9
+    if have is None or need <= have:
+        return None
+    larger = [tier for tier, gb in sorted(SPACE_MEMORY_GB.items(), key=lambda kv: kv[1])
+              if gb >= need]
+    fix = (f"set publish.space_hardware to {larger[0]} ({SPACE_MEMORY_GB[larger[0]]} GB) or "
+           "larger" if larger else "no Space tier holds it; serve it in your cluster instead")
+    return (f"the demo Space loads the model in bf16 (≈{need:.0f} GB with headroom) and {name} "
+            f"has {have} GB: {fix}, or publish without a Space")
+
+
 @dataclass(frozen=True)
 class SpaceFacts:
     name: str  # the published model's name

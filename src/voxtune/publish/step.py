@@ -28,6 +28,7 @@ from typing import Any
 
 from voxtune.data.manifest import Clip
 from voxtune.errors import UserError
+from voxtune.plan.geometry import load_geometry
 from voxtune.publish.bundle import TrainedRun, read_run, stage_model
 from voxtune.publish.card import (
     ModelFacts,
@@ -47,7 +48,12 @@ from voxtune.publish.hub import (
     repo_id,
 )
 from voxtune.publish.registry import Registry, check_name
-from voxtune.publish.space import INFERENCE_MODULE, SpaceFacts, write_space
+from voxtune.publish.space import (
+    INFERENCE_MODULE,
+    SpaceFacts,
+    space_hardware_problem,
+    write_space,
+)
 from voxtune.run.layout import (
     SPEC,
     RunFolder,
@@ -163,6 +169,8 @@ def main(run_dir: Path, publish: PublishSpec, *, prepared: Path | None = None,
     user = hub.user() if hub else ""
     wants_space = publish.space or space is not None
     token = space_token(publish, settings, hub.token) if hub and wants_space else None
+    if hub and wants_space:
+        check_space_hardware(run.spec.base_model, space_hardware)
 
     # 3. the prepared clips: summarised in the card, published as a dataset when asked
     if publish.dataset and prepared is None:
@@ -226,6 +234,17 @@ def write_dataset(contents: Contents, folder: Path, dataset_ref: str, on_hub: bo
                                smoke=contents.base_preset is not None)
     (folder / "README.md").write_text(card, encoding="utf-8")
     (folder / SPEC).write_text(contents.run.spec.to_yaml(), encoding="utf-8")
+
+
+def check_space_hardware(base_model: str, hardware: str | None) -> None:
+    """Refuse, before anything is published, a Space whose hardware cannot hold the model."""
+    try:
+        parameters = load_geometry(base_model).total_parameters
+    except UserError:
+        return  # a base the plan cannot size offline: the Hub's own limits apply
+    problem = space_hardware_problem(parameters, hardware)
+    if problem:
+        raise UserError(problem)
 
 
 def to_registry(contents: Contents, registry: Registry) -> Published:
