@@ -14,8 +14,9 @@ import yaml
 from huggingface_hub import DatasetCard, ModelCard
 
 from voxtune.models import inference
-from voxtune.publish.card import ModelFacts, loading_snippet, render_dataset_card, render_model_card
+from voxtune.publish.card import ModelFacts, loading_snippet, render_model_card
 from voxtune.publish.dataset import DataSummary
+from voxtune.publish.dataset_card import render_dataset_card
 from voxtune.publish.space import (
     GRADIO_VERSION,
     SPACE_PINS,

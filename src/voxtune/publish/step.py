@@ -33,10 +33,10 @@ from voxtune.publish.bundle import TrainedRun, read_run, stage_model
 from voxtune.publish.card import (
     ModelFacts,
     default_language,
-    render_dataset_card,
     render_model_card,
 )
 from voxtune.publish.dataset import DataSummary, read_prepared, summarize, write_parquet
+from voxtune.publish.dataset_card import render_dataset_card
 from voxtune.publish.hub import (
     SPACE_TOKEN_ENV,
     Hub,
