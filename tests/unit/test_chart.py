@@ -310,7 +310,7 @@ def test_demo_serves_a_published_model() -> None:
     documents = render(VALUES["demo"])
     demo = container(documents, DEMO)
     assert demo["command"] == ["voxtune", "serve", "my-voice@2", "--host", "0.0.0.0",
-                               "--port", "7861"]
+                               "--port", "7861", "--base", "auto"]
     assert demo["readinessProbe"]["httpGet"] == {"path": "/healthz", "port": "http"}
     assert env(demo)["HF_TOKEN"] == {"secretKeyRef": {"name": "hf-token", "key": "token",
                                                       "optional": True}}
