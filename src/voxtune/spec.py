@@ -91,6 +91,15 @@ class RecordingsSource(StrictModel):
     path: Path = Field(description="The recordings folder (contains recordings.jsonl).")
 
 
+class PreparedSource(StrictModel):
+    """A folder the prepare step already wrote (`manifest.jsonl` + `audio/`), taken as it is:
+    its clips keep their audio, ids and split, nothing is decoded again."""
+
+    kind: Literal["prepared"] = "prepared"
+    path: Path = Field(description="The prepared folder (a run's prepared/, or the UI's "
+                       "dataset/); use it to train again on clips prepared once.")
+
+
 class HubSource(StrictModel):
     """A Hugging Face dataset by Hub id or local path (parquet/arrow with an Audio column)."""
 
@@ -130,10 +139,12 @@ def parse_source(text: str) -> dict[str, Any]:
     """Turn the CLI form of a source into its fields.
 
     `data.jsonl` | `some/folder` | `jsonl:PATH` | `folder:PATH` | `recordings:PATH` |
-    `hub:ID_OR_PATH?split=test&text_column=sentence` | `granary:sv_voxpopuli?audio_root=/data/vp`
+    `prepared:PATH` | `hub:ID_OR_PATH?split=test&text_column=sentence` |
+    `granary:sv_voxpopuli?audio_root=/data/vp`
     """
     kind, sep, rest = text.partition(":")
-    if not sep or kind not in {"jsonl", "folder", "recordings", "hub", "granary"}:
+    if not sep or kind not in {"jsonl", "folder", "recordings", "prepared", "hub",
+                                  "granary"}:
         path = Path(text)
         return {"kind": "jsonl" if path.suffix == ".jsonl" else "folder", "path": text}
     target, _, query = rest.partition("?")
@@ -143,7 +154,7 @@ def parse_source(text: str) -> dict[str, Any]:
 
 
 Source = Annotated[
-    JsonlSource | FolderSource | RecordingsSource | HubSource | GranarySource,
+    JsonlSource | FolderSource | RecordingsSource | PreparedSource | HubSource | GranarySource,
     Field(discriminator="kind"),
     BeforeValidator(lambda v: parse_source(v) if isinstance(v, str) else v),
 ]
@@ -237,6 +248,10 @@ class PublishSpec(StrictModel):
                                  "<owner>/<name>-demo. Only with `to: hf://…`.")
     space_hardware: str | None = Field(None, description="Hardware to request for a Hub "
                                        "Space, e.g. t4-small; default: the free CPU.")
+    run: str | None = Field(
+        None, pattern=RUN_NAME.pattern, description="Publish the trained model of this other "
+        "run (its final/, beside this run's folder) instead of this run's own: a publish-only "
+        "run (`steps: [publish]`) of a run that has finished training, as the UI makes.")
     space_token: Literal["read", "none", "write"] = Field(
         "read", description="Token the demo Space gets to load a private model: read = the "
         "read-only token the operator provides (HF_SPACE_TOKEN), or none when there is none; "

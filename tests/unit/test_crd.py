@@ -146,7 +146,7 @@ def test_spec_schema_has_every_runspec_field_with_its_type() -> None:
     check_model(RunSpec, SCHEMA["properties"]["spec"], "spec", skip={"name"})
     kinds = SCHEMA["properties"]["spec"]["properties"]["data"]["properties"]["sources"][
         "items"]["properties"]["kind"]["enum"]
-    assert kinds == ["jsonl", "folder", "recordings", "hub", "granary"]
+    assert kinds == ["jsonl", "folder", "recordings", "prepared", "hub", "granary"]
 
 
 def test_status_schema_has_every_status_field() -> None:

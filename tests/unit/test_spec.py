@@ -13,6 +13,7 @@ from voxtune.spec import (
     GranarySource,
     HubSource,
     JsonlSource,
+    PreparedSource,
     RecordingsSource,
     RunSpec,
     load_user_spec,
@@ -31,11 +32,13 @@ def write(path: Path, document: dict) -> Path:
     ("clips", FolderSource(path=Path("clips"))),
     ("jsonl:list.txt", JsonlSource(path=Path("list.txt"))),
     ("recordings:rec", RecordingsSource(path=Path("rec"))),
+    ("prepared:runs/a/prepared", PreparedSource(path=Path("runs/a/prepared"))),
     ("hub:org/ds?split=test&text_column=sentence&max_samples=5",
      HubSource(dataset="org/ds", split="test", text_column="sentence", max_samples=5)),
     ("granary:sv_voxpopuli?split=ast&audio_root=/audio",
      GranarySource(subset="sv_voxpopuli", split="ast", audio_root=Path("/audio"))),
-], ids=["jsonl-suffix", "folder", "jsonl-prefix", "recordings", "hub", "granary"])
+], ids=["jsonl-suffix", "folder", "jsonl-prefix", "recordings", "prepared", "hub",
+        "granary"])
 def test_source_strings(text: str, expected: object) -> None:
     spec = RunSpec(name="r", data={"sources": [text]})
     assert spec.data.sources == [expected]
@@ -64,7 +67,9 @@ def test_precedence_defaults_file_env_cli(tmp_path: Path, monkeypatch: pytest.Mo
     ({"name": "r", "steps": ["train", "prepare"]}, "steps", "pipeline order"),
     ({"name": "r", "data": {"sources": [{"kind": "ftp", "path": "x"}]}}, "data.sources.0",
      "kind"),
-], ids=["typo-section", "typo-field", "name", "mode", "language", "fraction", "order", "kind"])
+    ({"name": "r", "publish": {"run": "../other"}}, "publish.run", "pattern"),
+], ids=["typo-section", "typo-field", "name", "mode", "language", "fraction", "order", "kind",
+        "publish-run"])
 def test_invalid_specs_name_the_field(tmp_path: Path, document: dict, field: str,
                                       words: str) -> None:
     with pytest.raises(UserError) as error:
