@@ -7,7 +7,9 @@ Runbook:
 
 Exit 0 when at least one clip was kept, 2 when nothing usable was found or the input is invalid.
 Re-running reuses finished clips (content-addressed audio + a cache of decoded inputs) and
-rewrites the manifest whole, so a killed run is simply run again.
+rewrites the manifest whole, so a killed run is simply run again. A `prepared` source (a folder
+this step wrote before) is not decoded at all: its audio files are hard-linked (copied across
+filesystems) and its rows keep their ids and split.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import errno
 import hashlib
 import json
 import os
+import shutil
 import signal
 from collections import Counter
 from collections.abc import Iterable, Iterator
@@ -139,8 +142,10 @@ def _prepare(data: DataSpec, output: Path, language: str | None, workers: int | 
     # 3. decode, resample, check and store the audio (in parallel, reusing earlier work)
     decoded = _decode_all(candidates, output, limits, workers)
 
-    # 4. keep the first clip of each audio, split by id hash, write atomically
+    # 4. keep the first clip of each audio, split by id hash (a prepared row keeps its split),
+    #    write atomically
     clips: list[Clip] = []
+    kept_splits: dict[str, str] = {}  # clip id → the split a prepared source gave it
     warnings: list[dict[str, str]] = []
     first_seen: dict[str, Candidate] = {}  # by audio hash
     for candidate, result in zip(candidates, decoded, strict=True):
@@ -154,15 +159,19 @@ def _prepare(data: DataSpec, output: Path, language: str | None, workers: int | 
             rejections.append(Rejection(candidate.source, *problem))
             continue
         first_seen[result.sha256] = candidate
+        origin = candidate.prepared.source if candidate.prepared else candidate.source
         clip = Clip(clip_id(result.sha256, candidate.text), f"{AUDIO_DIR}/{result.sha256}.flac",
                     candidate.text, round(result.duration, 3), candidate.language or language,
-                    "", candidate.source)
+                    "", origin)
         clips.append(clip)
+        if candidate.prepared:
+            kept_splits[clip.id] = candidate.prepared.split
         if result.clipped:
             warnings.append({"source": clip.source, "clip": clip.id, "reason": "clipped",
                              "detail": f"a share of {result.clipped:.2g} of its samples "
                              "is flat at full scale"})
-    splits = assign_splits([clip.id for clip in clips], data.eval_fraction)
+    splits = {**assign_splits([clip.id for clip in clips if clip.id not in kept_splits],
+                              data.eval_fraction), **kept_splits}
     clips = [Clip(**{**asdict(clip), "split": splits[clip.id]}) for clip in clips]
     write_atomic(output / MANIFEST, jsonl_bytes(clips))
     write_atomic(output / REJECTED, jsonl_bytes(rejections))
@@ -233,6 +242,9 @@ def _decode_all(candidates: list[Candidate], output: Path, limits: ClipLimits,
     results: dict[int, _Decoded] = {}
     todo: list[int] = []
     for index, key in enumerate(keys):
+        if candidates[index].prepared is not None:
+            results[index] = _reuse_prepared(candidates[index], output / AUDIO_DIR)
+            continue
         hit = cached.get(key) if key else None
         if hit and (hit.sha256 is None or (output / AUDIO_DIR / f"{hit.sha256}.flac").exists()):
             results[index] = hit
@@ -263,6 +275,24 @@ def _map(function, jobs: list[tuple], workers: int) -> Iterator[_Decoded]:
         iterator = iter(jobs)
         while batch := list(islice(iterator, BATCH)):
             yield from pool.map(function, *zip(*batch, strict=True), chunksize=8)
+
+
+def _reuse_prepared(candidate: Candidate, audio_dir: Path) -> _Decoded:
+    """A prepared source's clip: its stored audio is linked in under the same name (its content
+    hash), its length taken from its row; nothing is decoded."""
+    assert candidate.prepared is not None and isinstance(candidate.audio, Path)
+    target = audio_dir / Path(candidate.prepared.audio_path).name
+    if not target.exists():
+        temporary = audio_dir / f".{target.name}.tmp"  # removed at the start if left behind
+        temporary.unlink(missing_ok=True)
+        try:
+            os.link(candidate.audio, temporary)
+        except OSError as error:
+            if error.errno == errno.ENOSPC:
+                raise
+            shutil.copyfile(candidate.audio, temporary)  # another filesystem: no hard links
+        os.replace(temporary, target)
+    return _Decoded(sha256=target.stem, duration=float(candidate.prepared.duration))
 
 
 def _decode_one(audio: Path | bytes, limits: ClipLimits, audio_dir: Path) -> _Decoded:

@@ -2,7 +2,8 @@
 
 A source never decodes audio itself (prepare does that, in parallel); it only finds the audio,
 the transcript and the language, and rejects what is wrong with the listing: lines that do not
-parse, missing fields, paths outside the source's root, transcripts that are not UTF-8.
+parse, missing fields, paths outside the source's root, transcripts that are not UTF-8. A
+prepared source's candidates carry their manifest row, and prepare reuses them as they are.
 """
 
 from __future__ import annotations
@@ -11,25 +12,30 @@ import codecs
 import csv
 import io
 import json
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from voxtune.data.audio import AUDIO_SUFFIXES
-from voxtune.data.manifest import Rejection
+from voxtune.data.manifest import AUDIO_DIR, MANIFEST, Clip, Rejection
 from voxtune.errors import UserError
 from voxtune.spec import (
     FolderSource,
     GranarySource,
     HubSource,
     JsonlSource,
+    PreparedSource,
     RecordingsSource,
     Source,
 )
 
 TEXT_COLUMNS = ("text", "transcription", "sentence", "transcript")
 RECORDINGS_LOG = "recordings.jsonl"
+# what prepare writes: audio/<first 32 hex digits of the 16-bit PCM's sha256>.flac
+PREPARED_AUDIO = re.compile(rf"^{AUDIO_DIR}/([0-9a-f]{{32}})\.flac$")
+SPLITS = ("train", "eval")
 
 
 @dataclass(frozen=True)
@@ -38,6 +44,7 @@ class Candidate:
     audio: Path | bytes
     text: Any  # validated by prepare: must be a non-blank str
     language: str | None = None
+    prepared: Clip | None = None  # a prepared source's row: its audio is stored already
 
 
 Item = Candidate | Rejection
@@ -49,6 +56,7 @@ def read_source(source: Source) -> Iterator[Item]:
         JsonlSource: _read_jsonl,
         FolderSource: _read_folder,
         RecordingsSource: _read_recordings,
+        PreparedSource: _read_prepared,
         HubSource: _read_hub,
         GranarySource: _read_granary,
     }
@@ -154,6 +162,37 @@ def _read_recordings(source: RecordingsSource) -> Iterator[Item]:
     kept, problems = recording_entries(root)
     yield from problems
     yield from _from_rows(iter(kept.values()), root, "audio_path", "text")
+
+
+def _read_prepared(source: PreparedSource) -> Iterator[Item]:
+    root = source.path.resolve()
+    if not (root / MANIFEST).is_file():
+        raise UserError(f"prepared source {source.path}: no {MANIFEST} in it (give a folder "
+                        "the prepare step wrote: a run's prepared/ or the UI's dataset/)")
+    for row in _json_objects(root / MANIFEST):
+        if isinstance(row, Rejection):
+            yield row
+            continue
+        where, fields = row
+        try:
+            clip = Clip(**fields)
+        except TypeError:
+            yield Rejection(where, "missing_field", "not a manifest row (id, audio_path, text, "
+                            "duration, language, split, source)")
+            continue
+        stored = PREPARED_AUDIO.match(str(clip.audio_path))
+        if stored is None or not isinstance(clip.duration, (int, float)) \
+                or clip.split not in SPLITS:
+            yield Rejection(where, "bad_manifest_row", "audio_path must be audio/<hash>.flac, "
+                            f"duration a number and split one of {', '.join(SPLITS)}")
+            continue
+        audio = resolve_inside(root, clip.audio_path)
+        if audio is None:
+            yield _escapes(where, clip.audio_path, root)
+        elif not audio.is_file():
+            yield Rejection(where, "missing_audio", f"{clip.audio_path} is not in {root}")
+        else:
+            yield Candidate(where, audio, clip.text, clip.language, prepared=clip)
 
 
 def _decode_text(raw: bytes) -> str | None:
