@@ -35,7 +35,9 @@ from voxtune.models import inference
 from voxtune.publish.bundle import files_under
 from voxtune.publish.hub import HubTarget, parse_target
 from voxtune.publish.registry import Registry
-from voxtune.spec import DataSpec
+from voxtune.run.layout import RunFolder
+from voxtune.run.status import Publication
+from voxtune.spec import DataSpec, PublishSpec, read_resolved_spec
 
 __all__ = ["hub_emulator"]  # the fixture, imported so pytest finds it here
 pytestmark = pytest.mark.slow
@@ -450,6 +452,38 @@ def test_run_dir_publishes_what_its_spec_says(run: Path, prepared: Path, tmp_pat
     version = tmp_path / "registry" / "my-voice" / "1"
     assert {"space/app.py", "dataset/README.md", "adapter_model.safetensors"} <= set(
         files_under(version))
+    record = RunFolder(folder).read_published()  # what both executors put in the status
+    assert record == Publication(name="my-voice", model=str(version), layout="adapter",
+                                 version=1, dataset=str(version / "dataset"),
+                                 space=str(version / "space"))
+
+
+def test_a_publish_only_run_publishes_the_run_it_names(run: Path, tmp_path: Path) -> None:
+    """What the UI submits: `steps: [publish]` with publish.run naming the trained run beside
+    it; nothing is linked or copied into the publishing run's folder."""
+    trained = tmp_path / "runs" / "my-voice"
+    shutil.copytree(run / "final", trained / "final")
+    shutil.copy(run / "metrics.json", trained / "metrics.json")
+    spec = yaml.safe_load((run / "final" / "spec.yaml").read_text())
+    publisher = tmp_path / "runs" / "my-voice-p1"
+    publisher.mkdir()
+    spec.update(name="my-voice-p1", steps=["publish"],
+                publish={"to": str(tmp_path / "registry"), "run": "my-voice"})
+    (publisher / "spec.yaml").write_text(yaml.safe_dump(spec))
+
+    done = voxtune("publish", "--run-dir", publisher)
+    assert done.returncode == 0, done.stderr[-3000:]
+    version = tmp_path / "registry" / "my-voice" / "1"  # named after the trained run
+    assert (version / "adapter_model.safetensors").is_file()
+    assert RunFolder(publisher).read_published().model == str(version)
+    assert sorted(path.name for path in publisher.iterdir()) == ["published.json", "spec.yaml"]
+    assert not (trained / "published.json").exists()
+
+    spec["publish"]["run"] = "my-voice-nothing"
+    (publisher / "spec.yaml").write_text(yaml.safe_dump(spec))
+    done = voxtune("publish", "--run-dir", publisher)
+    assert done.returncode == 2 and "no trained model" in done.stderr
+    assert "Traceback" not in done.stderr
 
 
 def test_a_space_id_needs_a_hub_model(run: Path, tmp_path: Path) -> None:
@@ -511,3 +545,22 @@ def test_publish_never_imports_gradio_or_kubernetes() -> None:
     """)
     assert output.strip() == "[]"
 
+
+
+def test_the_local_executor_reports_what_was_published(run: Path, voxtune_home: Path) -> None:
+    """status.json carries the publish record and whether the run holds a model, so the UI
+    reads them from the status (voxtune.Client) instead of the run folder."""
+    from voxtune.executors.local import LocalExecutor
+
+    trained = voxtune_home / "runs" / "my-voice"
+    shutil.copytree(run / "final", trained / "final")
+    executor = LocalExecutor()
+    spec = read_resolved_spec(run / "final" / "spec.yaml").model_copy(update={
+        "name": "my-voice-p1", "steps": ["publish"],
+        "publish": PublishSpec(run="my-voice")})
+    status = executor.run(spec, echo=lambda line: None)
+    assert status.phase == "Succeeded", executor.logs("my-voice-p1")
+    version = voxtune_home / "registry" / "my-voice" / "1"
+    assert status.published is not None and status.published.model == str(version)
+    assert not status.trained  # the publishing run holds no model of its own
+    assert executor.status("my-voice-p1").published == status.published

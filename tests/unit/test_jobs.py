@@ -25,6 +25,8 @@ from tests.golden import GOLDEN, check_golden
 from voxtune.cli.cluster import add_parsers
 from voxtune.controller.jobs import JobSettings, build_jobs, owner_reference, render
 from voxtune.errors import UserError
+from voxtune.run.layout import RunFolder
+from voxtune.run.status import Publication
 from voxtune.spec import RunSpec, load_user_spec
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -292,15 +294,20 @@ def test_step_wrapper_keeps_log_spec_and_result(tmp_path: Path) -> None:
     assert RunSpec.model_validate(yaml.safe_load((run / "spec.yaml").read_text())).name == "w"
     assert "reading sources" in (run / "logs" / "prepare.log").read_text()
     message = json.loads((tmp_path / "termination-log").read_text())
-    assert message == {"exit_code": 2, "metrics": {},
+    assert message == {"exit_code": 2, "metrics": {}, "trained": False,
                        "log_tail": "reading sources\nerror: nothing usable"}
 
     (run / "metrics.json").write_text(json.dumps({"wer": 0.1, "base_wer": 0.3, "other": "x"}))
+    (run / "final").mkdir()
+    record = Publication(name="w", model="https://hub/w/commit/1", layout="adapter",
+                         commits={"alice/w": "https://hub/w/commit/1"})
+    RunFolder(run).write_published(record)
     process = wrapper(tmp_path, [sys.executable, "-c", "print('again')"])
     process.communicate(timeout=60)
     assert process.returncode == 0
     assert json.loads((tmp_path / "termination-log").read_text()) == {
-        "exit_code": 0, "metrics": {"wer": 0.1, "base_wer": 0.3}}
+        "exit_code": 0, "metrics": {"wer": 0.1, "base_wer": 0.3}, "trained": True,
+        "published": record.model_dump(mode="json")}
     log = (run / "logs" / "prepare.log").read_text()
     assert "reading sources" in log and "again" in log  # a retry appends, nothing is lost
 
@@ -332,3 +339,11 @@ def test_termination_message_fits_the_kubelet_limit() -> None:
     text = termination_message(1, {"wer": 0.5}, "\n".join("x" * 100 for _ in range(200)))
     assert len(text.encode()) <= 4000
     assert json.loads(text)["log_tail"].endswith("x" * 100)
+    # a publish record with long commit URLs loses them, a huge one goes, the rest stays
+    commits = {f"alice/repo-{n}": "https://h/" + "c" * 900 for n in range(6)}
+    record = Publication(name="m", model="/registry/m/1", layout="adapter", commits=commits)
+    short = json.loads(termination_message(0, {}, "", True, record))
+    assert short["published"] == record.model_dump(mode="json", exclude={"commits"})
+    huge = record.model_copy(update={"model": "/" + "d" * 5000})
+    assert json.loads(termination_message(0, {"wer": 0.5}, "", True, huge)) == {
+        "exit_code": 0, "metrics": {"wer": 0.5}, "trained": True}

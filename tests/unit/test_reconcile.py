@@ -164,6 +164,29 @@ CASES = [
                             message=metrics_message(wer=0.12, base_wer=0.31))]),
          actions=["create r-publish"], steps={"train": "succeeded", "publish": "running"},
          check=lambda s: s.metrics == {"wer": 0.12, "base_wer": 0.31}),
+    Case("train done: the run holds a trained model",
+         run(status=recorded("prepare", running="train")),
+         Observed(jobs=[job("train", "Complete")], pods=[pod(
+             "train", "Succeeded", exit_code=0,
+             message=json.dumps({"exit_code": 0, "metrics": {}, "trained": True}))]),
+         actions=["create r-publish"],
+         check=lambda s: s.trained and s.published is None),
+    Case("publish done: where it went, from the termination message; bad shapes ignored",
+         run(status={**recorded("prepare", "train", running="publish"), "trained": True}),
+         Observed(jobs=[job("publish", "Complete")], pods=[pod(
+             "publish", "Succeeded", exit_code=0, message=json.dumps(
+                 {"exit_code": 0, "metrics": {}, "trained": "yes", "published": {
+                     "name": "r", "model": "/data/registry/r/1", "layout": "adapter",
+                     "version": 1}}))]),
+         phase="Succeeded", reason="Completed", message="all steps succeeded",
+         check=lambda s: s.trained and s.published is not None
+         and (s.published.model, s.published.version) == ("/data/registry/r/1", 1)),
+    Case("a publish record of the wrong shape is ignored",
+         run(status=recorded("prepare", "train", running="publish")),
+         Observed(jobs=[job("publish", "Complete")], pods=[pod(
+             "publish", "Succeeded", exit_code=0, message=json.dumps(
+                 {"exit_code": 0, "published": {"model": 3}, "trained": 1}))]),
+         phase="Succeeded", check=lambda s: s.published is None and not s.trained),
     Case("every step done", run(status=recorded("prepare", "train", running="publish")),
          Observed(jobs=[job("publish", "Complete")]), phase="Succeeded", reason="Completed",
          message="all steps succeeded",

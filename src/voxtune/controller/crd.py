@@ -63,9 +63,6 @@ class FineTuneRunStatus(RunStatus):
     """RunStatus plus what only a cluster has; the FineTuneRun's `.status`."""
 
     steps: dict[str, KubeStepStatus] = Field(default_factory=dict)
-    reason: str = Field("", description="Why the run is in its phase, one word: Running, "
-                        "Unschedulable, ImagePullBackOff, QueueWaiting, StepFailed, "
-                        "NoSpace, InvalidSpec, Cancelled, Completed …")
     observed_generation: int | None = Field(None, description="metadata.generation last seen.")
     conditions: list[Condition] = Field(default_factory=list)
 

@@ -64,7 +64,7 @@ from voxtune.controller.jobs import (
 )
 from voxtune.errors import ExitCode
 from voxtune.run.process import failure_message
-from voxtune.run.status import progress_and_eta
+from voxtune.run.status import Publication, progress_and_eta
 from voxtune.run.steps import PHASE_OF_STEP, TERMINAL
 from voxtune.spec import RunSpec, format_validation_error
 
@@ -220,6 +220,7 @@ def _advance(run: dict[str, Any], spec: RunSpec, status: FineTuneRunStatus,
             state.state, state.exit_code = "succeeded", code if code is not None else 0
             state.finished = _part(job, "status").get("completionTime") or stamp
             status.metrics.update(metrics)
+            _record_outcome(status, _newest(pods, "Succeeded"))
             continue
         if outcome:
             failed = [pod for pod in pods if _phase(pod) == "Failed" and not _disrupted(pod)]
@@ -445,6 +446,23 @@ def _termination(pod: dict[str, Any] | None,
         code = reported if isinstance(reported, int) and not isinstance(reported, bool) else code
         return code, metrics, _text(document, "log_tail")
     return code, {}, message or log_tails.get(pod["metadata"]["name"], "")
+
+
+def _record_outcome(status: FineTuneRunStatus, pod: dict[str, Any] | None) -> None:
+    """Whether the run now holds a trained model and what was published, as the step wrapper's
+    termination message says (anything of the wrong shape is ignored)."""
+    try:
+        document = json.loads((_terminated(pod) or {}).get("message") or "")
+    except ValueError:
+        return
+    if not isinstance(document, dict):
+        return
+    status.trained = status.trained or document.get("trained") is True
+    try:
+        if isinstance(document.get("published"), dict):
+            status.published = Publication.model_validate(document["published"])
+    except ValidationError:
+        pass
 
 
 def _latest_event(events: Sequence[dict[str, Any]], involved: str,

@@ -195,6 +195,8 @@ class LocalExecutor:
         result.finished, result.exit_code = now(), code
         result.state = "succeeded" if code == 0 else "failed"
         status.metrics.update(headline_metrics(run.metrics))
+        status.trained = status.trained or run.final.is_dir()
+        status.published = run.read_published() or status.published
         if _cancel_file(run).exists() and code != 0:
             return self._cancelled(run, status)
         if code != 0:

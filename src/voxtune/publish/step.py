@@ -6,11 +6,14 @@ Runbook:
     voxtune publish --model runs/me --to hf://alice/my-voice --dataset runs/me/prepared --space
                           # alice/my-voice, alice/my-voice-data, alice/my-voice-demo: all private
     voxtune publish --run-dir $VOXTUNE_HOME/runs/me       # what the executors run (spec.yaml)
+    # a publish-only run (steps: [publish]) with publish.run: me publishes runs/me's model
     voxtune models list | voxtune models show me@2
 
 What is published: what a user loads (adapter and/or weights, processor), README.md (the model
 card), metrics.json and spec.yaml — never optimizer, scheduler or checkpoint files. Locally a
-version is written aside and renamed into place; on the Hub each repo gets one commit. The
+version is written aside and renamed into place; on the Hub each repo gets one commit. Where it
+all went is recorded in the run folder's published.json (no token), which both executors put in
+the run's status. The
 token comes from HF_TOKEN or VOXTUNE_HF_TOKEN_FILE only. A private model's demo Space gets, as
 `publish.space_token` says: `read` (default) the read-only token in HF_SPACE_TOKEN (or
 VOXTUNE_HF_SPACE_TOKEN_FILE), or none when there is none; `none` never a token; `write` the
@@ -59,7 +62,7 @@ from voxtune.run.layout import (
     RunFolder,
     registry_dir,
 )
-from voxtune.run.status import format_percent
+from voxtune.run.status import Publication, format_percent
 from voxtune.spec import PublishSpec
 
 DATASET_DIR, SPACE_DIR = "dataset", "space"
@@ -80,6 +83,13 @@ class Published:
     space: str | None = None
     space_token: str | None = None  # which token the Hub Space got, in words
     commits: dict[str, str] = field(default_factory=dict)  # repo → commit URL
+
+    def record(self) -> Publication:
+        """The public part, for published.json and the run's status (never the Space token
+        note: it is words, but a status is no place for anything about tokens)."""
+        return Publication(name=self.name, model=self.model, layout=self.layout,
+                           version=self.version, dataset=self.dataset, space=self.space,
+                           commits=self.commits)
 
     def lines(self) -> list[str]:
         where = f"version {self.version} " if self.version else ""
@@ -146,16 +156,18 @@ class Contents:
 def main(run_dir: Path, publish: PublishSpec, *, prepared: Path | None = None,
          settings: PublishSettings | None = None, endpoint: str | None = None,
          echo: Callable[[str], None] = print) -> Published:
-    """Publish the run in `run_dir` as `publish` says; returns where everything went.
+    """Publish the run in `run_dir` (or the run `publish.run` beside it) as `publish` says;
+    returns where everything went, also recorded in `run_dir`'s published.json.
 
-    `publish.name` defaults to the run folder's name; `prepared` (or RUN/prepared when
+    `publish.name` defaults to the trained run's name; `prepared` (or its prepared/ when
     `publish.dataset`) is also published as a dataset; `publish.space_id` is a Space id for
     the Hub (`publish.space` alone picks `<owner>/<name>-demo`).
     """
     settings = settings or PublishSettings()
     name, space, space_hardware = publish.name, publish.space_id, publish.space_hardware
     # 1. the trained model and the destination
-    run = read_run(run_dir)
+    own = RunFolder.of(run_dir)
+    run = read_run(own.sibling(publish.run).path if publish.run else run_dir)
     target = parse_target(publish.to) if publish.to else None
     if target and name and name != target.name:
         raise UserError(f"--name {name!r}: on the Hub the name is part of --to ({publish.to})")
@@ -189,6 +201,8 @@ def main(run_dir: Path, publish: PublishSpec, *, prepared: Path | None = None,
         published = to_registry(contents, Registry(registry))
     for line in published.lines():
         echo(line)
+    if own.spec_file.is_file():  # a run folder (not a bare final/ copied elsewhere)
+        own.write_published(published.record())
     return published
 
 

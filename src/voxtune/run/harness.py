@@ -10,8 +10,9 @@
    outlives the pod; SIGTERM (eviction, preemption, cancel) is passed on, so training saves a
    checkpoint;
 3. writes the pod's termination message (/dev/termination-log): the exit code, the headline
-   metrics (WER/CER) and, on failure, the log tail — how the controller learns the result
-   without mounting the volume;
+   metrics (WER/CER), whether the run now holds a trained model, what the publish step
+   published (RUN/published.json) and, on failure, the log tail — how the controller learns
+   the result without mounting the volume;
 4. exits with the command's exit code (2 = bad input: the Job fails at once; 75 = retryable).
 
 It imports only the core package (no kubernetes, no torch), so every step image can run it.
@@ -29,7 +30,7 @@ from pathlib import Path
 from voxtune.errors import ExitCode, UserError
 from voxtune.run.layout import RunFolder
 from voxtune.run.process import claim_run_folder, run_logged, tail
-from voxtune.run.status import headline_metrics
+from voxtune.run.status import Publication, headline_metrics
 from voxtune.spec import RunSpec, validate_spec
 
 SPEC_ENV = "VOXTUNE_RUN_SPEC"
@@ -38,15 +39,25 @@ TERMINATION_LOG = "/dev/termination-log"
 TERMINATION_LIMIT = 4000  # the kubelet keeps at most 4096 bytes
 
 
-def termination_message(code: int, metrics: dict[str, float], log_tail: str) -> str:
-    """JSON for the controller; the log tail is cut from the front to fit the kubelet's limit."""
-    message: dict = {"exit_code": code, "metrics": metrics}
+def termination_message(code: int, metrics: dict[str, float], log_tail: str,
+                        trained: bool = False, published: Publication | None = None) -> str:
+    """JSON for the controller, within the kubelet's limit: the log tail is cut from the
+    front first, then the publish record loses its commit URLs, then goes (the run page then
+    shows no links; the model is still where the log says)."""
+    message: dict = {"exit_code": code, "metrics": metrics, "trained": trained}
+    records = [published.model_dump(mode="json"),
+               published.model_dump(mode="json", exclude={"commits"})] if published else []
     lines = log_tail.splitlines() if code != 0 else []
     while True:
-        text = json.dumps({**message, **({"log_tail": "\n".join(lines)} if lines else {})})
-        if len(text.encode()) <= TERMINATION_LIMIT or not lines:
+        extra: dict = {"log_tail": "\n".join(lines)} if lines else {}
+        extra.update({"published": records[0]} if records else {})
+        text = json.dumps({**message, **extra})
+        if len(text.encode()) <= TERMINATION_LIMIT or not (lines or records):
             return text
-        lines = lines[1:]
+        if lines:
+            lines = lines[1:]
+        else:
+            records = records[1:]
 
 
 def _write_termination_message(text: str) -> None:
@@ -86,7 +97,8 @@ def main(argv: list[str] | None = None) -> int:
     if code < 0:  # killed by a signal: report it the way a shell would
         code = 128 - code
     _write_termination_message(termination_message(  # 3.
-        code, headline_metrics(run.metrics), tail(run.log(args.step))))
+        code, headline_metrics(run.metrics), tail(run.log(args.step)), run.final.is_dir(),
+        run.read_published()))
     return code  # 4.
 
 

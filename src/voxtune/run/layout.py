@@ -6,6 +6,7 @@
                              final/           what a user loads, with its spec.yaml    (train)
                              base-eval.json   the base model's scores, cached          (train)
                              metrics.json     WER/CER base vs tuned, losses, samples   (train)
+                             published.json   where the model went, no token           (publish)
                              trackio/         the metrics dashboard's store            (train)
                              merged/          `voxtune merge`'s default output
                              logs/<step>.log  each step's full output
@@ -22,7 +23,7 @@ from pathlib import Path
 
 from voxtune.errors import UserError
 from voxtune.files import child_path, write_atomic
-from voxtune.run.status import RunStatus, now
+from voxtune.run.status import Publication, RunStatus, now
 from voxtune.spec import RUN_NAME, RunSpec, read_resolved_spec
 
 SPEC = "spec.yaml"  # also beside every model voxtune writes (final/, registry versions, Hub)
@@ -53,11 +54,22 @@ class RunFolder:
         self.path = Path(path)
 
     @classmethod
+    def of(cls, path: Path) -> RunFolder:
+        """The run folder of `path`, which is a run folder or its final/."""
+        path = Path(path)
+        return cls(path.parent if path.name == FINAL else path)
+
+    @classmethod
     def named(cls, home: Path, name: str) -> RunFolder:
         """The folder of run `name` under VOXTUNE_HOME `home`, for a name that came from a user:
         it must follow the run-name rule and stay inside the runs folder (`..`, `/x` or a
         symlink out are refused), so no command can read, write or delete outside it."""
         return cls(child_path(runs_dir(home), check_run_name(name), RUN_NAME, "run"))
+
+    def sibling(self, name: str) -> RunFolder:
+        """Run `name`'s folder beside this one (the same runs folder, locally or on a pod's
+        volume), with the same checks as `named`."""
+        return RunFolder(child_path(self.path.parent, check_run_name(name), RUN_NAME, "run"))
 
     spec_file = property(lambda self: self.path / SPEC)
     status_file = property(lambda self: self.path / "status.json")
@@ -67,6 +79,7 @@ class RunFolder:
     final_spec_file = property(lambda self: self.final / SPEC)  # what the model was trained with
     base_eval = property(lambda self: self.path / "base-eval.json")
     metrics = property(lambda self: self.path / METRICS)
+    published = property(lambda self: self.path / "published.json")
     trackio = property(lambda self: self.path / "trackio")
     merged = property(lambda self: self.path / "merged")
     logs = property(lambda self: self.path / "logs")
@@ -79,6 +92,15 @@ class RunFolder:
 
     def write_spec(self, spec: RunSpec) -> None:
         write_atomic(self.spec_file, spec.to_yaml().encode())
+
+    def read_published(self) -> Publication | None:
+        """What this run's publish step last published, if it did."""
+        if not self.published.is_file():
+            return None
+        return Publication.model_validate_json(self.published.read_text(encoding="utf-8"))
+
+    def write_published(self, record: Publication) -> None:
+        write_atomic(self.published, record.model_dump_json(indent=2).encode())
 
     def read_status(self) -> RunStatus:
         if not self.status_file.exists():

@@ -1,4 +1,5 @@
-"""RunStatus, the status every backend reports, and what goes into it: progress, ETA, metrics."""
+"""RunStatus, the status every backend reports, and what goes into it: progress, ETA, metrics,
+whether the run holds a trained model, and what its publish step published."""
 
 from __future__ import annotations
 
@@ -61,11 +62,29 @@ class StepStatus(BaseModel):
     exit_code: int | None = None
 
 
+class Publication(BaseModel):
+    """What a publish step published (RUN/published.json, and in the run's status): public
+    places and versions only; a token never goes in here."""
+
+    name: str = Field(description="Model name (registry name, or the Hub repo's name).")
+    model: str = Field(description="The registry version folder, or the Hub commit URL.")
+    layout: str = Field(description="adapter, merged or full.")
+    version: int | None = Field(None, description="Registry version number (local registry).")
+    dataset: str | None = Field(None, description="Where the dataset went, if published.")
+    space: str | None = Field(None, description="The demo Space (Hub id or folder), if any.")
+    commits: dict[str, str] = Field(default_factory=dict,
+                                    description="Hub repo → commit URL, one per repo written.")
+
+
 class RunStatus(BaseModel):
     """Same model for the local executor and the FineTuneRun status."""
 
     name: str
     phase: Phase = "Pending"
+    reason: str = Field("", description="Why the run is in its phase, one word: Running, "
+                        "Unschedulable, ImagePullBackOff, QueueWaiting, StepFailed, "
+                        "NoSpace, InvalidSpec, Cancelled, Completed … (empty where the "
+                        "backend has nothing to add to the message).")
     step: str | None = None
     message: str = ""
     steps: dict[str, StepStatus] = Field(default_factory=dict)
@@ -73,4 +92,7 @@ class RunStatus(BaseModel):
     progress: str = Field("", description="Steps done / steps, and the train step's own "
                           "progress when it reports one.")
     eta: str | None = Field(None, description="Estimated end of the running step (UTC).")
+    trained: bool = Field(False, description="The train step left a trained model (final/): "
+                          "the run can be published and tried.")
+    published: Publication | None = Field(None, description="What the publish step published.")
     updated: str = Field(default_factory=now)
