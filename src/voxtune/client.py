@@ -11,8 +11,9 @@
     print(final.phase, final.metrics.get("wer"))
 
 Every backend implements voxtune.executors.protocol.Executor and reports the same status
-model (voxtune.run.status.RunStatus; the Kubernetes backend's FineTuneRunStatus adds reason and
-conditions). submit returns at once; the local backend runs the steps in a background process.
+model (voxtune.run.status.RunStatus: phase, reason, progress, metrics, whether the run holds a
+trained model, what it published; the Kubernetes backend's FineTuneRunStatus adds conditions).
+submit returns at once; the local backend runs the steps in a background process.
 """
 
 from __future__ import annotations
@@ -68,6 +69,11 @@ class Client:
         if isinstance(spec, dict):
             return validate_spec(spec, "spec")
         return self.executor.load(Path(spec))
+
+    def resource(self, spec: RunSpec | dict[str, Any] | str | Path) -> dict[str, Any] | None:
+        """What `submit(spec)` would create on this backend (the FineTuneRun on Kubernetes),
+        without creating it; None for the local backend."""
+        return self.executor.resource(self.load(spec))
 
     def submit(self, spec: RunSpec | dict[str, Any] | str | Path) -> RunStatus:
         """Start a run and return its status at once; the same spec again is a no-op."""

@@ -16,11 +16,12 @@ from tests.helpers import speechlike, write_audio
 from voxtune.client import Client
 from voxtune.errors import UserError
 from voxtune.spec import GranarySource, HubSource
-from voxtune.ui import handlers
+from voxtune.ui import handlers, training
 from voxtune.ui.app import launch, login_options
 from voxtune.ui.auth import LOCAL_USER, user_key
 from voxtune.ui.demo import DemoServers
-from voxtune.ui.handlers import Context, TrainForm
+from voxtune.ui.handlers import Context
+from voxtune.ui.training import TrainForm
 from voxtune.ui.settings import UiSettings
 from voxtune.ui.workspace import SOURCES
 
@@ -104,7 +105,7 @@ def test_launch_checks_sources_saved_before_the_rule(folders: dict[str, Path],
     (workspace.root / SOURCES).write_text(json.dumps([{"kind": "hub",
                                                        "dataset": str(folders["bob"])}]))
     with pytest.raises(UserError, match="not a folder inside your workspace"):
-        handlers.build_spec(ctx, ALICE, TrainForm())
+        training.build_spec(ctx, ALICE, TrainForm())
 
 
 @pytest.fixture

@@ -20,11 +20,12 @@ from tests.helpers import speechlike, write_audio
 from voxtune.client import Client
 from voxtune.data.audio import AudioRejected
 from voxtune.errors import UserError
-from voxtune.ui import handlers
+from voxtune.ui import handlers, training
 from voxtune.ui.app import build_app
 from voxtune.ui.auth import check_bind, password_check, read_users
 from voxtune.ui.demo import DemoServers
-from voxtune.ui.handlers import Context, TrainForm
+from voxtune.ui.handlers import Context
+from voxtune.ui.training import TrainForm
 from voxtune.ui.settings import UiSettings
 from voxtune.ui.workspace import Workspace, safe_name, transcripts_file
 
@@ -58,22 +59,23 @@ def cluster_ctx(kube_emulator: KubeEmulator, voxtune_home: Path) -> Context:
 def test_form_becomes_the_spec_and_the_finetunerun(cluster_ctx: Context) -> None:
     with_dataset(cluster_ctx, "alice")
     form = TrainForm(name="My Voice", base_model="tiny-random", mode="full", language="fr",
-                     gpu_profile="2 GPUs", max_steps=7, learning_rate=3e-5, lora_rank=16)
-    spec_yaml, run_yaml = handlers.preview(cluster_ctx, "alice", form)
-    spec = handlers.build_spec(cluster_ctx, "alice", form)
+                     gpus="2 GPUs", max_steps=7, learning_rate=3e-5, lora_rank=16)
+    spec_yaml, run_yaml = training.preview(cluster_ctx, "alice", form)
+    spec = training.build_spec(cluster_ctx, "alice", form)
     assert spec.name == "alice-my-voice" and spec.mode == "full" and spec.language == "fr"
     assert spec.training.max_steps == 7 and spec.training.learning_rate == 3e-5
     assert spec.training.lora.rank == 16 and spec.resources.gpus == 2
     assert spec.steps == ["prepare", "train"]
     # on the cluster the dataset is named relative to the shared volume (VOXTUNE_HOME)
-    assert str(spec.data.sources[0].path) == "users/alice/dataset/manifest.jsonl"
+    assert spec.data.sources[0].kind == "prepared"
+    assert str(spec.data.sources[0].path) == "users/alice/dataset"
     assert "max_steps: 7" in spec_yaml and "kind: FineTuneRun" in run_yaml
     assert "name: alice-my-voice" in run_yaml and "namespace: default" in run_yaml
 
 
 @pytest.mark.parametrize(("form", "message"), [
     (TrainForm(name="x" * 40), "at most 40"),
-    (TrainForm(gpu_profile="16 GPUs"), "GPU profile"),
+    (TrainForm(gpus="16 GPUs"), "GPUs"),
     (TrainForm(learning_rate=2.0), "learning_rate: Input should be less than 1"),
     (TrainForm(eval_fraction=0.9), "eval_fraction"),
 ], ids=["long-name", "gpu-profile", "learning-rate", "eval-fraction"])
@@ -81,12 +83,12 @@ def test_bad_form_values_are_clear_errors(cluster_ctx: Context, form: TrainForm,
                                           message: str) -> None:
     with_dataset(cluster_ctx, "alice")
     with pytest.raises(UserError, match=message):
-        handlers.build_spec(cluster_ctx, "alice", form)
+        training.build_spec(cluster_ctx, "alice", form)
 
 
 def test_launch_without_a_dataset_says_what_to_do(cluster_ctx: Context) -> None:
     with pytest.raises(UserError, match="build the dataset first"):
-        handlers.launch(cluster_ctx, "bob", TrainForm())
+        training.launch(cluster_ctx, "bob", TrainForm())
 
 
 # --- runs: many users, many sessions ------------------------------------------------------------
@@ -104,7 +106,7 @@ def test_twenty_simultaneous_launches_make_twenty_runs(cluster_ctx: Context,
     def session(user: str) -> None:
         start.wait()
         try:  # no name given: each launch gets its own
-            results.append(handlers.launch(cluster_ctx, user, TrainForm(max_steps=3)).name)
+            results.append(training.launch(cluster_ctx, user, TrainForm(max_steps=3)).name)
         except Exception as error:  # collected, asserted below
             errors.append(error)
 
@@ -124,9 +126,9 @@ def test_twenty_simultaneous_launches_make_twenty_runs(cluster_ctx: Context,
 def test_a_run_name_belongs_to_one_user(cluster_ctx: Context) -> None:
     with_dataset(cluster_ctx, "al")
     with_dataset(cluster_ctx, "al-ice")
-    handlers.launch(cluster_ctx, "al", TrainForm(name="ice-x"))  # → al-ice-x
+    training.launch(cluster_ctx, "al", TrainForm(name="ice-x"))  # → al-ice-x
     with pytest.raises(UserError, match="is taken"):
-        handlers.launch(cluster_ctx, "al-ice", TrainForm(name="x"))  # also al-ice-x
+        training.launch(cluster_ctx, "al-ice", TrainForm(name="x"))  # also al-ice-x
     assert handlers.my_runs(cluster_ctx, "al-ice") == []
     for action in (handlers.run_page, handlers.cancel):
         with pytest.raises(UserError, match="among your runs"):
@@ -136,15 +138,15 @@ def test_a_run_name_belongs_to_one_user(cluster_ctx: Context) -> None:
 def test_same_launch_twice_is_one_run(cluster_ctx: Context) -> None:
     with_dataset(cluster_ctx, "alice")
     form = TrainForm(name="again", max_steps=2)
-    assert handlers.launch(cluster_ctx, "alice", form).name == \
-        handlers.launch(cluster_ctx, "alice", form).name == "alice-again"
+    assert training.launch(cluster_ctx, "alice", form).name == \
+        training.launch(cluster_ctx, "alice", form).name == "alice-again"
     assert len(handlers.my_runs(cluster_ctx, "alice")) == 1
 
 
 def test_a_queued_run_is_active_and_can_be_cancelled(cluster_ctx: Context,
                                                      kube_emulator: KubeEmulator) -> None:
     with_dataset(cluster_ctx, "alice")
-    handlers.launch(cluster_ctx, "alice", TrainForm(name="waits"))
+    training.launch(cluster_ctx, "alice", TrainForm(name="waits"))
     kube_emulator.patch("finetuneruns", "default", "alice-waits",
                         {"status": {"phase": "Queued", "message": "waiting for a free slot"}},
                         status=True)
@@ -156,7 +158,7 @@ def test_a_queued_run_is_active_and_can_be_cancelled(cluster_ctx: Context,
 
 def test_publish_needs_a_finished_run(cluster_ctx: Context) -> None:
     with_dataset(cluster_ctx, "alice")
-    handlers.launch(cluster_ctx, "alice", TrainForm(name="young"))
+    training.launch(cluster_ctx, "alice", TrainForm(name="young"))
     with pytest.raises(UserError, match="no trained model yet"):
         handlers.publish(cluster_ctx, "alice", "alice-young", handlers.PublishForm())
 

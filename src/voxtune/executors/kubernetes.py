@@ -71,11 +71,15 @@ class KubernetesExecutor:
         controller resolves, not this machine."""
         return load_user_spec(path, resolve_paths=False)
 
+    def resource(self, spec: RunSpec) -> dict[str, Any]:
+        """The FineTuneRun that `submit(spec)` creates."""
+        return run_object(spec, self.namespace)
+
     def submit(self, spec: RunSpec) -> FineTuneRunStatus:
         """Create the FineTuneRun; the same spec again is a no-op."""
         try:
             created = self.custom.create_namespaced_custom_object(
-                GROUP, VERSION, self.namespace, PLURAL, run_object(spec, self.namespace))
+                GROUP, VERSION, self.namespace, PLURAL, self.resource(spec))
             return run_status(created)
         except ApiException as error:
             if error.status != 409:

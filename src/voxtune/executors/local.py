@@ -61,6 +61,10 @@ class LocalExecutor:
     def load(self, path: Path) -> RunSpec:
         return load_user_spec(path)
 
+    def resource(self, spec: RunSpec) -> None:
+        """Nothing: a local run is its spec.yaml (the protocol asks for the backend's object)."""
+        return None
+
     def submit(self, spec: RunSpec) -> RunStatus:
         """Start the steps of `spec` in a background process and return at once (then `wait`,
         `logs`, `cancel`). A run that is already running is left alone (its status is

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 from voxtune.run.status import RunStatus
 from voxtune.spec import RunSpec
@@ -18,6 +18,11 @@ class Executor(Protocol):
     def load(self, path: Path) -> RunSpec:
         """A RunSpec or FineTuneRun file as this backend runs it (user input: layered, with
         paths resolved as the backend's machines see them)."""
+        ...
+
+    def resource(self, spec: RunSpec) -> dict[str, Any] | None:
+        """The object `submit(spec)` creates on this backend (a FineTuneRun), for a preview;
+        None where the spec alone is what runs."""
         ...
 
     def submit(self, spec: RunSpec) -> RunStatus:

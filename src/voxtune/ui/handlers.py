@@ -1,15 +1,20 @@
-"""What the UI does, as plain functions: form → RunSpec → voxtune.Client, for one user.
+"""What the UI does with runs, as plain functions over voxtune.Client, for one user.
 
-No gradio here: app.py wires these to widgets and turns UserError into gr.Error, and the tests
-call them directly. Every function takes the `Context` (client, settings, demo servers) and the
-signed-in user, and only ever touches that user's workspace and runs:
+No gradio here: the tabs (voxtune.ui.tabs) wire these to widgets and turn UserError into
+gr.Error, and the tests call them directly. The Train form and its plan are in
+voxtune.ui.training, the text and tables the pages show in voxtune.ui.views. Every function
+takes the `Context` (client, settings, demo servers) and the signed-in user, and only ever
+touches that user's workspace and runs; what a run is doing, whether it holds a trained model
+and what it published come from its status (the same on both backends), never from its folder
+or its log lines:
 
 * run names are `<user>-<name>`, and each is claimed in VOXTUNE_HOME/ui/owners/<run> (created
   exclusively) before it is submitted, so two users can never get, list or overwrite one run;
 * a local folder as a data source must lie in the user's own workspace or the operator's
   shared-data folder (VOXTUNE_UI_SHARED_DATA), checked when it is added and again at launch;
-* a publish of a finished run is a run of its own (`steps: [publish]`) whose final/ links to the
-  trained run's, so the existing publish step does the work on either backend.
+* a publish of a finished run is a run of its own (`steps: [publish]`) whose spec names the
+  trained run (`publish.run`), so the publish step does the work on either backend and the UI
+  writes no run folder.
 """
 
 from __future__ import annotations
@@ -17,30 +22,24 @@ from __future__ import annotations
 import os
 import re
 import secrets
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
 from pydantic import ValidationError
 
 from voxtune.client import Client
 from voxtune.errors import UserError
-from voxtune.run.layout import FINAL, RunFolder, registry_dir
-from voxtune.run.status import RunStatus, headline_metrics
-from voxtune.run.steps import STEPS, TERMINAL
+from voxtune.run.layout import RunFolder, registry_dir
+from voxtune.run.status import Publication, RunStatus
+from voxtune.run.steps import TERMINAL
 from voxtune.spec import (
-    DEFAULT_BASE_MODEL,
     RUN_NAME,
-    DataSpec,
     GranarySource,
     HubSource,
-    JsonlSource,
-    LoraSpec,
+    PreparedSource,
     PublishSpec,
-    ResourcesSpec,
     RunSpec,
-    TrainingSpec,
     format_validation_error,
 )
 from voxtune.ui.demo import DemoServers
@@ -49,10 +48,7 @@ from voxtune.ui.trackio_reader import Curves, read_curves
 from voxtune.ui.workspace import Workspace
 
 OWNERS = Path("ui") / "owners"
-GPU_PROFILES = {"CPU only": 0, "1 GPU": 1, "2 GPUs": 2, "4 GPUs": 4, "8 GPUs": 8}
-BASE_MODELS = (DEFAULT_BASE_MODEL, "mistralai/Voxtral-Small-24B-2507", "tiny-random")
 HUB_REPO = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*$")
-PUBLISHED_LINES = ("published ", "  dataset:", "  Space:", "  commit ")
 LOG_TAIL = 200  # lines of log shown on the run page
 
 
@@ -67,29 +63,17 @@ class Context:
     def kubernetes(self) -> bool:
         return self.client.backend == "kubernetes"
 
+    @property
+    def host_memory_gib(self) -> float | None:
+        """The memory a run gets besides its GPUs: this machine's for local runs; unknown on
+        a cluster (the pod's limit is the controller's to set)."""
+        if self.kubernetes:
+            return None
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+
     def workspace(self, user: str) -> Workspace:
         return Workspace(self.home, user, self.settings.max_upload_mb * 2**20,
                          self.settings.max_clips)
-
-
-@dataclass(frozen=True)
-class TrainForm:
-    """The Train tab's fields; defaults are the ones the form shows."""
-
-    name: str = ""
-    base_model: str = DEFAULT_BASE_MODEL
-    mode: str = "lora"
-    language: str = "auto"
-    gpu_profile: str = "1 GPU"
-    max_steps: int = 0  # 0: train for `epochs`
-    epochs: float = 3.0
-    learning_rate: float = 1e-4
-    batch_size: int = 2
-    grad_accum: int = 4
-    lora_rank: int = 8
-    lora_alpha: int = 32
-    eval_fraction: float = 0.1
-    publish_after: bool = False
 
 
 # --- runs: names and ownership --------------------------------------------------------------
@@ -133,16 +117,18 @@ def _mine(ctx: Context, user: str, run: str) -> str:
     return run
 
 
-# --- train: form → spec → preview → launch ---------------------------------------------------
+# --- sources ---------------------------------------------------------------------------------
 
 
-def dataset_source(ctx: Context, user: str) -> JsonlSource:
-    """The user's prepared dataset as a source; on Kubernetes relative to the shared volume."""
-    manifest = ctx.workspace(user).manifest
-    if not manifest.is_file():
+def dataset_source(ctx: Context, user: str) -> PreparedSource:
+    """The user's built dataset as a source the run's prepare step takes as it is (nothing is
+    decoded twice); on Kubernetes relative to the shared volume."""
+    workspace = ctx.workspace(user)
+    if not workspace.manifest.is_file():
         raise UserError("build the dataset first (Dataset tab → Build dataset)")
-    path = manifest.relative_to(ctx.home) if ctx.kubernetes else manifest.resolve()
-    return JsonlSource(path=path)
+    folder = workspace.dataset
+    return PreparedSource(path=folder.relative_to(ctx.home) if ctx.kubernetes
+                          else folder.resolve())
 
 
 def _allowed_folder(ctx: Context, user: str, path: Path, what: str, other: str = "") -> Path:
@@ -179,55 +165,42 @@ def checked_source(ctx: Context, user: str,
         "audio_root": _allowed_folder(ctx, user, source.audio_root, "Granary audio root")})
 
 
+@dataclass(frozen=True)
+class SourceForm:
+    """The Dataset tab's "add a source" fields (which apply depends on `kind`)."""
+
+    kind: str = "hub"  # or "granary"
+    dataset: str = ""  # hub: a Hub id or a folder
+    config: str = ""
+    split: str = "train"
+    text_column: str = "text"
+    subset: str = ""  # granary: <lang>_<corpus>
+    audio_root: str = ""
+    max_samples: int = 1000  # 0: all
+
+    def source(self) -> HubSource | GranarySource:
+        """The source these fields describe; a UserError naming a field the spec refuses."""
+        limit = int(self.max_samples or 0) or None
+        try:
+            if self.kind == "hub":
+                return HubSource(dataset=self.dataset.strip(), config=self.config or None,
+                                 split=self.split or "train",
+                                 text_column=self.text_column or "text", max_samples=limit)
+            return GranarySource(subset=self.subset.strip(),
+                                 audio_root=Path(self.audio_root.strip()), max_samples=limit)
+        except ValidationError as error:
+            raise UserError(format_validation_error(error, f"{self.kind} source")) from None
+
+
 def add_source(ctx: Context, user: str, source: HubSource | GranarySource) -> None:
     workspace = ctx.workspace(user)
     workspace.set_sources([*workspace.sources(), checked_source(ctx, user, source)])
 
 
-def build_spec(ctx: Context, user: str, form: TrainForm) -> RunSpec:
-    if form.gpu_profile not in GPU_PROFILES:
-        raise UserError(f"GPU profile {form.gpu_profile!r}: choose one of {list(GPU_PROFILES)}")
-    # checked again: sources.json may predate the rule, or the shared folder may have moved
-    sources = [dataset_source(ctx, user),
-               *(checked_source(ctx, user, source) for source in ctx.workspace(user).sources())]
-    steps = [step for step in STEPS if form.publish_after or step != "publish"]
-    try:
-        return RunSpec(
-            name=run_name(user, form.name), base_model=form.base_model.strip(),
-            mode=form.mode, language=None if form.language in ("", "auto") else form.language,
-            steps=steps, data=DataSpec(sources=sources, eval_fraction=form.eval_fraction),
-            training=TrainingSpec(
-                max_steps=int(form.max_steps) or None, epochs=form.epochs,
-                learning_rate=form.learning_rate, batch_size=int(form.batch_size),
-                grad_accum=int(form.grad_accum),
-                lora=LoraSpec(rank=int(form.lora_rank), alpha=int(form.lora_alpha))),
-            resources=ResourcesSpec(gpus=GPU_PROFILES[form.gpu_profile]))
-    except ValidationError as error:
-        raise UserError(format_validation_error(error, "form")) from None
-
-
-def preview(ctx: Context, user: str, form: TrainForm) -> tuple[str, str]:
-    """The exact spec, and on Kubernetes the FineTuneRun that Launch creates."""
-    spec = build_spec(ctx, user, form)
-    return spec.to_yaml(), run_yaml(ctx, spec)
-
-
-def run_yaml(ctx: Context, spec: RunSpec) -> str:
-    if not ctx.kubernetes:
-        return ""
-    from voxtune.controller.crd import run_object
-
-    document = run_object(spec, ctx.client.executor.namespace)
-    return yaml.safe_dump(document, sort_keys=False, allow_unicode=True)
-
-
 def submit(ctx: Context, user: str, spec: RunSpec) -> RunStatus:
+    """Claim the run's name for `user`, then submit it."""
     claim(ctx, user, spec.name)
     return ctx.client.submit(spec)
-
-
-def launch(ctx: Context, user: str, form: TrainForm) -> RunStatus:
-    return submit(ctx, user, build_spec(ctx, user, form))
 
 
 # --- runs: list, page, cancel --------------------------------------------------------------------
@@ -245,32 +218,39 @@ def progress(status: RunStatus) -> str:
     return text
 
 
+def finished_runs(ctx: Context, user: str) -> list[str]:
+    """The user's runs that succeeded with a trained model: what can be published."""
+    return [status.name for status in my_runs(ctx, user)
+            if status.phase == "Succeeded" and status.trained]
+
+
 @dataclass
 class RunPage:
     status: RunStatus
-    progress: str
-    explanation: str  # why it waits or failed, or what it is doing
     logs: str
     curves: Curves
-    metrics: dict[str, float]
-    published: list[str] = field(default_factory=list)
 
     @property
     def finished(self) -> bool:
         return self.status.phase in TERMINAL
 
+    @property
+    def explanation(self) -> str:
+        """Why it waits or failed, or what it is doing."""
+        reason, message = self.status.reason, self.status.message
+        return f"{reason}: {message}" if reason else message
+
+    @property
+    def published(self) -> Publication | None:
+        return self.status.published
+
 
 def run_page(ctx: Context, user: str, run: str) -> RunPage:
     status = ctx.client.status(_mine(ctx, user, run))
-    logs = ctx.client.logs(run)
-    folder = RunFolder.named(ctx.home, run)
-    reason = getattr(status, "reason", "")
-    explanation = f"{reason}: {status.message}" if reason else status.message
-    metrics = status.metrics or headline_metrics(folder.metrics)
-    published = [line for line in logs.splitlines() if line.startswith(PUBLISHED_LINES)]
-    tail = "\n".join(logs.splitlines()[-LOG_TAIL:])
-    return RunPage(status, progress(status), explanation, tail, read_curves(folder.trackio),
-                   metrics, published)
+    tail = "\n".join(ctx.client.logs(run).splitlines()[-LOG_TAIL:])
+    # the training curves are the train step's trackio store on the shared volume (the one
+    # thing the status does not carry: it grows with every logged step)
+    return RunPage(status, tail, read_curves(RunFolder.named(ctx.home, run).trackio))
 
 
 def cancel(ctx: Context, user: str, run: str) -> RunStatus:
@@ -290,10 +270,10 @@ class PublishForm:
 
 
 def publish(ctx: Context, user: str, run: str, form: PublishForm) -> RunStatus:
-    """A publish run for a finished run (its final/ linked in), with the form's settings."""
+    """A publish-only run (`steps: [publish]`, `publish.run` = the trained run) with the
+    form's settings, for a run that has succeeded with a trained model."""
     status = ctx.client.status(_mine(ctx, user, run))
-    trained = RunFolder.named(ctx.home, run).final
-    if status.phase != "Succeeded" or not trained.is_dir():
+    if status.phase != "Succeeded" or not status.trained:
         raise UserError(f"run {run!r} has no trained model yet (it is {status.phase}); publish "
                         "a run that has succeeded")
     if form.destination == "hub":
@@ -305,11 +285,7 @@ def publish(ctx: Context, user: str, run: str, form: PublishForm) -> RunStatus:
     spec = ctx.client.spec(run).model_copy(update={
         "name": f"{run[:34]}-p{secrets.token_hex(2)}", "steps": ["publish"],
         "publish": PublishSpec(to=to, private=form.private, dataset=form.dataset,
-                               space=form.space)})
-    folder = RunFolder.named(ctx.home, spec.name)
-    folder.path.mkdir(parents=True)
-    # relative, so it resolves on the shared volume wherever it is mounted
-    folder.final.symlink_to(Path("..") / run / FINAL, target_is_directory=True)
+                               space=form.space, run=run)})
     return submit(ctx, user, spec)
 
 

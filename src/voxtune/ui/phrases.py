@@ -264,3 +264,10 @@ PHRASES: dict[str, tuple[str, ...]] = {
         "आज सुबह मैं अपना छाता ट्राम में भूल गया।",
     ),
 }
+
+
+def sentence(code: str, number: float) -> tuple[int, str]:
+    """Sentence `number` of language `code`'s list (wrapping around), with its number."""
+    phrases = PHRASES[code]
+    index = int(number or 0) % len(phrases)
+    return index, phrases[index]

@@ -149,6 +149,26 @@ class Workspace:
         return summary, rejected
 
 
+def add_uploads(workspace: Workspace, paths: list[Path], texts: dict[str, Any],
+                language: str | None) -> tuple[int, list[Rejected]]:
+    """Add uploaded files with their transcripts (by file name); how many were added, and the
+    ones refused with the reason."""
+    added, refused = 0, []
+    for path in paths:
+        try:
+            workspace.add(path, str(texts.get(path.name) or ""), language, name=path.name)
+            added += 1
+        except AudioRejected as problem:
+            refused.append(Rejected(path.name, problem.reason, str(problem)))
+    return added, refused
+
+
+def transcript_rows(names: list[str], sheet: Path | None) -> list[tuple[str, str]]:
+    """(file, transcript) per uploaded file name, the transcript from `sheet` where it has one."""
+    known = transcripts_file(sheet.name, sheet.read_bytes()) if sheet else {}
+    return [(name, known.get(safe_name(name), "")) for name in names]
+
+
 def transcripts_file(name: str, content: bytes) -> dict[str, str]:
     """File name → transcript from an uploaded CSV (header row) or JSONL file."""
     try:
