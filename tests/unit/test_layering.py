@@ -38,8 +38,9 @@ RULES = {  # voxtune package → third-party packages nothing it imports may rea
 
 # package → (voxtune packages nothing it imports may reach, why)
 FORBIDDEN = {
-    "voxtune.ui": ({"voxtune.executors"}, "the UI reaches executors only through voxtune.client "
-                   "(the one gateway, not followed)"),
+    "voxtune.ui": ({"voxtune.executors", "voxtune.controller"}, "the UI reaches the backends "
+                   "(executors, the FineTuneRun it creates) only through voxtune.client (the one "
+                   "gateway, not followed)"),
     "voxtune.controller": ({"voxtune.executors"}, "the operator never runs the user-side "
                            "backends (least of all executors.local)"),
     "voxtune.run": ({"voxtune.executors", "voxtune.controller", "voxtune.client", "voxtune.ui",
