@@ -86,5 +86,5 @@ def test_bad_rows_of_a_prepared_folder_are_rejected_each_with_a_reason(tmp_path:
 
 
 def test_a_folder_without_a_manifest_is_a_clear_error(tmp_path: Path) -> None:
-    with pytest.raises(UserError, match="no manifest.jsonl"):
+    with pytest.raises(UserError, match=r"no manifest\.jsonl"):
         prepare(DataSpec(sources=[PreparedSource(path=tmp_path)]), tmp_path / "out")

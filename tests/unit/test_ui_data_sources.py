@@ -21,8 +21,8 @@ from voxtune.ui.app import launch, login_options
 from voxtune.ui.auth import LOCAL_USER, user_key
 from voxtune.ui.demo import DemoServers
 from voxtune.ui.handlers import Context
-from voxtune.ui.training import TrainForm
 from voxtune.ui.settings import UiSettings
+from voxtune.ui.training import TrainForm
 from voxtune.ui.workspace import SOURCES
 
 ALICE, BOB = user_key("alice"), user_key("bob")

@@ -20,13 +20,13 @@ from tests.helpers import speechlike, write_audio
 from voxtune.client import Client
 from voxtune.data.audio import AudioRejected
 from voxtune.errors import UserError
-from voxtune.ui import handlers, training
+from voxtune.ui import handlers, training, views
 from voxtune.ui.app import build_app
 from voxtune.ui.auth import check_bind, password_check, read_users
 from voxtune.ui.demo import DemoServers
 from voxtune.ui.handlers import Context
-from voxtune.ui.training import TrainForm
 from voxtune.ui.settings import UiSettings
+from voxtune.ui.training import TrainForm
 from voxtune.ui.workspace import Workspace, safe_name, transcripts_file
 
 kube_emulator = kube.kube_emulator
@@ -156,11 +156,55 @@ def test_a_queued_run_is_active_and_can_be_cancelled(cluster_ctx: Context,
     handlers.cancel(cluster_ctx, "alice", "alice-waits")
 
 
-def test_publish_needs_a_finished_run(cluster_ctx: Context) -> None:
+def test_publish_needs_a_run_that_succeeded_with_a_model(cluster_ctx: Context,
+                                                         kube_emulator: KubeEmulator) -> None:
     with_dataset(cluster_ctx, "alice")
     training.launch(cluster_ctx, "alice", TrainForm(name="young"))
     with pytest.raises(UserError, match="no trained model yet"):
         handlers.publish(cluster_ctx, "alice", "alice-young", handlers.PublishForm())
+    # succeeded, but its status says it holds no model (say, a prepare-only run)
+    kube_emulator.patch("finetuneruns", "default", "alice-young",
+                        {"status": {"phase": "Succeeded"}}, status=True)
+    assert handlers.finished_runs(cluster_ctx, "alice") == []
+    with pytest.raises(UserError, match="no trained model yet"):
+        handlers.publish(cluster_ctx, "alice", "alice-young", handlers.PublishForm())
+
+
+def test_a_publish_names_the_trained_run_and_writes_no_run_folder(
+        cluster_ctx: Context, kube_emulator: KubeEmulator) -> None:
+    with_dataset(cluster_ctx, "alice")
+    training.launch(cluster_ctx, "alice", TrainForm(name="voice"))
+    kube_emulator.patch("finetuneruns", "default", "alice-voice",
+                        {"status": {"phase": "Succeeded", "trained": True}}, status=True)
+    assert handlers.finished_runs(cluster_ctx, "alice") == ["alice-voice"]
+    form = handlers.PublishForm("hub", "alice/my-voice", private=True, space=True)
+    launched = handlers.publish(cluster_ctx, "alice", "alice-voice", form)
+    spec = cluster_ctx.client.spec(launched.name)
+    assert spec.steps == ["publish"] and spec.publish.run == "alice-voice"
+    assert (spec.publish.to, spec.publish.private, spec.publish.space) == (
+        "hf://alice/my-voice", True, True)
+    assert not (cluster_ctx.home / "runs").exists()  # the step resolves publish.run itself
+    assert handlers.owns(cluster_ctx, "alice", launched.name)
+
+
+def test_the_run_page_reads_the_status(cluster_ctx: Context,
+                                       kube_emulator: KubeEmulator) -> None:
+    """Reason, scores and where it was published come from the FineTuneRun's status."""
+    with_dataset(cluster_ctx, "alice")
+    training.launch(cluster_ctx, "alice", TrainForm(name="done"))
+    record = {"name": "alice-done", "model": "/data/registry/alice-done/1",
+              "layout": "adapter", "version": 1, "dataset": None, "space": None, "commits": {}}
+    kube_emulator.patch("finetuneruns", "default", "alice-done", {"status": {
+        "phase": "Succeeded", "reason": "Completed", "message": "all steps succeeded",
+        "trained": True, "metrics": {"wer": 0.12, "base_wer": 0.31}, "published": record}},
+        status=True)
+    page = handlers.run_page(cluster_ctx, "alice", "alice-done")
+    assert page.finished and page.explanation == "Completed: all steps succeeded"
+    assert page.published is not None and page.published.model == record["model"]
+    assert views.published_text(page.published) == (
+        "**Published** alice-done version 1 (adapter): `/data/registry/alice-done/1`")
+    assert views.score_bars(page.status.metrics)["percent"].round(1).tolist() == [31.0, 12.0]
+    assert views.runs_table([page.status])["WER base → tuned"].tolist() == ["31.0% → 12.0%"]
 
 
 # --- workspace ------------------------------------------------------------------------------------
