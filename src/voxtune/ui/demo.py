@@ -1,14 +1,21 @@
 """Try-it's model server: `voxtune serve` as a subprocess of the UI, or the in-cluster demo.
 
 Locally the UI starts one `voxtune serve MODEL` at a time (a model is large; the next model
-replaces it) on a free loopback port, waits until it answers, and stops it when the UI exits.
+replaces it) on a free loopback port, waits until it answers, and stops it when the UI exits —
+also when the UI is killed outright: the server is started with PR_SET_PDEATHSIG, which the
+kernel ties to the *thread* that started it, so every server is started from one spawner
+thread that lives as long as the UI process (never from the Gradio worker thread handling the
+click, which may end while the server should go on).
 The UI only speaks HTTP to it, so the UI process never imports torch.
 """
 
 from __future__ import annotations
 
 import atexit
+import functools
 import json
+import os
+import signal
 import socket
 import subprocess
 import sys
@@ -16,11 +23,13 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
 from voxtune.errors import UserError
+from voxtune.processes import die_with_parent
 from voxtune.run.process import tail
 
 START_TIMEOUT_S = 600  # loading a 3B model from a cold Hub cache takes minutes
@@ -40,7 +49,20 @@ class DemoServers:
         self._model: str | None = None
         self._process: subprocess.Popen | None = None
         self._url = ""
+        # one worker thread that stays until the process ends: the parent of every server
+        self._spawner = ThreadPoolExecutor(1, thread_name_prefix="voxtune-demo-spawner")
         atexit.register(self.stop)
+
+    def spawn(self, command: list[str], log_path: Path) -> subprocess.Popen:
+        """Start `command` (output to `log_path`) so that it dies with this process, from
+        whichever thread asks."""
+        def start() -> subprocess.Popen:
+            with open(log_path, "ab") as log:
+                return subprocess.Popen(
+                    command, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                    preexec_fn=functools.partial(die_with_parent, signal.SIGTERM, os.getpid()))
+
+        return self._spawner.submit(start).result()
 
     def ensure(self, model: str) -> str:
         """The URL of a server for `model`, starting it (and stopping another) if needed."""
@@ -51,10 +73,9 @@ class DemoServers:
             port = free_port()
             self.log_dir.mkdir(parents=True, exist_ok=True)
             log_path = self.log_dir / "serve.log"
-            with open(log_path, "wb") as log:
-                self._process = subprocess.Popen(
-                    [sys.executable, "-m", "voxtune", "serve", model, "--port", str(port)],
-                    stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
+            log_path.write_bytes(b"")  # this server's output only
+            self._process = self.spawn(
+                [sys.executable, "-m", "voxtune", "serve", model, "--port", str(port)], log_path)
             self._model, self._url = model, f"http://127.0.0.1:{port}"
             deadline = time.monotonic() + START_TIMEOUT_S
             while not self._healthy():
