@@ -20,14 +20,22 @@ from tests.helpers import speechlike, write_audio
 from voxtune.client import Client
 from voxtune.data.audio import AudioRejected
 from voxtune.errors import UserError
+from voxtune.spec import GranarySource, HubSource
 from voxtune.ui import handlers, training, views
 from voxtune.ui.app import build_app
 from voxtune.ui.auth import check_bind, password_check, read_users
 from voxtune.ui.demo import DemoServers
 from voxtune.ui.handlers import Context
+from voxtune.ui.phrases import PHRASES, sentence
 from voxtune.ui.settings import UiSettings
 from voxtune.ui.training import TrainForm
-from voxtune.ui.workspace import Workspace, safe_name, transcripts_file
+from voxtune.ui.workspace import (
+    Workspace,
+    add_uploads,
+    safe_name,
+    transcript_rows,
+    transcripts_file,
+)
 
 kube_emulator = kube.kube_emulator
 
@@ -326,3 +334,52 @@ def test_the_ui_never_imports_torch() -> None:
     done = subprocess.run([sys.executable, "-c", help_probe], capture_output=True, text=True,
                           timeout=120)
     assert done.stdout.strip().endswith("[]"), done.stderr[-2000:]
+
+
+# --- the pages' pieces ----------------------------------------------------------------------------
+
+
+def test_uploads_are_added_with_their_transcripts_and_refused_with_a_reason(
+        tmp_path: Path, voxtune_home: Path) -> None:
+    workspace = Workspace(voxtune_home, "alice")
+    good = write_audio(tmp_path / "good.wav", speechlike(1.0))
+    untitled = write_audio(tmp_path / "untitled.wav", speechlike(1.2, seed=3))
+    sheet = tmp_path / "texts.csv"
+    sheet.write_text("file_name,text\ngood.wav,hello there\n")
+    rows = transcript_rows(["good.wav", "untitled.wav"], sheet)
+    assert rows == [("good.wav", "hello there"), ("untitled.wav", "")]
+    added, refused = add_uploads(workspace, [good, untitled], dict(rows), "en")
+    assert added == 1 and [(r.name, r.reason) for r in refused] == [("untitled.wav",
+                                                                      "empty_text")]
+    clips = workspace.clips()
+    assert views.dataset_total(clips).startswith("**1 clips, 0.0 minutes**")
+    assert views.clips_table(clips)["transcript"].tolist() == ["hello there"]
+
+
+@pytest.mark.parametrize(("form", "expected"), [
+    (handlers.SourceForm("hub", dataset=" org/speech ", max_samples=0),
+     HubSource(dataset="org/speech")),
+    (handlers.SourceForm("granary", subset="sv_voxpopuli", audio_root="/audio",
+                         max_samples=5),
+     GranarySource(subset="sv_voxpopuli", audio_root=Path("/audio"), max_samples=5)),
+], ids=["hub", "granary"])
+def test_source_fields_become_a_source(form: handlers.SourceForm, expected: object) -> None:
+    assert form.source() == expected
+
+
+def test_bad_source_fields_are_a_clear_error() -> None:
+    with pytest.raises(UserError, match=r"(?s)granary source.*subset: String should match"):
+        handlers.SourceForm("granary", subset="swedish", audio_root="/audio").source()
+
+
+@pytest.mark.parametrize(("names", "current", "chosen"), [
+    (["a", "b"], "a", "a"), (["a", "b"], "gone", "b"), ([], None, None)],
+    ids=["kept", "newest", "none"])
+def test_the_run_being_looked_at_stays_chosen(names: list[str], current: str | None,
+                                              chosen: str | None) -> None:
+    assert views.chosen_run(names, current) == chosen
+
+
+def test_sentences_wrap_around() -> None:
+    count = len(PHRASES["en"])
+    assert sentence("en", count + 1) == (1, PHRASES["en"][1])
