@@ -34,6 +34,8 @@ def test_launch_creates_the_finetunerun_from_the_form(
     page.get_by_text("runs on kubernetes").wait_for()
 
     fill_train_form(page, "cluster", "2 GPUs", 7)
+    # the plan follows the form: tiny-random on 2 GPUs of the smallest profile
+    expect(page.locator("#train-plan")).to_contain_text("Plan: fits on 2 × 24gb")
     expect(page.locator("#train-run-yaml")).to_contain_text("kind: FineTuneRun")
     expect(page.locator("#train-run-yaml")).to_contain_text("max_steps: 7")
     screenshot(page, "ui-cluster-preview")
@@ -45,7 +47,8 @@ def test_launch_creates_the_finetunerun_from_the_form(
     spec = run["spec"]
     assert spec["base_model"] == "tiny-random" and spec["training"]["max_steps"] == 7
     assert spec["resources"]["gpus"] == 2 and spec["steps"] == ["prepare", "train"]
-    assert spec["data"]["sources"][0]["path"] == "users/local/dataset/manifest.jsonl"
+    # the built dataset, taken as it is (relative to the shared volume)
+    assert spec["data"]["sources"][0] == {"kind": "prepared", "path": "users/local/dataset"}
 
     open_tab(page, "Runs")  # no controller here: the run waits, and the page says so
     expect(page.locator("#run-phase")).to_contain_text("local-cluster: Pending")
