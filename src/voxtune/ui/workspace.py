@@ -7,9 +7,10 @@
 
 Uploads are copied in under sanitised names (never referenced at Gradio's temporary paths)
 and checked with the prepare step's own audio rules (voxtune.data.audio) before they are kept;
-"Build dataset" runs the prepare step itself over the recordings, so what the table shows is
-what training gets. Users never share a folder, so no two sessions write the same files:
-<key> is voxtune.ui.auth.user_key of the exact name a user signed in with.
+"Build dataset" runs the prepare step itself over the recordings, and a launched run takes
+dataset/ as a `prepared` source (its clips as they are, nothing decoded twice), so what the
+table shows is what training gets. Users never share a folder, so no two sessions write the
+same files: <key> is voxtune.ui.auth.user_key of the exact name a user signed in with.
 """
 
 from __future__ import annotations
