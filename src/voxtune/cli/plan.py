@@ -7,7 +7,7 @@ import json
 import sys
 from pathlib import Path
 
-from voxtune.errors import ExitCode, UserError
+from voxtune.errors import ExitCode
 from voxtune.run.layout import RunFolder
 from voxtune.spec import load_user_spec
 
@@ -21,8 +21,11 @@ def add_parsers(commands: argparse._SubParsersAction) -> None:
     where = parser.add_mutually_exclusive_group(required=True)
     where.add_argument("spec", nargs="?", type=Path, help="RunSpec or FineTuneRun YAML file.")
     where.add_argument("--run-dir", type=Path, help="A run folder (plans its spec.yaml).")
+    where.add_argument("--table", action="store_true", help="Print README's table: the GPU "
+                       "each published model and mode needs, per GPU count.")
     parser.add_argument("--gpu-profile", help="Check against this GPU profile (default: the "
-                        "smallest that fits). Shipped: 24gb, 48gb, 80gb, 141gb.")
+                        "spec's resources.gpu_profile, else the smallest that fits). Shipped: "
+                        "24gb, 48gb, 80gb, 141gb.")
     parser.add_argument("--write-mb-per-s", type=float, help="Volume write speed for the "
                         "checkpoint-write time (default 500).")
     parser.add_argument("--json", action="store_true", help="One JSON object for scripts.")
@@ -30,15 +33,21 @@ def add_parsers(commands: argparse._SubParsersAction) -> None:
 
 
 def _plan(args: argparse.Namespace) -> int:
-    from voxtune.plan import DEFAULT_PROFILES, DEFAULT_WRITE_MB_PER_S, memory_gib, plan_run
+    from voxtune.plan import (
+        DEFAULT_PROFILES,
+        DEFAULT_WRITE_MB_PER_S,
+        memory_gib,
+        plan_run,
+        profile_named,
+    )
 
+    if args.table:
+        from voxtune.plan.table import gpu_table
+
+        print(gpu_table(), end="")
+        return ExitCode.OK
     spec = RunFolder(args.run_dir).read_spec() if args.run_dir else load_user_spec(args.spec)
-    profile = None
-    if args.gpu_profile:
-        names = {p.name: p for p in DEFAULT_PROFILES}
-        if args.gpu_profile not in names:
-            raise UserError(f"--gpu-profile {args.gpu_profile!r}: use one of {sorted(names)}")
-        profile = names[args.gpu_profile]
+    profile = profile_named(args.gpu_profile, DEFAULT_PROFILES) if args.gpu_profile else None
     limit = memory_gib(spec.resources.memory) if spec.resources.memory else None
     plan = plan_run(spec, profile, host_limit_gib=limit,
                     write_mb_per_s=args.write_mb_per_s or DEFAULT_WRITE_MB_PER_S)
