@@ -26,7 +26,8 @@ from tests.helm import (
     template_text,
 )
 from voxtune.cli import main
-from voxtune.controller.jobs import RESERVED_ENV, JobSettings, build_job
+from voxtune.controller.jobs import JobSettings, build_job
+from voxtune.controller.settings import RESERVED_ENV
 from voxtune.spec import RunSpec
 
 KUBERNETES_MINORS = ("1.29", "1.37")  # oldest and newest supported

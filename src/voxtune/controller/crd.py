@@ -65,7 +65,7 @@ class FineTuneRunStatus(RunStatus):
     steps: dict[str, KubeStepStatus] = Field(default_factory=dict)
     reason: str = Field("", description="Why the run is in its phase, one word: Running, "
                         "Unschedulable, ImagePullBackOff, QueueWaiting, StepFailed, "
-                        "NoSpace, InvalidSpec, Cancelled, Completed …")
+                        "NoSpace, InvalidSpec, DoesNotFit, Cancelled, Completed …")
     observed_generation: int | None = Field(None, description="metadata.generation last seen.")
     conditions: list[Condition] = Field(default_factory=list)
 
