@@ -59,7 +59,7 @@ def what_would_fit(geometry: Geometry, setup: Setup, profile: GpuProfile | None,
     need = estimate(geometry, setup).host_gib
     if host_limit_gib is not None and need > host_limit_gib:
         advice.append(f"give the pod at least {need:.0f} GiB of memory (resources.memory; "
-                      f"{host_limit_gib:g} GiB is too little)" if profile else
+                      f"{host_limit_gib:.3g} GiB is too little)" if profile else
                       f"it needs ≈{need:.0f} GiB of memory and this machine has "
                       f"{host_limit_gib:.0f} GiB: plan it for a GPU (resources.gpus)")
     if not advice:

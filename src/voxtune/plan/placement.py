@@ -105,7 +105,7 @@ def fit_summary(plan: Plan) -> str:
     if plan.profile:
         parts.append(f"≈{plan.gpu_memory_gib:.0f} GiB per GPU on {plan.profile.name} "
                      f"({plan.profile.memory_gib:g} GiB)")
-    limit = f" of {plan.host_limit_gib:g}" if plan.host_limit_gib else ""
+    limit = f" of {plan.host_limit_gib:.3g}" if plan.host_limit_gib else ""
     parts.append(f"≈{plan.estimate.host_gib:.0f}{limit} GiB host memory")
     return ", ".join(parts)
 
