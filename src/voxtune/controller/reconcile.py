@@ -77,7 +77,7 @@ from voxtune.controller.observe import (
     termination,
     why_waiting,
 )
-from voxtune.errors import ExitCode
+from voxtune.errors import ExitCode, UserError
 from voxtune.plan.placement import DoesNotFit, Placement
 from voxtune.run.process import failure_message
 from voxtune.run.status import progress_and_eta
@@ -161,6 +161,9 @@ def reconcile(run: dict[str, Any], observed: Observed, settings: JobSettings,
             except DoesNotFit as error:  # 3.
                 _finish(status, "Failed", "DoesNotFit", f"{error}; change the spec, then "
                         f"`voxtune delete {spec.name}` and submit it again", stamp)
+            except UserError as error:  # a GPU profile this cluster lacks, a bad quantity
+                where = f"{run['metadata'].get('namespace', '')}/{spec.name}"
+                _finish(status, "Failed", "InvalidSpec", f"{where}: {error}", stamp)
             else:  # 4.-6.
                 actions += _advance(run, spec, status, jobs, observed, settings, placement,
                                     now)

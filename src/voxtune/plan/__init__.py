@@ -22,7 +22,7 @@ from voxtune.errors import UserError
 from voxtune.plan.features import feature_path
 from voxtune.plan.geometry import Geometry, load_geometry
 from voxtune.plan.memory import Estimate, Setup, estimate
-from voxtune.spec import RunSpec, StrictModel
+from voxtune.spec import CHECKPOINTING, RunSpec, StrictModel
 
 DEFAULT_WRITE_MB_PER_S = 500.0  # a network volume's sustained write; measure yours and pass it
 
@@ -147,7 +147,7 @@ class Plan:
             lines.append(f"per GPU     {self.gpu_memory_gib:.1f} GiB of {self.profile.memory_gib}"
                          f" ({self.profile.name}, {gpus} GPU{'s' if gpus > 1 else ''}"
                          f"{sharing}): {parts}")
-        limit = f" of {self.host_limit_gib:g} GiB" if self.host_limit_gib else ""
+        limit = f" of {self.host_limit_gib:.3g} GiB" if self.host_limit_gib else ""
         cache = (f"feature cache {disk['feature_cache_per_1000_clips']:.2f} GiB per 1,000 clips"
                  if self.feature_path == "cache" else "features computed on the device (no "
                  "cache)")
@@ -188,10 +188,10 @@ def setup_of(spec: RunSpec, gpus: int | None = None) -> Setup:
     strategy = spec.resources.strategy
     if strategy == "auto":  # a spec made with model_copy skips the validator that resolves it
         strategy = "fsdp" if spec.mode == "full" and gpus > 1 else "ddp"
-    checkpointing = training.gradient_checkpointing
+    checkpointing = training.gradient_checkpointing  # None only in a model_copy'd spec
     return Setup(mode=spec.mode, compute_bytes=compute, batch_size=training.batch_size,
                  grad_accum=training.grad_accum,
-                 gradient_checkpointing=spec.mode != "lora" if checkpointing is None
+                 gradient_checkpointing=CHECKPOINTING[spec.mode] if checkpointing is None
                  else checkpointing,
                  freeze_audio_encoder=training.freeze_audio_encoder,
                  lora_rank=training.lora.rank, lora_mlp=training.lora.mlp,
