@@ -3,9 +3,10 @@
 Each figure models what the train step does (train/recipe.py, train/adapt.py, and the sharding
 and quantization the spec asks for):
 - lora keeps the frozen base in the compute dtype and the adapters in fp32;
-- qlora keeps the language model's decoder linear layers in 4-bit NF4 (bitsandbytes: 0.5 byte
-  per weight plus one fp32 absmax per 64-weight block) and the rest (audio encoder, projector,
-  embeddings, head, norms) in the compute dtype, adapters in fp32;
+- qlora keeps the language model's decoder linear layers in 4-bit NF4 (bitsandbytes with
+  double quantization: 0.5 byte per weight plus an 8-bit absmax per 64-weight block and an fp32
+  constant per 256 blocks); peft's k-bit preparation upcasts the rest (audio encoder, projector,
+  embeddings, head, norms) to fp32; adapters in fp32;
 - full keeps fp32 master weights, fp32 gradients and the optimizer's states (AdamW: 8 bytes
   per trainable parameter, 8-bit AdamW: 2, paged 8-bit: 2 with the same peak, paged out to
   host memory only under pressure) and computes in bf16/fp16 under autocast;
@@ -44,7 +45,7 @@ PROCESS_HOST_GIB = 2.0  # Python, torch, transformers and the data pipeline, per
 CUDA_HOST_GIB = 1.5  # the CUDA runtime's, cuBLAS' and NCCL's host-side memory, per GPU rank
 SHARD_GIB = 5.0  # a safetensors shard of the published checkpoints, staged in host memory
 MEL_BYTES_PER_SECOND = 128 * 100 * 4  # the feature cache: fp32 log-mel, 100 frames per second
-NF4_BYTES = 0.5 + 4 / 64  # 4-bit weights plus an fp32 absmax per block of 64
+NF4_BYTES = 0.5 + 1 / 64 + 4 / (64 * 256)  # 4-bit weights and their double-quantized absmax
 # optimizer → bytes of state per trainable parameter
 OPTIMIZER_STATE_BYTES = {"adamw_torch": 8, "adamw_8bit": 2, "paged_adamw_8bit": 2}
 OPTIMIZER_NAMES = {"adamw_torch": "adamw_torch (fp32 states)",
@@ -146,7 +147,7 @@ def model_state_bytes(geometry: Geometry, setup: Setup, trainable: int) -> dict[
         casts = trainable * c if c < 4 and not setup.sharded else 0  # autocast's weight cache
     elif setup.mode == "qlora":
         quantized = g.layers * g.decoder_linear_parameters
-        weights = quantized * NF4_BYTES + (g.total_parameters - quantized) * c + adapters \
+        weights = quantized * NF4_BYTES + (g.total_parameters - quantized) * 4 + adapters \
             + projector_copy
         casts = max(a * b for a, b in g.attention_projections + g.mlp_projections) * c
     else:
