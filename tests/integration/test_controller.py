@@ -472,7 +472,8 @@ def test_controller_command_serves_and_stops_on_sigterm(cluster: KubeEmulator,
     process = subprocess.Popen(
         [sys.executable, "-c", code, "controller", "--kubeconfig", str(kubeconfig),
          "--host", "127.0.0.1", "--port", "0", "--resync-seconds", "1"],
-        stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
+        stderr=subprocess.PIPE, text=True,  # this checkout's sources, not an installed copy
+        env={**os.environ, "PYTHONPATH": os.pathsep.join((str(ROOT / "src"), str(ROOT)))})
     try:
         assert process.stderr is not None
         line = eventually(lambda: (text := process.stderr.readline()) and "metrics on" in text
