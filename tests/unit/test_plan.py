@@ -267,6 +267,21 @@ def test_cli_json_contract_and_exit_codes(tmp_path: Path) -> None:
     done = run_plan(str(fits), "--gpu-profile", "99gb")
     assert done.returncode == 2 and "use one of" in done.stderr
 
+    # what the train pod gets, against a cluster's own profiles and volume speed
+    config = tmp_path / "jobs.yaml"
+    config.write_text(yaml.safe_dump({"checkpoint_write_mb_per_s": 100, "gpu_profiles": [
+        {"name": "a100", "memory_gib": 79, "product": "NVIDIA-A100-SXM4-80GB"}]}))
+    full = tmp_path / "full.yaml"
+    full.write_text(yaml.safe_dump({"name": "full", "base_model": MINI, "mode": "full"}))
+    done = run_plan(str(full), "--config", str(config), "--json")
+    assert done.returncode == 0, done.stderr
+    data = json.loads(done.stdout)
+    assert data["gpu_profile"]["name"] == "a100" and data["write_mb_per_s"] == 100
+    assert data["pod"]["gpu_product"] == "NVIDIA-A100-SXM4-80GB"
+    assert data["pod"]["termination_grace_s"] > 300 and data["pod"]["checkpoint_covered"]
+    done = run_plan(str(full), "--config", str(config), "--gpu-profile", "80gb")
+    assert done.returncode == 2 and "use one of a100" in done.stderr
+
 
 def test_readme_gpu_table_is_the_plans() -> None:
     from voxtune.plan.table import gpu_table

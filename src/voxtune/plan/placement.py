@@ -60,6 +60,14 @@ class Placement:
     publish_memory_gib: int | None  # publish.merge: the base in bf16; None = the default
     scratch_gib: dict[str, int]
 
+    def pod_json(self) -> dict[str, object]:
+        """What the train pod gets (`voxtune plan`'s "pod")."""
+        return {"memory": f"{self.train_memory_gib}Gi" if self.train_memory_gib else None,
+                "gpu_product": self.gpu_product or None,
+                "termination_grace_s": self.termination_grace_s,
+                "checkpoint_covered": self.checkpoint_covered,
+                "scratch": f"{self.scratch_gib['train']}Gi"}
+
 
 def place(spec: RunSpec, profiles: tuple[GpuProfile, ...] = DEFAULT_PROFILES,
           write_mb_per_s: float = DEFAULT_WRITE_MB_PER_S,
