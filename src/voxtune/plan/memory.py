@@ -219,9 +219,15 @@ def estimate(geometry: Geometry, setup: Setup) -> Estimate:
                     checkpoint_gib=(4 * total if full else 4 * trainable) / GIB
                     + state["optimizer"] / GIB,
                     final_gib=(2 * total if full else 4 * trainable) / GIB,
-                    feature_cache_gib_per_1000_clips=1000 * MEL_BYTES_PER_SECOND
-                    * g.audio_positions / ENCODER_POSITIONS_PER_SECOND / GIB,
+                    feature_cache_gib_per_1000_clips=feature_cache_gib_per_1000_clips(g),
                     optimizer=OPTIMIZER_NAMES[setup.optimizer])
+
+
+def feature_cache_gib_per_1000_clips(geometry: Geometry) -> float:
+    """The feature cache: an fp32 log-mel of the whole audio window per clip, whatever its
+    length (no GPU profile or spec needed: the train step asks this too)."""
+    window_s = geometry.audio_positions / ENCODER_POSITIONS_PER_SECOND
+    return 1000 * MEL_BYTES_PER_SECOND * window_s / GIB
 
 
 def host_gib(geometry: Geometry, setup: Setup, gpu: dict[str, float]) -> float:
