@@ -23,7 +23,13 @@ from kubernetes.client import ApiClient
 
 from tests.golden import GOLDEN, check_golden
 from voxtune.cli.cluster import add_parsers
-from voxtune.controller.jobs import JobSettings, build_jobs, owner_reference, render
+from voxtune.controller.jobs import (
+    JobSettings,
+    build_jobs,
+    owner_reference,
+    placement_for,
+    render,
+)
 from voxtune.errors import UserError
 from voxtune.spec import RunSpec, load_user_spec
 
@@ -47,16 +53,19 @@ def big_settings() -> JobSettings:
     })
 
 
+def big_spec() -> RunSpec:
+    return RunSpec(
+        name="big", mode="full", steps=["prepare", "train"],
+        data={"sources": [{"kind": "hub", "dataset": "org/speech", "max_samples": 500}]},
+        resources={"gpus": 4, "gpu_profile": "80gb", "cpu": "32", "memory": "300Gi"})
+
+
 CASES = {
     # the example FineTuneRun with the chart's defaults: what `voxtune render` prints
     "finetunerun": lambda: build_jobs(load_user_spec(EXAMPLE, resolve_paths=False), JobSettings()),
     # full fine-tuning on 4 × 80 GB (torchrun; FSDP and 8-bit AdamW, as resolved), every
     # scheduling knob, owned by its run
-    "full-4gpu-kueue": lambda: build_jobs(RunSpec(
-        name="big", mode="full", steps=["prepare", "train"],
-        data={"sources": [{"kind": "hub", "dataset": "org/speech", "max_samples": 500}]},
-        resources={"gpus": 4, "gpu_profile": "80gb", "cpu": "32", "memory": "300Gi"}),
-        big_settings(), owner_reference(OWNER)),
+    "full-4gpu-kueue": lambda: build_jobs(big_spec(), big_settings(), owner_reference(OWNER)),
     # CPU-only training; a relative source path lands on the shared volume
     "cpu-relative": lambda: build_jobs(RunSpec(
         name="cpu", base_model="tiny-random", steps=["prepare", "train"],
@@ -140,6 +149,14 @@ def test_design_rules_hold_for_every_job(case: str) -> None:
                 assert set(variable) == {"name", "valueFrom"}
         gpus = container.get("resources", {}).get("limits", {}).get("nvidia.com/gpu")
         assert (gpus is not None) == (step == "train" and case != "cpu-relative")
+
+
+def test_the_full_fine_tuning_example_is_a_setup_that_fits() -> None:
+    """D6: it was fp32 AdamW with DDP on 4 × 80 GB, an OOM on every card."""
+    plan = placement_for(big_spec(), big_settings()).plan
+    assert plan is not None and plan.fits and plan.profile.name == "80gb"
+    assert (plan.setup.strategy, plan.setup.optimizer) == ("fsdp", "adamw_8bit")
+    assert plan.gpu_memory_gib < 40
 
 
 def test_multi_gpu_training_uses_torchrun_and_scheduling_knobs() -> None:
