@@ -13,7 +13,9 @@
 Every backend implements voxtune.executors.protocol.Executor and reports the same status
 model (voxtune.run.status.RunStatus: phase, reason, progress, metrics, whether the run holds a
 trained model, what it published; the Kubernetes backend's FineTuneRunStatus adds conditions).
-submit returns at once; the local backend runs the steps in a background process.
+submit returns at once; the local backend runs the steps in a background process. submit
+first asks the resource plan whether the run fits (the controller asks again, against the
+cluster's GPU profiles).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from typing import Any, Literal
 
 from voxtune.errors import UserError
 from voxtune.executors.protocol import Executor
+from voxtune.plan.placement import refuse_unless_fits
 from voxtune.run.layout import check_run_name
 from voxtune.run.status import RunStatus
 from voxtune.spec import RunSpec, Settings, validate_spec
@@ -76,8 +79,12 @@ class Client:
         return self.executor.resource(self.load(spec))
 
     def submit(self, spec: RunSpec | dict[str, Any] | str | Path) -> RunStatus:
-        """Start a run and return its status at once; the same spec again is a no-op."""
-        return self.executor.submit(self.load(spec))
+        """Start a run and return its status at once; the same spec again is a no-op.
+        A run that cannot fit (voxtune.plan) is refused: DoesNotFit, a UserError that says
+        what would fit; a local run is checked against this machine's memory."""
+        resolved = self.load(spec)
+        refuse_unless_fits(resolved, local=self.backend == "local")
+        return self.executor.submit(resolved)
 
     def status(self, name: str) -> RunStatus:
         return self.executor.status(check_run_name(name))

@@ -54,9 +54,13 @@ def test_rendered_controller_starts_and_creates_the_first_job(kube_emulator: Kub
     kube_emulator.register_crd(yaml.safe_load(
         (CHART / "crds" / "finetuneruns.voxtune.io.yaml").read_text()))
     kubeconfig = kube_emulator.write_kubeconfig(tmp_path / "kubeconfig", namespace="elsewhere")
+    # the image's own environment, plus PYTHONPATH when the suite runs a checkout's sources
+    # that way (else the installed voxtune would be tested, not these)
+    sources = {key: os.environ[key] for key in ("PYTHONPATH",) if key in os.environ}
     process = subprocess.Popen(
         [*controller["command"], *args, "--kubeconfig", str(kubeconfig)],
-        env={**variables, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"},
+        env={**variables, **sources,
+             "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"},
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     def serving(path: str) -> bool:
         assert process.poll() is None, "the controller exited (its log is printed below)"

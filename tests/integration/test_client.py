@@ -21,6 +21,7 @@ from voxtune.data.synth import copy_samples
 from voxtune.errors import UserError
 from voxtune.executors import local
 from voxtune.executors.local import LocalExecutor
+from voxtune.plan.placement import machine_memory_gib, refuse_unless_fits
 from voxtune.run.process import claim_run_folder
 from voxtune.spec import RunSpec, Settings
 
@@ -156,3 +157,35 @@ def test_unreachable_cluster_is_a_retryable_error_not_a_traceback(tmp_path: Path
     assert done.returncode == 75, done.stderr
     assert "cannot reach the Kubernetes API" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_a_run_that_cannot_fit_is_refused_before_anything_starts(
+        tmp_path: Path, voxtune_home: Path) -> None:
+    """Small-24B full fine-tuning on one GPU: exit 2 with what would fit, no run folder; the
+    same check as the controller's (voxtune.plan.placement). FSDP would stage a 90 GiB copy in
+    this machine's memory, so locally the advice is adapters."""
+    path = tmp_path / "big.yaml"
+    path.write_text(yaml.safe_dump({"name": "big", "base_model": "mistralai/Voxtral-Small-24B-2507",
+                                    "mode": "full", "steps": ["train"]}))
+    with pytest.raises(UserError, match=r"does not fit .*use mode: qlora"):
+        Client("local").submit(path)
+    for command in ("submit", "run"):
+        done = subprocess.run([sys.executable, "-m", "voxtune", command, str(path)],
+                              capture_output=True, text=True, timeout=120)
+        assert done.returncode == 2, done.stderr
+        assert "does not fit" in done.stderr and "mode: lora" in done.stderr
+        assert "Traceback" not in done.stderr
+    assert not (voxtune_home / "runs" / "big").exists()
+
+
+def test_a_cpu_run_is_checked_against_this_machines_memory() -> None:
+    memory = machine_memory_gib()
+    assert memory is not None
+    tiny = refuse_unless_fits(RunSpec(name="tiny", base_model="tiny-random",
+                                      resources={"gpus": 0}), local=True)
+    assert tiny is not None and tiny.fits and tiny.host_limit_gib == pytest.approx(memory)
+    # Small-24B trained in fp32 on a CPU: ≈400 GiB, more than a machine that runs tests has
+    small = RunSpec(name="small", base_model="mistralai/Voxtral-Small-24B-2507",
+                    resources={"gpus": 0})
+    with pytest.raises(UserError, match=r"it needs ≈\d+ GiB of memory and this machine has"):
+        Client("local").submit(small)

@@ -306,6 +306,39 @@ def test_malformed_runs_fail_clearly_while_the_others_go_on(
     assert controller.healthy()
 
 
+def test_a_run_that_cannot_fit_fails_without_jobs(cluster: KubeEmulator, tmp_path: Path
+                                                 ) -> None:
+    """The controller plans against the cluster's GPU profiles (here one 80 GB kind): a run
+    that cannot fit gets reason DoesNotFit and what would fit, never a Job; the client
+    refuses it before creating anything, and leaves a profile only the cluster has to it."""
+    settings = JobSettings.model_validate({"gpu_profiles": [
+        {"name": "h100", "memory_gib": 79.1, "product": "NVIDIA-H100-80GB-HBM3"}]})
+    controller = Controller(cluster.api_client(), NS, settings, resync_s=0.5,
+                            watch_timeout_s=5).start()
+    try:
+        executor = KubernetesExecutor(api_client=cluster.api_client(), namespace=NS,
+                                      settings=Settings(home=tmp_path / "volume"))
+        small_full = {"base_model": "mistralai/Voxtral-Small-24B-2507", "mode": "full",
+                      "steps": ["train"]}
+        cluster.create("finetuneruns", finetunerun("huge", spec=small_full))
+        fits = RunSpec(name="fits", steps=["train"], resources={"gpu_profile": "h100"})
+        client = Client("kubernetes", namespace=NS, api_client=cluster.api_client())
+        client.submit(fits)  # "h100" is unknown here, so the client leaves it to the cluster
+        failed = status_where(executor, "huge", phase="Failed")
+        assert failed.reason == "DoesNotFit"
+        assert "FSDP: resources.gpus: 4 and resources.strategy: fsdp" in failed.message
+        assert any(c.type == "Failed" and c.reason == "DoesNotFit" for c in failed.conditions)
+        train = job_appears(cluster, "fits-train")["spec"]["template"]["spec"]
+        assert train["nodeSelector"] == {"nvidia.com/gpu.product": "NVIDIA-H100-80GB-HBM3"}
+        time.sleep(0.6)  # a resync later: still no Job for the run that does not fit
+        assert created_jobs(cluster) == ["fits-train"]
+        with pytest.raises(UserError, match="does not fit"):
+            client.submit(RunSpec(name="huge-too", **small_full))
+        assert cluster.get("finetuneruns", NS, "huge-too") is None
+    finally:
+        controller.stop()
+
+
 # --- kubectl, the executor's verbs, the client, the process --------------------------------
 
 
@@ -439,7 +472,8 @@ def test_controller_command_serves_and_stops_on_sigterm(cluster: KubeEmulator,
     process = subprocess.Popen(
         [sys.executable, "-c", code, "controller", "--kubeconfig", str(kubeconfig),
          "--host", "127.0.0.1", "--port", "0", "--resync-seconds", "1"],
-        stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
+        stderr=subprocess.PIPE, text=True,  # this checkout's sources, not an installed copy
+        env={**os.environ, "PYTHONPATH": os.pathsep.join((str(ROOT / "src"), str(ROOT)))})
     try:
         assert process.stderr is not None
         line = eventually(lambda: (text := process.stderr.readline()) and "metrics on" in text

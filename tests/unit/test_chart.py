@@ -26,7 +26,9 @@ from tests.helm import (
     template_text,
 )
 from voxtune.cli import main
-from voxtune.controller.jobs import RESERVED_ENV, JobSettings, build_job
+from voxtune.controller.jobs import JobSettings, build_job
+from voxtune.controller.settings import RESERVED_ENV
+from voxtune.plan import GpuProfile
 from voxtune.spec import RunSpec
 
 KUBERNETES_MINORS = ("1.29", "1.37")  # oldest and newest supported
@@ -205,7 +207,10 @@ def test_default_job_settings_are_the_controllers_defaults(tmp_path: Path) -> No
 
 @pytest.mark.parametrize(("values", "expected"), [
     ("gpu-kueue", {"queue": "team-gpu", "priority_class": "batch-high",
-                   "gpu_node_selector": {"nvidia.com/gpu.product": "NVIDIA-H100-80GB-HBM3"},
+                   "gpu_node_selector": {"node-pool": "gpu"},
+                   "gpu_profiles": [GpuProfile(name="h100", memory_gib=79.1,
+                                               product="NVIDIA-H100-80GB-HBM3")],
+                   "checkpoint_write_mb_per_s": 1000,
                    "image_pull_secrets": ["mirror-pull"], "hf_token_secret": None,
                    "env": {"HTTPS_PROXY": "http://proxy.example.com:3128"}}),
     ("existing", {"pvc": "shared-speech", "hf_token_secret": "hf-token",
@@ -223,8 +228,16 @@ def test_gpu_preset_reaches_the_train_job(tmp_path: Path) -> None:
     settings = job_settings(render(VALUES["gpu-kueue"]), tmp_path)
     job = build_job(RunSpec(name="big", mode="full"), "train", settings)
     pod = job.spec.template.spec
-    assert pod.containers[0].resources.requests == {"cpu": "24", "memory": "200Gi"}
-    assert pod.node_selector == {"nvidia.com/gpu.product": "NVIDIA-H100-80GB-HBM3"}
+    # memory from the plan (Mini full FT on one H100: ≈9 GiB of host memory, +20 %, +1 GiB shm)
+    assert pod.containers[0].resources.requests == {"cpu": "24", "memory": "12Gi",
+                                                    "ephemeral-storage": "16Gi"}
+    assert pod.node_selector == {"node-pool": "gpu",
+                                 "nvidia.com/gpu.product": "NVIDIA-H100-80GB-HBM3"}
+    # a ≈25 GiB checkpoint at the stated 1000 MB/s: ≈27 s × 1.25 + 30 s
+    assert 60 < pod.termination_grace_period_seconds < 70
+    unplanned = build_job(RunSpec(name="big", mode="full", base_model="/data/models/mine"),
+                          "train", settings).spec.template.spec
+    assert unplanned.containers[0].resources.limits["memory"] == "200Gi"  # the chart's
     assert [t.key for t in pod.tolerations] == ["nvidia.com/gpu", "dedicated"]
     assert job.metadata.labels["kueue.x-k8s.io/queue-name"] == "team-gpu"
     assert job.spec.suspend is True

@@ -23,7 +23,13 @@ from kubernetes.client import ApiClient
 
 from tests.golden import GOLDEN, check_golden
 from voxtune.cli.cluster import add_parsers
-from voxtune.controller.jobs import JobSettings, build_jobs, owner_reference, render
+from voxtune.controller.jobs import (
+    JobSettings,
+    build_jobs,
+    owner_reference,
+    placement_for,
+    render,
+)
 from voxtune.errors import UserError
 from voxtune.run.layout import RunFolder
 from voxtune.run.status import Publication
@@ -42,22 +48,26 @@ def big_settings() -> JobSettings:
         "image_pull_secrets": ["mirror-pull"], "pvc": "team-data", "service_account": "steps",
         "hf_token_secret": "hf-token", "hf_token_key": "HF_TOKEN", "queue": "gpu-queue",
         "node_selector": {"kubernetes.io/arch": "amd64"},
-        "gpu_node_selector": {"nvidia.com/gpu.product": "NVIDIA-H100-80GB-HBM3"},
+        "gpu_node_selector": {"cloud.google.com/gke-nodepool": "gpu"},
         "tolerations": [{"key": "team", "operator": "Equal", "value": "ml",
                          "effect": "NoSchedule"}],
         "priority_class": "batch-high", "backoff_limit": 1,
     })
 
 
+def big_spec() -> RunSpec:
+    return RunSpec(
+        name="big", mode="full", steps=["prepare", "train"],
+        data={"sources": [{"kind": "hub", "dataset": "org/speech", "max_samples": 500}]},
+        resources={"gpus": 4, "gpu_profile": "80gb", "cpu": "32", "memory": "300Gi"})
+
+
 CASES = {
     # the example FineTuneRun with the chart's defaults: what `voxtune render` prints
     "finetunerun": lambda: build_jobs(load_user_spec(EXAMPLE, resolve_paths=False), JobSettings()),
-    # full fine-tuning on 4 GPUs (torchrun), every scheduling knob, owned by its run
-    "full-4gpu-kueue": lambda: build_jobs(RunSpec(
-        name="big", mode="full", steps=["prepare", "train"],
-        data={"sources": [{"kind": "hub", "dataset": "org/speech", "max_samples": 500}]},
-        resources={"gpus": 4, "cpu": "32", "memory": "300Gi"}), big_settings(),
-        owner_reference(OWNER)),
+    # full fine-tuning on 4 × 80 GB (torchrun; FSDP and 8-bit AdamW, as resolved), every
+    # scheduling knob, owned by its run
+    "full-4gpu-kueue": lambda: build_jobs(big_spec(), big_settings(), owner_reference(OWNER)),
     # CPU-only training; a relative source path lands on the shared volume
     "cpu-relative": lambda: build_jobs(RunSpec(
         name="cpu", base_model="tiny-random", steps=["prepare", "train"],
@@ -143,6 +153,14 @@ def test_design_rules_hold_for_every_job(case: str) -> None:
         assert (gpus is not None) == (step == "train" and case != "cpu-relative")
 
 
+def test_the_full_fine_tuning_example_is_a_setup_that_fits() -> None:
+    """D6: it was fp32 AdamW with DDP on 4 × 80 GB, an OOM on every card."""
+    plan = placement_for(big_spec(), big_settings()).plan
+    assert plan is not None and plan.fits and plan.profile.name == "80gb"
+    assert (plan.setup.strategy, plan.setup.optimizer) == ("fsdp", "adamw_8bit")
+    assert plan.gpu_memory_gib < 40
+
+
 def test_multi_gpu_training_uses_torchrun_and_scheduling_knobs() -> None:
     prepare, train = documents("full-4gpu-kueue")
     command = train["spec"]["template"]["spec"]["containers"][0]["command"]
@@ -150,11 +168,14 @@ def test_multi_gpu_training_uses_torchrun_and_scheduling_knobs() -> None:
         "python", "-m", "torch.distributed.run", "--nproc-per-node=4", "-m", "voxtune",
         "train", "--run-dir", "/data/runs/big"]
     pod = train["spec"]["template"]["spec"]
-    assert pod["containers"][0]["resources"] == {
+    assert pod["containers"][0]["resources"] == {  # the run's memory: more than the plan's
         "limits": {"memory": "300Gi", "nvidia.com/gpu": "4"},
-        "requests": {"cpu": "32", "memory": "300Gi"}}
+        "requests": {"cpu": "32", "memory": "300Gi", "ephemeral-storage": "16Gi"}}
     assert pod["nodeSelector"] == {"kubernetes.io/arch": "amd64",
+                                   "cloud.google.com/gke-nodepool": "gpu",
                                    "nvidia.com/gpu.product": "NVIDIA-H100-80GB-HBM3"}
+    # FSDP's sharded fp32 checkpoint with 8-bit states (≈25 GiB) at 500 MB/s, × 1.25 + 30 s
+    assert 90 < pod["terminationGracePeriodSeconds"] < 110
     assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in \
         pod["tolerations"]
     assert pod["containers"][0]["image"].startswith("mirror.example.com:5000/ml/train@sha256:")
@@ -169,6 +190,56 @@ def test_multi_gpu_training_uses_torchrun_and_scheduling_knobs() -> None:
                  if e["name"] == "HF_TOKEN"]
         assert token == [{"name": "HF_TOKEN", "valueFrom": {"secretKeyRef": {
             "name": "hf-token", "key": "HF_TOKEN"}}}]
+
+
+def train_pod(spec: RunSpec, settings: JobSettings | None = None) -> dict:
+    (job,) = [job for job in build_jobs(spec, settings or JobSettings())
+              if job.metadata.name.endswith("-train")]
+    return ApiClient().sanitize_for_serialization(job)["spec"]["template"]["spec"]
+
+
+def test_train_pod_memory_comes_from_the_plan_and_grows_with_its_gpus() -> None:
+    """D5: the pod's memory was 48Gi whatever the GPU count; each rank needs its own share."""
+    memory = {}
+    for gpus in (1, 2, 8):
+        pod = train_pod(RunSpec(name="r", resources={"gpus": gpus}))
+        resources = pod["containers"][0]["resources"]
+        assert resources["requests"]["memory"] == resources["limits"]["memory"]
+        memory[gpus] = int(resources["limits"]["memory"].removesuffix("Gi"))
+    assert memory[1] < memory[2] < memory[8] and memory[8] > 48
+    assert memory[8] >= 8 * (memory[1] - 2)
+
+
+def test_train_pod_selects_the_planned_gpu_product() -> None:
+    lora, full = (train_pod(RunSpec(name="r", mode=mode)) for mode in ("lora", "full"))
+    assert lora["nodeSelector"] == {"nvidia.com/gpu.product": "NVIDIA-L4"}
+    assert full["nodeSelector"] == {"nvidia.com/gpu.product": "NVIDIA-H100-80GB-HBM3"}
+    own = JobSettings.model_validate({"gpu_profiles": [
+        {"name": "a100", "memory_gib": 79, "product": "NVIDIA-A100-SXM4-80GB"}]})
+    assert train_pod(RunSpec(name="r", mode="full"), own)["nodeSelector"] == {
+        "nvidia.com/gpu.product": "NVIDIA-A100-SXM4-80GB"}
+    assert "nodeSelector" not in train_pod(RunSpec(name="r", resources={"gpus": 0}))
+
+
+def test_a_run_that_cannot_fit_gets_no_jobs() -> None:
+    from voxtune.plan.placement import DoesNotFit
+
+    small_full = RunSpec(name="r", base_model="mistralai/Voxtral-Small-24B-2507", mode="full",
+                         resources={"gpu_profile": "80gb"})
+    with pytest.raises(DoesNotFit, match=r"FSDP: resources\.gpus: 4"):
+        build_jobs(small_full, JobSettings())
+    with pytest.raises(DoesNotFit, match="at least 68 GiB"):
+        build_jobs(RunSpec(name="r", resources={"gpus": 8, "memory": "48Gi"}), JobSettings())
+
+
+def test_publish_pod_is_sized_to_merge_and_unplanned_models_get_the_defaults() -> None:
+    merged = build_jobs(RunSpec(name="r", publish={"merge": True}), JobSettings())
+    publish = ApiClient().sanitize_for_serialization(merged[-1])["spec"]["template"]["spec"]
+    assert publish["containers"][0]["resources"]["limits"] == {"memory": "13Gi"}
+    assert "terminationGracePeriodSeconds" not in publish
+    unplanned = train_pod(RunSpec(name="r", base_model="/data/models/mine"))
+    assert unplanned["containers"][0]["resources"]["limits"]["memory"] == "48Gi"
+    assert "terminationGracePeriodSeconds" not in unplanned
 
 
 @pytest.mark.parametrize(("settings", "reference"), [

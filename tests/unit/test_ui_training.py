@@ -15,7 +15,7 @@ from tests.emulators.kube import KubeEmulator
 from tests.helpers import speechlike, write_audio
 from voxtune.client import Client
 from voxtune.errors import UserError
-from voxtune.spec import LEARNING_RATES
+from voxtune.spec import LEARNING_RATES, RunSpec
 from voxtune.ui import training
 from voxtune.ui.demo import DemoServers
 from voxtune.ui.handlers import Context
@@ -115,8 +115,12 @@ def test_local_runs_are_planned_against_this_machines_memory(voxtune_home: Path)
                   DemoServers(voxtune_home / "ui"))
     assert ctx.host_memory_gib is not None and ctx.host_memory_gib > 0
     # Small-24B on the CPU needs its whole training state in RAM (≈138 GiB)
+    cpu = training.plan_of(ctx, RunSpec(name="plan", base_model=SMALL, resources={"gpus": 0}))
+    assert cpu.host_limit_gib == ctx.host_memory_gib
+    assert not cpu.fits and cpu.advice
+    assert f"| {ctx.host_memory_gib:.0f} GiB |" in training.plan_text(cpu)
+    # so the form moves off CPU only to a GPU setup this machine's pod memory also holds
     offered = training.offer(ctx, TrainForm(base_model=SMALL, mode="lora", gpus="CPU only"))
-    assert offered.plan is not None and offered.plan.host_limit_gib == ctx.host_memory_gib
-    assert not offered.plan.fits and offered.plan.advice
-    assert f"| {ctx.host_memory_gib:.0f} GiB |" in training.plan_text(offered.plan)
+    assert "CPU only" not in offered.gpus and offered.form.gpus != "CPU only"
+    assert offered.plan is not None and offered.plan.fits
     assert "CPU only" in training.offer(ctx, TrainForm(base_model="tiny-random")).gpus

@@ -145,6 +145,10 @@ imagePullSecrets:
 {{- if .Values.huggingface.offline }}
 {{- $_ := set $env "HF_HUB_OFFLINE" "1" }}
 {{- end }}
+{{- $profiles := list }}
+{{- range $jobs.gpuProfiles }}
+{{- $profiles = append $profiles (dict "name" .name "memory_gib" .memoryGiB "product" (.product | default "")) }}
+{{- end }}
 {{- $settings := dict
   "images" $images
   "image_pull_policy" .Values.image.pullPolicy
@@ -159,6 +163,9 @@ imagePullSecrets:
   "tolerations" $jobs.tolerations
   "gpu_node_selector" $jobs.gpuNodeSelector
   "gpu_tolerations" $jobs.gpuTolerations
+  "gpu_profiles" $profiles
+  "checkpoint_write_mb_per_s" $jobs.checkpointWriteMBps
+  "max_termination_grace_seconds" $jobs.maxTerminationGraceSeconds
   "backoff_limit" $jobs.backoffLimit
   "deadlines" $jobs.deadlines
   "ttl_seconds_after_finished" $jobs.ttlSecondsAfterFinished

@@ -133,9 +133,12 @@ def _delete(args: argparse.Namespace) -> int:
 
 def _run(args: argparse.Namespace) -> int:
     from voxtune.executors.local import LocalExecutor
+    from voxtune.plan.placement import refuse_unless_fits
 
     executor = LocalExecutor()
-    status = executor.run(executor.load(args.spec))
+    spec = executor.load(args.spec)
+    refuse_unless_fits(spec, local=True)  # what Client.submit checks for a local run
+    status = executor.run(spec)
     if status.phase not in TERMINAL:  # another process is running it: follow that attempt
         print(f"{status.name} is already running ({status.phase}); waiting for it to end — "
               f"`voxtune logs {status.name} --follow` shows its output")

@@ -11,7 +11,9 @@ Rules, in order:
 2. the annotation voxtune.io/cancel deletes every Job of the run (propagationPolicy Background:
    the pods get SIGTERM, training saves a checkpoint) → Cancelled;
 3. an invalid spec → Failed (InvalidSpec), with one line per wrong field; a spec that is
-   missing, a string or a list is invalid too (never "every default");
+   missing, a string or a list is invalid too (never "every default"); a run whose train step
+   cannot fit the cluster's GPU profiles, GPU count or pod memory → Failed (DoesNotFit) with
+   what would fit (voxtune.plan), before any Job is created;
 4. steps run in spec order, the next only after the previous succeeded; the first unfinished
    step's Job is created if missing (deterministic name `<run>-<step>`; 409 = already there);
 5. a failed Job fails the run with the exit code's meaning and the log tail (from the pod's
@@ -35,17 +37,15 @@ and a pod's termination message is whatever the pod wrote: all are read defensiv
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import datetime
 from typing import Any
 
 from kubernetes.client import V1Job
 from pydantic import ValidationError
 
 from voxtune.controller.crd import (
-    CANCEL_ANNOTATION,
     STEP_LABEL,
     Condition,
     FineTuneRunStatus,
@@ -55,25 +55,35 @@ from voxtune.controller.crd import (
     run_status,
 )
 from voxtune.controller.jobs import (
-    GPU,
-    QUEUE_LABEL,
     JobSettings,
     build_job,
     job_name,
     owner_reference,
+    placement_for,
 )
-from voxtune.errors import ExitCode
+from voxtune.controller.observe import (
+    cancel_requested,
+    is_deleting,
+    is_disrupted,
+    is_owned,
+    iso,
+    job_condition,
+    newest,
+    parse_time,
+    part,
+    phase_of,
+    pods_of,
+    pods_settled,
+    terminated_state,
+    termination,
+    why_waiting,
+)
+from voxtune.errors import ExitCode, UserError
+from voxtune.plan.placement import DoesNotFit, Placement
 from voxtune.run.process import failure_message
 from voxtune.run.status import Publication, progress_and_eta
 from voxtune.run.steps import PHASE_OF_STEP, TERMINAL
 from voxtune.spec import RunSpec, format_validation_error
-
-IMAGE_PULL = {"ImagePullBackOff", "ErrImagePull", "InvalidImageName", "ErrImageNeverPull"}
-CANNOT_START = {"CreateContainerConfigError", "CreateContainerError", "RunContainerError"}
-KUBELET_FAILURES = {"Failed", "BackOff", "ErrImagePull", "InspectFailed"}  # event reasons
-# Jobs and pods arrive through separate watches: a finished Job's pods may look unfinished for a
-# moment. Their result (exit code, metrics, log tail) is awaited this long, then done without.
-SETTLE = timedelta(seconds=30)
 
 
 @dataclass(frozen=True)
@@ -126,14 +136,14 @@ def reconcile(run: dict[str, Any], observed: Observed, settings: JobSettings,
     stored, unreadable = read_status(run)
     status = stored.model_copy(deep=True)
     status.observed_generation = run["metadata"].get("generation")
-    stamp = _iso(now)
-    jobs = {job["metadata"]["name"]: job for job in observed.jobs if _owned(job, run)}
+    stamp = iso(now)
+    jobs = {job["metadata"]["name"]: job for job in observed.jobs if is_owned(job, run)}
     actions: list[Action] = []
     if stored.phase in TERMINAL:  # 1.
         if stored.phase == "Cancelled":
-            actions += [DeleteJob(name) for name, job in jobs.items() if not _deleting(job)]
-    elif _cancel_requested(run):  # 2.
-        actions += [DeleteJob(name) for name, job in jobs.items() if not _deleting(job)]
+            actions += [DeleteJob(name) for name, job in jobs.items() if not is_deleting(job)]
+    elif cancel_requested(run):  # 2.
+        actions += [DeleteJob(name) for name, job in jobs.items() if not is_deleting(job)]
         for step in status.steps.values():
             if step.state == "running":
                 step.state, step.finished = "failed", stamp
@@ -147,7 +157,17 @@ def reconcile(run: dict[str, Any], observed: Observed, settings: JobSettings,
             _finish(status, "Failed", "InvalidSpec", format_validation_error(error, where),
                     stamp)
         else:
-            actions += _advance(run, spec, status, jobs, observed, settings, now)  # 4.-6.
+            try:
+                placement = placement_for(spec, settings)
+            except DoesNotFit as error:  # 3.
+                _finish(status, "Failed", "DoesNotFit", f"{error}; change the spec, then "
+                        f"`voxtune delete {spec.name}` and submit it again", stamp)
+            except UserError as error:  # a GPU profile this cluster lacks, a bad quantity
+                where = f"{run['metadata'].get('namespace', '')}/{spec.name}"
+                _finish(status, "Failed", "InvalidSpec", f"{where}: {error}", stamp)
+            else:  # 4.-6.
+                actions += _advance(run, spec, status, jobs, observed, settings, placement,
+                                    now)
     actions += _expire(jobs, stored, settings)
     changed = _comparable(status) != _comparable(stored)
     if changed:
@@ -162,10 +182,10 @@ def wanted_logs(run: dict[str, Any], observed: Observed) -> list[str]:
         return []
     wanted = []
     for pod in observed.pods:
-        phase = _phase(pod)
-        silent = not (_terminated(pod) or {}).get("message")
-        failed = phase == "Failed" and not _disrupted(pod) and silent
-        training = phase == "Running" and _part(pod["metadata"], "labels").get(STEP_LABEL) == \
+        phase = phase_of(pod)
+        silent = not (terminated_state(pod) or {}).get("message")
+        failed = phase == "Failed" and not is_disrupted(pod) and silent
+        training = phase == "Running" and part(pod["metadata"], "labels").get(STEP_LABEL) == \
             "train"
         if failed or training:
             wanted.append(pod["metadata"]["name"])
@@ -175,9 +195,9 @@ def wanted_logs(run: dict[str, Any], observed: Observed) -> list[str]:
 def wanted_events(observed: Observed) -> list[str]:
     """Objects whose events the loop should fetch: pods that wait and suspended Jobs (the
     words for "why pending")."""
-    return [*(pod["metadata"]["name"] for pod in observed.pods if _phase(pod) == "Pending"),
+    return [*(pod["metadata"]["name"] for pod in observed.pods if phase_of(pod) == "Pending"),
             *(job["metadata"]["name"] for job in observed.jobs
-              if _part(job, "spec").get("suspend"))]
+              if part(job, "spec").get("suspend"))]
 
 
 # --- the steps --------------------------------------------------------------------------------
@@ -185,8 +205,8 @@ def wanted_events(observed: Observed) -> list[str]:
 
 def _advance(run: dict[str, Any], spec: RunSpec, status: FineTuneRunStatus,
              jobs: dict[str, dict[str, Any]], observed: Observed, settings: JobSettings,
-             now: datetime) -> list[Action]:
-    stamp = _iso(now)
+             placement: Placement, now: datetime) -> list[Action]:
+    stamp = iso(now)
     foreign = {job["metadata"]["name"] for job in observed.jobs} - set(jobs)
     status.steps = {step: status.steps.get(step, KubeStepStatus()) for step in spec.steps}
     for step in spec.steps:
@@ -203,28 +223,29 @@ def _advance(run: dict[str, Any], spec: RunSpec, status: FineTuneRunStatus,
         if job is None:
             state.state, state.started = "running", state.started or stamp
             _waiting(status, "Starting", f"created Job {name}", stamp)
-            return [CreateJob(build_job(spec, step, settings, owner_reference(run)))]
-        if _deleting(job):
+            return [CreateJob(build_job(spec, step, settings, owner_reference(run),
+                                        placement))]
+        if is_deleting(job):
             _waiting(status, "Starting", f"waiting for the old Job {name} to be deleted", stamp)
             return []
-        pods = _pods_of(job, observed.pods)
-        disrupted = [pod for pod in pods if _disrupted(pod)]
+        pods = pods_of(job, observed.pods)
+        disrupted = [pod for pod in pods if is_disrupted(pod)]
         state.disruptions = max(state.disruptions, len(disrupted))
         state.state = "running"
-        state.started = _part(job, "status").get("startTime") or state.started or stamp
-        outcome = _job_condition(job)
-        if outcome and not _settled(outcome, pods, now):
+        state.started = part(job, "status").get("startTime") or state.started or stamp
+        outcome = job_condition(job)
+        if outcome and not pods_settled(outcome, pods, now):
             return []
         if outcome and outcome["type"] == "Complete":
-            code, metrics, _ = _termination(_newest(pods, "Succeeded"), observed.log_tails)
+            code, metrics, _ = termination(newest(pods, "Succeeded"), observed.log_tails)
             state.state, state.exit_code = "succeeded", code if code is not None else 0
-            state.finished = _part(job, "status").get("completionTime") or stamp
+            state.finished = part(job, "status").get("completionTime") or stamp
             status.metrics.update(metrics)
-            _record_outcome(status, _newest(pods, "Succeeded"))
+            _record_outcome(status, newest(pods, "Succeeded"))
             continue
         if outcome:
-            failed = [pod for pod in pods if _phase(pod) == "Failed" and not _disrupted(pod)]
-            code, _, log_tail = _termination(_newest(failed), observed.log_tails)
+            failed = [pod for pod in pods if phase_of(pod) == "Failed" and not is_disrupted(pod)]
+            code, _, log_tail = termination(newest(failed), observed.log_tails)
             state.state, state.exit_code, state.finished = "failed", code, stamp
             reason = outcome.get("reason") or "StepFailed"
             if code == ExitCode.NO_SPACE:
@@ -235,7 +256,7 @@ def _advance(run: dict[str, Any], spec: RunSpec, status: FineTuneRunStatus,
                 message = f"{step} failed ({reason}): {outcome.get('message', '')}"
             _finish(status, "Failed", reason, message, stamp)
             return []
-        reason, message = _activity(spec, step, job, pods, observed.events)
+        reason, message = why_waiting(spec, step, job, pods, observed.events)
         if reason == "Running":
             _running(status, spec, step, state, pods, observed.log_tails, now)
         else:
@@ -244,50 +265,6 @@ def _advance(run: dict[str, Any], spec: RunSpec, status: FineTuneRunStatus,
     status.step, status.eta = None, None
     _finish(status, "Succeeded", "Completed", "all steps succeeded", stamp)
     return []
-
-
-def _activity(spec: RunSpec, step: str, job: dict[str, Any], pods: list[dict[str, Any]],
-              events: Sequence[dict[str, Any]]) -> tuple[str, str]:
-    """Why an unfinished Job is not running yet, as (reason, message); ("Running", "")."""
-    if _part(job, "spec").get("suspend"):
-        queue = _part(job["metadata"], "labels").get(QUEUE_LABEL)
-        detail = _latest_event(events, job["metadata"]["name"])
-        if queue:
-            return "QueueWaiting", _join(f"waiting for Kueue admission in queue {queue}", detail)
-        return "Suspended", _join(f"the {step} Job is suspended", detail)
-    live = [pod for pod in pods if _phase(pod) not in ("Succeeded", "Failed")]
-    if not live:
-        disrupted = [pod for pod in pods if _disrupted(pod)]
-        if disrupted:
-            return "Disrupted", (f"{step} pod was {_disruption(disrupted)}; the Job is starting "
-                                 "a new one (not counted as a failure)")
-        return "Starting", f"waiting for the Job controller to create the {step} pod"
-    pod = _newest(live)
-    assert pod is not None
-    if _phase(pod) == "Running":
-        return "Running", ""
-    name = pod["metadata"]["name"]
-    scheduled = next((c for c in _objects(_part(pod, "status"), "conditions")
-                      if c.get("type") == "PodScheduled"), {})
-    if scheduled.get("status") == "False" and scheduled.get("reason") == "Unschedulable":
-        why = _latest_event(events, name, {"FailedScheduling"}) or _text(scheduled, "message")
-        if GPU in why and step == "train":
-            return "Unschedulable", _join(f"no node with a free {GPU} (the train step needs "
-                                          f"{spec.resources.gpus})", why)
-        return "Unschedulable", _join(f"no node can run the {step} pod yet", why)
-    for container in _objects(_part(pod, "status"), "containerStatuses"):
-        waiting = _part(_part(container, "state"), "waiting")
-        reason = _text(waiting, "reason")
-        detail = _latest_event(events, name, KUBELET_FAILURES) or _text(waiting, "message")
-        if reason in IMAGE_PULL:
-            return "ImagePullBackOff", _join(
-                f"image pull failed for {_text(container, 'image')} ({reason})", detail)
-        if reason in CANNOT_START:
-            return "ContainerConfigError", _join(f"cannot start the {step} container ({reason})",
-                                                 detail)
-        if reason:
-            return "Starting", f"starting the {step} pod ({reason})"
-    return "Starting", f"starting the {step} pod"
 
 
 def _running(status: FineTuneRunStatus, spec: RunSpec, step: str, state: KubeStepStatus,
@@ -299,11 +276,11 @@ def _running(status: FineTuneRunStatus, spec: RunSpec, step: str, state: KubeSte
                            f"{'s' if state.disruptions > 1 else ''}; training resumes from its "
                            "last checkpoint)" if step == "train" else ")")
     done = sum(s.state == "succeeded" for s in status.steps.values())
-    pod = _newest([p for p in pods if _phase(p) == "Running"])
+    pod = newest([p for p in pods if phase_of(p) == "Running"])
     output = log_tails.get(pod["metadata"]["name"], "") if pod else ""
     status.progress, status.eta = progress_and_eta(done, len(spec.steps), step, output,
-                                                   _parse_time(state.started), now)
-    _condition(status, "Waiting", False, "Running", "", _iso(now))
+                                                   parse_time(state.started), now)
+    _condition(status, "Waiting", False, "Running", "", iso(now))
 
 
 def _waiting(status: FineTuneRunStatus, reason: str, message: str, stamp: str) -> None:
@@ -344,11 +321,11 @@ def _expire(jobs: dict[str, dict[str, Any]], stored: FineTuneRunStatus,
     """TTL for finished Jobs whose result the *stored* status already holds."""
     actions: list[Action] = []
     for name, job in jobs.items():
-        step = _part(job["metadata"], "labels").get(STEP_LABEL, "")
+        step = part(job["metadata"], "labels").get(STEP_LABEL, "")
         recorded = stored.steps.get(step)
-        if _job_condition(job) and recorded and recorded.state in ("succeeded", "failed") \
-                and _part(job, "spec").get("ttlSecondsAfterFinished") is None \
-                and not _deleting(job):
+        if job_condition(job) and recorded and recorded.state in ("succeeded", "failed") \
+                and part(job, "spec").get("ttlSecondsAfterFinished") is None \
+                and not is_deleting(job):
             actions.append(ExpireJob(name, settings.ttl_seconds_after_finished))
     return actions
 
@@ -362,97 +339,11 @@ def _comparable(status: FineTuneRunStatus) -> dict[str, Any]:
     return document
 
 
-def _cancel_requested(run: dict[str, Any]) -> bool:
-    value = (run["metadata"].get("annotations") or {}).get(CANCEL_ANNOTATION)
-    return value is not None and value.lower() != "false"
-
-
-def _owned(job: dict[str, Any], run: dict[str, Any]) -> bool:
-    uid = run["metadata"].get("uid")
-    return any(ref.get("uid") == uid for ref in _objects(job["metadata"], "ownerReferences"))
-
-
-def _deleting(obj: dict[str, Any]) -> bool:
-    return bool(obj["metadata"].get("deletionTimestamp"))
-
-
-def _job_condition(job: dict[str, Any]) -> dict[str, Any] | None:
-    """The Complete or Failed condition of a finished Job, else None."""
-    for condition in _objects(_part(job, "status"), "conditions"):
-        if condition.get("type") in ("Complete", "Failed") and condition.get("status") == "True":
-            return condition
-    return None
-
-
-def _settled(outcome: dict[str, Any], pods: list[dict[str, Any]], now: datetime) -> bool:
-    """Have the finished Job's pods finished too, as far as we can see?"""
-    phases = [_phase(pod) for pod in pods]
-    final = "Succeeded" if outcome["type"] == "Complete" else "Failed"
-    if final in phases and all(phase in ("Succeeded", "Failed") for phase in phases):
-        return True
-    since = _parse_time(outcome.get("lastTransitionTime"))
-    return since is None or now - since > SETTLE
-
-
-def _pods_of(job: dict[str, Any], pods: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
-    uid = job["metadata"].get("uid")
-    return [pod for pod in pods
-            if any(ref.get("uid") == uid for ref in _objects(pod["metadata"], "ownerReferences"))]
-
-
-def _newest(pods: Sequence[dict[str, Any]], phase: str | None = None) -> dict[str, Any] | None:
-    chosen = [pod for pod in pods if phase is None or _phase(pod) == phase]
-    return max(chosen, key=lambda pod: (pod["metadata"].get("creationTimestamp") or "",
-                                        pod["metadata"]["name"]), default=None)
-
-
-def _disrupted(pod: dict[str, Any]) -> bool:
-    return any(c.get("type") == "DisruptionTarget" and c.get("status") == "True"
-               for c in _objects(_part(pod, "status"), "conditions"))
-
-
-def _disruption(pods: list[dict[str, Any]]) -> str:
-    reasons = {c.get("reason") or "disrupted" for pod in pods
-               for c in _objects(_part(pod, "status"), "conditions")
-               if c.get("type") == "DisruptionTarget"}
-    kinds = ", ".join(sorted(reasons))
-    return f"preempted or evicted ({kinds}; {len(pods)} so far)"
-
-
-def _terminated(pod: dict[str, Any] | None) -> dict[str, Any] | None:
-    for container in _objects(_part(pod, "status"), "containerStatuses"):
-        terminated = _part(_part(container, "state"), "terminated")
-        if terminated:
-            return terminated
-    return None
-
-
-def _termination(pod: dict[str, Any] | None,
-                 log_tails: Mapping[str, str]) -> tuple[int | None, dict[str, float], str]:
-    """(exit code, headline metrics, log tail) of a finished pod: the step wrapper's JSON
-    termination message, else the kubelet's log fallback, else the tail the loop fetched."""
-    terminated = _terminated(pod)
-    if pod is None or terminated is None:
-        return None, {}, ""
-    code, message = terminated.get("exitCode"), terminated.get("message") or ""
-    try:
-        document = json.loads(message)
-    except ValueError:
-        document = None
-    if isinstance(document, dict):  # the pod wrote it: take only what has the right type
-        reported = document.get("exit_code")
-        metrics = {k: float(v) for k, v in _part(document, "metrics").items()
-                   if _is_number(v) and math.isfinite(v)}
-        code = reported if isinstance(reported, int) and not isinstance(reported, bool) else code
-        return code, metrics, _text(document, "log_tail")
-    return code, {}, message or log_tails.get(pod["metadata"]["name"], "")
-
-
 def _record_outcome(status: FineTuneRunStatus, pod: dict[str, Any] | None) -> None:
     """Whether the run now holds a trained model and what was published, as the step wrapper's
     termination message says (anything of the wrong shape is ignored)."""
     try:
-        document = json.loads((_terminated(pod) or {}).get("message") or "")
+        document = json.loads((terminated_state(pod) or {}).get("message") or "")
     except ValueError:
         return
     if not isinstance(document, dict):
@@ -465,17 +356,6 @@ def _record_outcome(status: FineTuneRunStatus, pod: dict[str, Any] | None) -> No
         pass
 
 
-def _latest_event(events: Sequence[dict[str, Any]], involved: str,
-                  reasons: set[str] | None = None) -> str:
-    """The message of the newest event about `involved` (with one of `reasons`)."""
-    mine = [(_text(event, "lastTimestamp") or _text(event, "eventTime")
-             or _text(_part(event, "metadata"), "creationTimestamp"), index, event)
-            for index, event in enumerate(events)
-            if _part(event, "involvedObject").get("name") == involved
-            and (reasons is None or event.get("reason") in reasons)]
-    return _text(max(mine, key=lambda found: found[:2])[2], "message") if mine else ""
-
-
 def _no_space(run: str, step: str, settings: JobSettings, log_tail: str) -> str:
     """Retrying cannot help (the Job fails at once on this exit code) until someone frees
     space; the run folder survives `voxtune delete`, so a resubmitted run resumes."""
@@ -483,47 +363,3 @@ def _no_space(run: str, step: str, settings: JobSettings, log_tail: str) -> str:
             f"{settings.pvc}): free space there or grow the claim, then `voxtune delete {run}` "
             f"and submit it again (the run folder is kept: training resumes from its last "
             f"checkpoint):\n{log_tail}")
-
-
-def _phase(pod: dict[str, Any]) -> Any:
-    return _part(pod, "status").get("phase")
-
-
-def _part(obj: Mapping[str, Any] | None, key: str) -> dict[str, Any]:
-    """obj[key] when it is an object, else {}: any optional section may be absent or null."""
-    value = (obj or {}).get(key)
-    return value if isinstance(value, dict) else {}
-
-
-def _objects(obj: Mapping[str, Any], key: str) -> list[dict[str, Any]]:
-    """The objects in the list obj[key]; an absent or null list has none."""
-    value = obj.get(key)
-    return [item for item in value if isinstance(item, dict)] if isinstance(value, list) else []
-
-
-def _text(obj: Mapping[str, Any], key: str) -> str:
-    value = obj.get(key)
-    return value if isinstance(value, str) else ""
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
-def _join(summary: str, detail: str) -> str:
-    return f"{summary}: {detail}" if detail else summary
-
-
-def _iso(moment: datetime) -> str:
-    return moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def _parse_time(text: str | None) -> datetime | None:
-    if not text:
-        return None
-    try:
-        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
-

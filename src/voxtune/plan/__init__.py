@@ -4,42 +4,59 @@
     voxtune plan my-run.yaml --gpu-profile 48gb --json
     voxtune plan --run-dir ~/.voxtune/runs/me
 
-`plan_run(spec, profile)` is a pure function (shapes from geometry.py, bytes from memory.py);
-the CLI prints it. A run that does not fit is refused with what would make it fit.
+`plan_run(spec, profile)` is a pure function (shapes from geometry.py, bytes from memory.py,
+what would fit from advice.py); the CLI prints it. placement.py turns a plan into what a pod
+gets (memory, GPU product, grace period) and refuses a run that does not fit, for
+`voxtune submit`/`run`, the controller and the Job builder alike; table.py is README's table.
 """
 
 from __future__ import annotations
 
-import math
 import re
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
+from pydantic import Field
+
 from voxtune.errors import UserError
+from voxtune.plan.features import feature_path
 from voxtune.plan.geometry import Geometry, load_geometry
 from voxtune.plan.memory import Estimate, Setup, estimate
-from voxtune.spec import RunSpec
+from voxtune.spec import CHECKPOINTING, RunSpec, StrictModel
 
 DEFAULT_WRITE_MB_PER_S = 500.0  # a network volume's sustained write; measure yours and pass it
 
 
-@dataclass(frozen=True)
-class GpuProfile:
-    """A kind of GPU node: usable memory per GPU (GiB, as nvidia-smi reports it) and the
-    `nvidia.com/gpu.product` label that selects it."""
+class GpuProfile(StrictModel):
+    """A kind of GPU node: usable memory per GPU and the `nvidia.com/gpu.product` label that
+    selects it (the chart's jobs.gpuProfiles)."""
 
-    name: str
-    memory_gib: float
-    product: str = ""
+    name: str = Field(min_length=1, description="What resources.gpu_profile calls it.")
+    memory_gib: float = Field(gt=0, description="Usable memory per GPU in GiB, as nvidia-smi "
+                              "reports it (a little under the marketing figure).")
+    product: str = Field("", description="The node label nvidia.com/gpu.product of such nodes "
+                         "(GPU feature discovery sets it); empty: any GPU node.")
 
 
 # What ships; the chart's job defaults can replace them with a cluster's own.
 DEFAULT_PROFILES = (
-    GpuProfile("24gb", 22.0, "NVIDIA-L4"),
-    GpuProfile("48gb", 44.5, "NVIDIA-L40S"),
-    GpuProfile("80gb", 79.1, "NVIDIA-H100-80GB-HBM3"),
-    GpuProfile("141gb", 139.8, "NVIDIA-H200"),
+    GpuProfile(name="24gb", memory_gib=22.0, product="NVIDIA-L4"),
+    GpuProfile(name="48gb", memory_gib=44.5, product="NVIDIA-L40S"),
+    GpuProfile(name="80gb", memory_gib=79.1, product="NVIDIA-H100-80GB-HBM3"),
+    GpuProfile(name="141gb", memory_gib=139.8, product="NVIDIA-H200"),
 )
+
+
+class UnknownProfile(UserError):
+    """A GPU profile name that the profiles at hand do not have."""
+
+
+def profile_named(name: str, profiles: tuple[GpuProfile, ...]) -> GpuProfile:
+    for profile in profiles:
+        if profile.name == name:
+            return profile
+    raise UnknownProfile(f"GPU profile {name!r}: use one of "
+                         f"{', '.join(p.name for p in profiles)}")
 
 
 @dataclass(frozen=True)
@@ -65,6 +82,19 @@ class Plan:
     def checkpoint_write_s(self) -> float:
         return self.estimate.checkpoint_gib * 2**30 / (self.write_mb_per_s * 1e6)
 
+    @property
+    def feature_path(self) -> str:
+        return feature_path(self.setup.gpus, None, self.estimate.feature_cache_gib_per_1000_clips)
+
+    @property
+    def disk_gib(self) -> dict[str, float]:
+        """The shared volume: kept checkpoints (+1 while the next is written), final/, and
+        the feature cache per 1,000 clips (none when features are computed on the device)."""
+        e = self.estimate
+        cache = e.feature_cache_gib_per_1000_clips if self.feature_path == "cache" else 0.0
+        return {"checkpoints": e.checkpoint_gib * (self.setup.keep_checkpoints + 1),
+                "final": e.final_gib, "feature_cache_per_1000_clips": cache}
+
     def to_json(self) -> dict[str, Any]:
         """The machine-readable plan; these key names are a contract for scripts."""
         e, g = self.estimate, self.geometry
@@ -81,16 +111,14 @@ class Plan:
                 "name": self.profile.name, "memory_gb": self.profile.memory_gib,
                 "product": self.profile.product},
             "gpus": self.setup.gpus,
+            "strategy": self.setup.strategy if self.setup.gpus > 1 else None,
             "host_memory_gb": round(e.host_gib, 2),
             "host_memory_limit_gb": self.host_limit_gib,
             "checkpoint_gb": round(e.checkpoint_gib, 3),
             "checkpoint_write_s": round(self.checkpoint_write_s, 1),
             "write_mb_per_s": self.write_mb_per_s,
-            "disk_gb": {"checkpoints": round(e.checkpoint_gib * (self.setup.keep_checkpoints
-                                                                 + 1), 3),
-                        "final": round(e.final_gib, 3),
-                        "feature_cache_per_1000_clips": round(
-                            e.feature_cache_gib_per_1000_clips, 3)},
+            "disk_gb": {k: round(v, 3) for k, v in self.disk_gib.items()},
+            "feature_path": self.feature_path,
             "sequence_tokens": e.sequence_tokens,
             "tokens_per_step": e.sequence_tokens * self.setup.batch_size,
             "optimizer": e.optimizer,
@@ -101,7 +129,7 @@ class Plan:
 
     def lines(self) -> list[str]:
         """The human-readable plan."""
-        data, e = self.to_json(), self.estimate
+        data, e, disk = self.to_json(), self.estimate, self.disk_gib
         p = data["parameters"]
         lines = [
             f"{self.spec.base_model} · {self.spec.mode} · batch {self.setup.batch_size} × "
@@ -114,17 +142,21 @@ class Plan:
         ]
         if self.profile:
             parts = ", ".join(f"{k.replace('_', ' ')} {v:.2f}" for k, v in e.gpu.items() if v)
+            gpus = self.setup.gpus
+            sharing = f", {self.setup.strategy}" if gpus > 1 else ""
             lines.append(f"per GPU     {self.gpu_memory_gib:.1f} GiB of {self.profile.memory_gib}"
-                         f" ({self.profile.name}, {self.setup.gpus} GPU"
-                         f"{'s' if self.setup.gpus > 1 else ''}): {parts}")
-        limit = f" of {self.host_limit_gib} GiB" if self.host_limit_gib else ""
+                         f" ({self.profile.name}, {gpus} GPU{'s' if gpus > 1 else ''}"
+                         f"{sharing}): {parts}")
+        limit = f" of {self.host_limit_gib:.3g} GiB" if self.host_limit_gib else ""
+        cache = (f"feature cache {disk['feature_cache_per_1000_clips']:.2f} GiB per 1,000 clips"
+                 if self.feature_path == "cache" else "features computed on the device (no "
+                 "cache)")
         lines += [
             f"host RAM    {e.host_gib:.1f} GiB per pod{limit}",
             f"disk        checkpoint {e.checkpoint_gib:.2f} GiB "
             f"(×{self.setup.keep_checkpoints} kept, +1 while writing; "
             f"{self.checkpoint_write_s:.0f} s at {self.write_mb_per_s:g} MB/s), final "
-            f"{e.final_gib:.2f} GiB, feature cache {e.feature_cache_gib_per_1000_clips:.2f} "
-            "GiB per 1,000 clips",
+            f"{e.final_gib:.2f} GiB, {cache}",
             f"optimizer   {e.optimizer}",
             "verdict     " + ("fits" if self.fits else "does NOT fit"),
         ]
@@ -153,16 +185,23 @@ def setup_of(spec: RunSpec, gpus: int | None = None) -> Setup:
     # auto means bf16 on every GPU profile we ship (and fp32 on a CPU without native bf16,
     # the larger figure, so a CPU plan errs on the safe side)
     compute = {"bf16": 2, "fp16": 2, "fp32": 4}.get(training.precision, 2 if gpus else 4)
+    strategy = spec.resources.strategy
+    if strategy == "auto":  # a spec made with model_copy skips the validator that resolves it
+        strategy = "fsdp" if spec.mode == "full" and gpus > 1 else "ddp"
+    checkpointing = training.gradient_checkpointing  # None only in a model_copy'd spec
     return Setup(mode=spec.mode, compute_bytes=compute, batch_size=training.batch_size,
                  grad_accum=training.grad_accum,
-                 gradient_checkpointing=training.gradient_checkpointing,
+                 gradient_checkpointing=CHECKPOINTING[spec.mode] if checkpointing is None
+                 else checkpointing,
                  freeze_audio_encoder=training.freeze_audio_encoder,
                  lora_rank=training.lora.rank, lora_mlp=training.lora.mlp,
                  lora_projector=training.lora.projector, gpus=gpus,
                  max_duration=data.max_duration, max_chars_per_second=data.max_chars_per_second,
                  max_transcript_tokens=data.max_transcript_tokens,
                  keep_checkpoints=training.keep_checkpoints,
-                 device="cuda" if gpus else "cpu")
+                 device="cuda" if gpus else "cpu", optimizer=spec.optimizer_for(gpus > 0),
+                 freeze_embeddings=spec.mode == "full" and training.freeze_embeddings,
+                 strategy=strategy)
 
 
 def fits(estimate_: Estimate, profile: GpuProfile | None, host_limit_gib: float | None) -> bool:
@@ -175,8 +214,11 @@ def plan_run(spec: RunSpec, profile: GpuProfile | None = None,
              profiles: tuple[GpuProfile, ...] = DEFAULT_PROFILES,
              host_limit_gib: float | None = None, geometry: Geometry | None = None,
              write_mb_per_s: float = DEFAULT_WRITE_MB_PER_S) -> Plan:
-    """The plan for `spec` on `profile` (default: the smallest of `profiles` it fits, else the
-    largest); `host_limit_gib` is the pod's (or this machine's) memory limit, if known."""
+    """The plan for `spec` on `profile` (default: `resources.gpu_profile` of `profiles`, else
+    the smallest of them it fits, else the largest); `host_limit_gib` is the pod's (or this
+    machine's) memory limit, if known."""
+    from voxtune.plan.advice import what_would_fit
+
     geometry = geometry or load_geometry(spec.base_model)
     setup = setup_of(spec)
     result = estimate(geometry, setup)
@@ -184,59 +226,12 @@ def plan_run(spec: RunSpec, profile: GpuProfile | None = None,
         chosen = None
     elif profile is not None:
         chosen = profile
+    elif spec.resources.gpu_profile:
+        chosen = profile_named(spec.resources.gpu_profile, profiles)
     else:
+        # by GPU memory alone: pod memory is a separate verdict, a larger GPU cannot help it
         ordered = sorted(profiles, key=lambda p: p.memory_gib)
-        chosen = next((p for p in ordered if fits(result, p, host_limit_gib)), ordered[-1])
+        chosen = next((p for p in ordered if fits(result, p, None)), ordered[-1])
     advice = () if fits(result, chosen, host_limit_gib) else tuple(
         what_would_fit(geometry, setup, chosen, profiles, host_limit_gib))
     return Plan(spec, geometry, setup, result, chosen, host_limit_gib, write_mb_per_s, advice)
-
-
-def what_would_fit(geometry: Geometry, setup: Setup, profile: GpuProfile | None,
-                   profiles: tuple[GpuProfile, ...],
-                   host_limit_gib: float | None) -> list[str]:
-    """Changes voxtune can run today that make the run fit, cheapest first."""
-    def gib(candidate: Setup) -> float:
-        return estimate(geometry, candidate).gpu_total_gib
-
-    def ok(candidate: Setup, on: GpuProfile | None = profile) -> bool:
-        return fits(estimate(geometry, candidate), on, host_limit_gib)
-
-    advice: list[str] = []
-    where = profile.name if profile else "this machine"
-    checkpointed = replace(setup, gradient_checkpointing=True)
-    if not setup.gradient_checkpointing and ok(checkpointed):
-        advice.append(f"set training.gradient_checkpointing: true (≈{gib(checkpointed):.1f} "
-                      f"GiB per GPU on {where})")
-    for batch in (b for b in (setup.batch_size // 2, setup.batch_size // 4, 1) if 0 < b
-                  < setup.batch_size):
-        smaller = replace(setup, batch_size=batch, gradient_checkpointing=True)
-        if ok(smaller):
-            advice.append(f"set training.batch_size: {batch} with gradient checkpointing and "
-                          f"raise training.grad_accum by {setup.batch_size // batch}× to keep "
-                          f"the effective batch (≈{gib(smaller):.1f} GiB per GPU)")
-            break
-    if setup.mode == "full":
-        lora = replace(setup, mode="lora")
-        if ok(lora):
-            advice.append(f"use mode: lora (≈{gib(lora):.1f} GiB per GPU on {where})")
-    if profile is not None:
-        larger = [p for p in sorted(profiles, key=lambda p: p.memory_gib)
-                  if p.memory_gib > profile.memory_gib and ok(setup, p)]
-        if larger:
-            advice.append(f"use the {larger[0].name} GPU profile ({larger[0].memory_gib} GiB "
-                          "per GPU) or a larger one")
-    if host_limit_gib is not None and estimate(geometry, setup).host_gib > host_limit_gib:
-        need = estimate(geometry, setup).host_gib
-        advice.append(f"give the pod at least {need:.0f} GiB of memory (resources.memory): "
-                      "every GPU's process loads a full copy of the model first")
-    if profile is not None and not any(ok(setup, p) for p in profiles):
-        need = estimate(geometry, setup).gpu_total_gib
-        advice.append(f"no GPU profile holds this setup ({need:.0f} GiB per GPU): its weights, "
-                      "gradients and optimizer states would have to be sharded across GPUs "
-                      f"(FSDP, e.g. {math.ceil(need / profile.memory_gib)}+ × {profile.name}) "
-                      "or the base quantized (QLoRA), which voxtune does not do yet")
-    if not advice:
-        advice.append("nothing voxtune runs today makes this fit on this machine; plan it for "
-                      "a GPU (resources.gpus) or use a smaller base model")
-    return advice

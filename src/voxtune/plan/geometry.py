@@ -23,6 +23,11 @@ ENCODER_POSITIONS_PER_SECOND = 50  # the conv stem halves Whisper's 100 mel fram
 FULL_WINDOW_SECONDS = 30
 
 
+class UnknownModel(UserError):
+    """No config for this base model here: it cannot be planned on this machine (a model on a
+    volume this process does not mount, or not in its Hub cache)."""
+
+
 @dataclass(frozen=True)
 class Geometry:
     """The shape-defining numbers of a VoxtralForConditionalGeneration."""
@@ -70,12 +75,17 @@ class Geometry:
     # --- parameters --------------------------------------------------------------------------
 
     @property
-    def encoder_parameters(self) -> int:
+    def encoder_layer_parameters(self) -> int:
         h, i = self.audio_hidden, self.audio_intermediate
-        stem = (self.mel_bins * h * 3 + h) + (h * h * 3 + h)  # two 3-tap convolutions
         attention = 4 * h * h + 3 * h  # q, v and out have a bias; k has none (Whisper)
-        layer = attention + (h * i + i) + (i * h + h) + 2 * (2 * h)  # fc1, fc2, two LayerNorms
-        return stem + self.audio_positions * h + self.audio_layers * layer + 2 * h
+        return attention + (h * i + i) + (i * h + h) + 2 * (2 * h)  # fc1, fc2, two LayerNorms
+
+    @property
+    def encoder_parameters(self) -> int:
+        h = self.audio_hidden
+        stem = (self.mel_bins * h * 3 + h) + (h * h * 3 + h)  # two 3-tap convolutions
+        return stem + self.audio_positions * h + self.audio_layers \
+            * self.encoder_layer_parameters + 2 * h
 
     @property
     def projector_parameters(self) -> int:
@@ -95,9 +105,13 @@ class Geometry:
         return (h, i), (h, i), (i, h)
 
     @property
+    def decoder_linear_parameters(self) -> int:
+        """The weights of one decoder layer's linear projections (what QLoRA quantizes)."""
+        return sum(a * b for a, b in self.attention_projections + self.mlp_projections)
+
+    @property
     def decoder_layer_parameters(self) -> int:
-        linear = sum(a * b for a, b in self.attention_projections + self.mlp_projections)
-        return linear + 2 * self.hidden  # two RMSNorms
+        return self.decoder_linear_parameters + 2 * self.hidden  # two RMSNorms
 
     @property
     def embedding_parameters(self) -> int:
@@ -150,7 +164,7 @@ def load_config(base_model: str) -> dict[str, Any]:
     if cached is not None:
         return _read(cached)
     known = sorted(p.stem.replace("--", "/") for p in PRESETS.glob("*--*.json"))
-    raise UserError(f"cannot plan {base_model!r} offline: no shipped preset (known: "
+    raise UnknownModel(f"cannot plan {base_model!r} offline: no shipped preset (known: "
                     f"{', '.join(known)}, tiny-random[-Ns]), no local folder with config.json, "
                     "and no config.json for it in the Hub cache")
 

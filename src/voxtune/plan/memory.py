@@ -1,11 +1,23 @@
 """Bytes a training run needs per GPU, per pod and on the shared volume, from shapes alone.
 
-Each figure models what the train step actually does today (train/recipe.py, train/adapt.py):
-LoRA keeps the frozen base in the compute dtype and the adapters in fp32; full fine-tuning keeps
-fp32 weights, fp32 gradients and fp32 AdamW states and computes in bf16/fp16 under autocast;
-more than one GPU is DDP (a full replica per GPU plus gradient buckets). When the recipe
-changes, this module changes in the same commit. bench/memory.py checks the figures against
-peak memory measured on CPU models of growing size (docs/benchmarks.md).
+Each figure models what the train step does (train/recipe.py, train/adapt.py, and the sharding
+and quantization the spec asks for):
+- lora keeps the frozen base in the compute dtype and the adapters in fp32;
+- qlora keeps the language model's decoder linear layers in 4-bit NF4 (bitsandbytes with
+  double quantization: 0.5 byte per weight plus an 8-bit absmax per 64-weight block and an fp32
+  constant per 256 blocks); peft's k-bit preparation upcasts the rest (audio encoder, projector,
+  embeddings, head, norms) to fp32; adapters in fp32;
+- full keeps fp32 master weights, fp32 gradients and the optimizer's states (AdamW: 8 bytes
+  per trainable parameter, 8-bit AdamW: 2, paged 8-bit: 2 with the same peak, paged out to
+  host memory only under pressure) and computes in bf16/fp16 under autocast;
+- more than one GPU is DDP (a replica per GPU; with gradient_as_bucket_view the buckets are the
+  gradients, no extra copy) or FSDP (weights, gradients and optimizer states sharded across the
+  pod's GPUs; the root unit — embeddings, head, projector — and one wrapped decoder/encoder layer
+  plus the prefetched next one gathered in the compute dtype at a time);
+- every rank loads straight onto its own device (one safetensors shard passes through host
+  memory at a time); FSDP loads one full copy on rank 0's host and shards it from there.
+When the recipe changes, this module changes in the same commit. bench/memory.py checks the
+figures against peak memory measured on CPU models of growing size (docs/benchmarks.md).
 
 Sizes are in GiB (2**30 bytes), the unit `nvidia-smi` and PyTorch report.
 """
@@ -30,14 +42,24 @@ FP32_LOGIT_COPIES = 3
 CUDA_CONTEXT_GIB = 1.0  # CUDA context, cuBLAS workspaces, NCCL buffers
 FRAGMENTATION = 1.05  # the caching allocator's slack over what is live
 PROCESS_HOST_GIB = 2.0  # Python, torch, transformers and the data pipeline, per rank
+CUDA_HOST_GIB = 1.5  # the CUDA runtime's, cuBLAS' and NCCL's host-side memory, per GPU rank
+SHARD_GIB = 5.0  # a safetensors shard of the published checkpoints, staged in host memory
 MEL_BYTES_PER_SECOND = 128 * 100 * 4  # the feature cache: fp32 log-mel, 100 frames per second
+NF4_BYTES = 0.5 + 1 / 64 + 4 / (64 * 256)  # 4-bit weights and their double-quantized absmax
+# optimizer → bytes of state per trainable parameter
+OPTIMIZER_STATE_BYTES = {"adamw_torch": 8, "adamw_8bit": 2, "paged_adamw_8bit": 2}
+OPTIMIZER_NAMES = {"adamw_torch": "adamw_torch (fp32 states)",
+                   "adamw_8bit": "adamw_8bit (8-bit states, bitsandbytes)",
+                   "paged_adamw_8bit": "paged_adamw_8bit (8-bit states, paged to host memory "
+                                       "under pressure)"}
+FSDP_GATHERED_LAYERS = 2  # the layer being computed and the prefetched next one
 
 
 @dataclass(frozen=True)
 class Setup:
     """What the spec asks for, reduced to what memory depends on."""
 
-    mode: str  # lora | full
+    mode: str  # lora | qlora | full
     compute_bytes: int  # 2 for bf16/fp16, 4 for fp32
     batch_size: int
     grad_accum: int  # >1: gradients stay live while the next micro-batch's activations build
@@ -52,6 +74,13 @@ class Setup:
     max_transcript_tokens: int
     keep_checkpoints: int
     device: str = "cuda"  # cpu: attention is computed by the math kernel (s² weights saved)
+    optimizer: str = "adamw_torch"  # adamw_torch | adamw_8bit | paged_adamw_8bit
+    freeze_embeddings: bool = False  # full FT: token embeddings and head frozen too
+    strategy: str = "ddp"  # ddp | fsdp (only matters with gpus > 1)
+
+    @property
+    def sharded(self) -> bool:
+        return self.strategy == "fsdp" and self.gpus > 1
 
 
 @dataclass
@@ -66,7 +95,7 @@ class Estimate:
     checkpoint_gib: float = 0.0
     final_gib: float = 0.0
     feature_cache_gib_per_1000_clips: float = 0.0
-    optimizer: str = "adamw_torch (fp32 states)"
+    optimizer: str = OPTIMIZER_NAMES["adamw_torch"]
 
     @property
     def gpu_total_gib(self) -> float:
@@ -82,10 +111,12 @@ def sequence_tokens(geometry: Geometry, setup: Setup) -> int:
 
 
 def trainable_parameters(geometry: Geometry, setup: Setup) -> int:
-    if setup.mode == "lora":
+    if setup.mode != "full":
         projector = geometry.projector_parameters if setup.lora_projector else 0
         return geometry.lora_parameters(setup.lora_rank, setup.lora_mlp) + projector
     frozen = geometry.encoder_parameters if setup.freeze_audio_encoder else 0
+    if setup.freeze_embeddings:
+        frozen += geometry.embedding_parameters + geometry.head_parameters
     return geometry.total_parameters - frozen
 
 
@@ -105,6 +136,37 @@ def decoder_layer_activation_bytes(geometry: Geometry, setup: Setup, tokens: int
     return tokens * per_token + attention_weights
 
 
+def model_state_bytes(geometry: Geometry, setup: Setup, trainable: int) -> dict[str, float]:
+    """Weights, autocast copies, gradients and optimizer states per GPU, before sharding."""
+    g, c = geometry, setup.compute_bytes
+    adapters = 4 * g.lora_parameters(setup.lora_rank, setup.lora_mlp)
+    # modules_to_save: the original projector stays, an fp32 trainable copy is added
+    projector_copy = 4 * g.projector_parameters if setup.lora_projector else 0
+    if setup.mode == "full":
+        weights = 4 * g.total_parameters  # fp32 master weights, frozen parts included
+        casts = trainable * c if c < 4 and not setup.sharded else 0  # autocast's weight cache
+    elif setup.mode == "qlora":
+        quantized = g.layers * g.decoder_linear_parameters
+        weights = quantized * NF4_BYTES + (g.total_parameters - quantized) * 4 + adapters \
+            + projector_copy
+        casts = max(a * b for a, b in g.attention_projections + g.mlp_projections) * c
+    else:
+        weights = g.total_parameters * c + adapters + projector_copy
+        casts = 0
+    return {"weights": weights, "weight_casts": casts, "gradients": 4 * trainable,
+            "optimizer": OPTIMIZER_STATE_BYTES[setup.optimizer] * trainable}
+
+
+def fsdp_gathered_bytes(geometry: Geometry, setup: Setup) -> float:
+    """What FSDP holds unsharded at its peak: the root unit (embeddings, head, projector, final
+    norm: not wrapped) and the wrapped layers being gathered, in the compute dtype, plus one
+    layer's full fp32 gradient before its reduce-scatter."""
+    g, c = geometry, setup.compute_bytes
+    root = g.embedding_parameters + g.head_parameters + g.projector_parameters + g.hidden
+    layer = max(g.decoder_layer_parameters, g.encoder_layer_parameters)
+    return root * c + FSDP_GATHERED_LAYERS * layer * c + 4 * layer
+
+
 def estimate(geometry: Geometry, setup: Setup) -> Estimate:
     g, c = geometry, setup.compute_bytes
     total = g.total_parameters
@@ -113,18 +175,13 @@ def estimate(geometry: Geometry, setup: Setup) -> Estimate:
     tokens = setup.batch_size * sequence
     full = setup.mode == "full"
 
-    # weights, gradients, optimizer states, and what autocast and DDP add
-    if full:
-        weights = 4 * total  # fp32 master weights, frozen encoder included
-        casts = trainable * c if c < 4 else 0  # autocast caches low-precision weight copies
-    else:
-        projector_copy = g.projector_parameters * 4 if setup.lora_projector else 0
-        weights = total * c + 4 * g.lora_parameters(setup.lora_rank, setup.lora_mlp) \
-            + projector_copy  # modules_to_save: the original stays, a trainable copy is added
-        casts = 0
-    gradients = 4 * trainable
-    optimizer = 8 * trainable  # AdamW: two fp32 moments per trainable parameter
-    buckets = 4 * trainable if setup.gpus > 1 else 0  # DDP without gradient_as_bucket_view
+    # weights, gradients, optimizer states: a replica per GPU, or a 1/gpus shard with FSDP
+    state = model_state_bytes(g, setup, trainable)
+    shards = setup.gpus if setup.sharded else 1
+    weights, gradients, optimizer = (state[k] / shards for k in
+                                     ("weights", "gradients", "optimizer"))
+    casts = state["weight_casts"]
+    gathered = fsdp_gathered_bytes(g, setup) if setup.sharded else 0
 
     # activations: decoder layers (all, or their inputs plus one recomputed layer), the
     # embeddings, the head's logits, and the frozen encoder's transient peak
@@ -146,29 +203,48 @@ def estimate(geometry: Geometry, setup: Setup) -> Estimate:
     # previous micro-batches are live while the next one's activations build up.
     activations = decoder + embeddings + logits + encoder
     transient = activations + gradients if setup.grad_accum > 1 else max(activations, gradients)
-    live = weights + casts + optimizer + buckets + transient
+    live = weights + casts + gathered + optimizer + transient
+    cuda = setup.device == "cuda"
     gpu = {
         "weights": weights / GIB, "weight_casts": casts / GIB, "gradients": gradients / GIB,
-        "optimizer": optimizer / GIB, "ddp_buckets": buckets / GIB,
+        "optimizer": optimizer / GIB, "fsdp_gathered": gathered / GIB,
         "activations": (decoder + embeddings + encoder) / GIB, "logits": logits / GIB,
         # the CUDA caching allocator keeps freed blocks for reuse; on CPU large tensors go
         # back to the system when freed
-        "allocator_slack": live * (FRAGMENTATION - 1) / GIB if setup.device == "cuda" else 0.0,
-        "cuda_context": CUDA_CONTEXT_GIB if setup.device == "cuda" else 0.0,
+        "allocator_slack": live * (FRAGMENTATION - 1) / GIB if cuda else 0.0,
+        "cuda_context": CUDA_CONTEXT_GIB if cuda else 0.0,
     }
-
-    # host RAM: every rank loads a full copy on the CPU before moving it to its GPU
-    ranks = max(setup.gpus, 1)
-    load_bytes = 4 * total if full else c * total
-    host = ranks * (load_bytes / GIB + PROCESS_HOST_GIB)
-    if setup.device == "cpu":  # no GPU: training itself happens in host memory
-        host = sum(gpu.values()) + PROCESS_HOST_GIB
-
-    # disk: a checkpoint holds the trainable weights (full: the whole fp32 model) and optimizer
-    saved_weights = 4 * total if full else 4 * trainable
-    checkpoint = (saved_weights + optimizer) / GIB
-    final = (4 * total if full else 4 * trainable) / GIB
-    cache = 1000 * MEL_BYTES_PER_SECOND * g.audio_positions / ENCODER_POSITIONS_PER_SECOND / GIB
     return Estimate(parameters_total=total, parameters_trainable=trainable,
-                    sequence_tokens=sequence, gpu=gpu, host_gib=host, checkpoint_gib=checkpoint,
-                    final_gib=final, feature_cache_gib_per_1000_clips=cache)
+                    sequence_tokens=sequence, gpu=gpu, host_gib=host_gib(g, setup, gpu),
+                    checkpoint_gib=(4 * total if full else 4 * trainable) / GIB
+                    + state["optimizer"] / GIB,
+                    final_gib=(2 * total if full else 4 * trainable) / GIB,
+                    feature_cache_gib_per_1000_clips=feature_cache_gib_per_1000_clips(g),
+                    optimizer=OPTIMIZER_NAMES[setup.optimizer])
+
+
+def feature_cache_gib_per_1000_clips(geometry: Geometry) -> float:
+    """The feature cache: an fp32 log-mel of the whole audio window per clip, whatever its
+    length (no GPU profile or spec needed: the train step asks this too)."""
+    window_s = geometry.audio_positions / ENCODER_POSITIONS_PER_SECOND
+    return 1000 * MEL_BYTES_PER_SECOND * window_s / GIB
+
+
+def host_gib(geometry: Geometry, setup: Setup, gpu: dict[str, float]) -> float:
+    """Host memory per pod. On a CPU, training itself happens there. On GPUs every rank
+    streams the checkpoint onto its own device a shard at a time; FSDP instead has rank 0 load
+    one full copy (in the weights' dtype) and broadcast the shards from it."""
+    if setup.device == "cpu":
+        return sum(gpu.values()) + PROCESS_HOST_GIB
+    ranks = max(setup.gpus, 1)
+    load_bytes = (4 if setup.mode == "full" else setup.compute_bytes) \
+        * geometry.total_parameters / GIB
+    staged = load_bytes if setup.sharded else ranks * min(load_bytes, SHARD_GIB)
+    return staged + ranks * (PROCESS_HOST_GIB + CUDA_HOST_GIB)
+
+
+def merge_host_gib(geometry: Geometry, setup: Setup) -> float:
+    """Host memory of `publish --merge`: the base in bf16 whatever the host CPU, the fp32
+    adapters folded into it, and the process."""
+    return (2 * geometry.total_parameters + 4 * trainable_parameters(geometry, setup)) / GIB \
+        + PROCESS_HOST_GIB

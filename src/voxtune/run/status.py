@@ -83,7 +83,7 @@ class RunStatus(BaseModel):
     phase: Phase = "Pending"
     reason: str = Field("", description="Why the run is in its phase, one word: Running, "
                         "Unschedulable, ImagePullBackOff, QueueWaiting, StepFailed, "
-                        "NoSpace, InvalidSpec, Cancelled, Completed … (empty where the "
+                        "NoSpace, InvalidSpec, DoesNotFit, Cancelled, Completed … (empty where the "
                         "backend has nothing to add to the message).")
     step: str | None = None
     message: str = ""
