@@ -49,7 +49,9 @@ def lift_accelerate_cpu_gate() -> None:
         original(self, mixed_precision, cpu, dynamo_plugin, deepspeed_plugin, fsdp_plugin,
                  *args, **kwargs)
         if fsdp_plugin is not None and self.distributed_type == DistributedType.MULTI_CPU:
-            self.distributed_type = DistributedType.FSDP  # the GPU branch's two assignments
+            self.distributed_type = DistributedType.FSDP  # what the GPU branch does
+            if self._mixed_precision != "no":
+                fsdp_plugin.set_mixed_precision(self._mixed_precision)
             self.fsdp_plugin = fsdp_plugin
 
     state.AcceleratorState.__init__ = init
@@ -181,16 +183,22 @@ def test_fsdp_trains_like_one_process_and_resumes_after_sigkill(prepared: Path,
 
 
 def test_fsdp_lora_saves_an_adapter_that_loads(prepared: Path, tmp_path: Path) -> None:
-    """Frozen base and trainable adapters in the same FSDP units; final/ holds the adapter."""
+    """A frozen bf16 base and fp32 adapters (and projector copy) in the same FSDP units, under
+    bf16 mixed precision; final/ holds the adapter."""
+    from safetensors.torch import load_file
+
     from voxtune.models.load import load_tuned
 
     done = train(prepared, tmp_path / "lora", "--mode", "lora", "--max-steps", "2",
-                 "--batch-size", "1", processes=2)
+                 "--batch-size", "1", "--precision", "bf16", "--lora-targets",
+                 "attention,projector", processes=2)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert "FSDP2 across 2 processes" in done.stdout
     final = tmp_path / "lora" / "final"
     assert (final / "adapter_model.safetensors").exists()
     assert not (final / "model.safetensors").exists()
+    adapter = load_file(final / "adapter_model.safetensors")
+    assert any("multi_modal_projector" in name for name in adapter)
     tuned, _ = load_tuned(str(final))
     assert tuned.base == "tiny-random-4s"
 
