@@ -100,8 +100,10 @@ def _lora_targets(value: str | None) -> dict[str, bool]:
 
 
 def _train(args: argparse.Namespace) -> int:
+    from voxtune.train.distributed import die_with_launcher
     from voxtune.train.recipe import main as train
 
+    die_with_launcher()
     spec = spec_from_arguments(args, {
         "base_model": args.base_model, "mode": args.mode, "language": args.language,
         "training": {"max_steps": args.max_steps, "epochs": args.epochs,

@@ -186,10 +186,14 @@ def hub_offline() -> Iterator[None]:
 
 
 def training_arguments(spec: RunSpec, output: Path, dtype_name: str, on_gpu: bool,
-                       group_by_length: bool = True) -> Any:
+                       group_by_length: bool = True, layers: Sequence[str] = ()) -> Any:
+    """`layers`: the model's layer classes, which FSDP wraps when the run is sharded."""
     from transformers import TrainingArguments
 
+    from voxtune.train.distributed import fsdp_arguments, processes
+
     training = spec.training
+    sharding = fsdp_arguments(spec, layers, processes())  # {} unless resources.strategy: fsdp
     optimizer = "adamw_torch_fused" if on_gpu else "adamw_torch"
     if on_gpu and spec.mode == "full" and _has_bitsandbytes():
         optimizer = "adamw_bnb_8bit"  # 8-bit states: full FT of ~4.7 B fits an 80 GB GPU
@@ -208,7 +212,8 @@ def training_arguments(spec: RunSpec, output: Path, dtype_name: str, on_gpu: boo
         logging_steps=1,
         bf16=dtype_name == "bf16",
         fp16=dtype_name == "fp16",
-        activation_checkpointing=training.gradient_checkpointing,
+        # under FSDP its own checkpointing (in `sharding`): this one would gather layers twice
+        activation_checkpointing=training.gradient_checkpointing and not sharding,
         optim=optimizer,
         use_cpu=not on_gpu,  # also what lets bf16 autocast run on CPUs that support it
         seed=training.seed,
@@ -218,6 +223,7 @@ def training_arguments(spec: RunSpec, output: Path, dtype_name: str, on_gpu: boo
         dataloader_num_workers=0,  # features are cached on disk; workers only add start-up
         report_to=[],  # trackio is driven by our callback so eval metrics join the same run
         disable_tqdm=not sys.stderr.isatty(),  # in log files a bar is noise; loss lines stay
+        **sharding,
     )
 
 
@@ -274,11 +280,13 @@ def disk_full(error: BaseException, folder: Path) -> bool:
     return shutil.disk_usage(existing).free < FULL_DISK_BYTES
 
 
-def save_final(model: Any, processor: Any, spec: RunSpec, folder: Path) -> None:
-    """What a user loads: adapter or weights, processor, spec. Written aside, then swapped in."""
+def save_final(model: Any, processor: Any, spec: RunSpec, folder: Path,
+               state_dict: dict[str, Any] | None = None) -> None:
+    """What a user loads: adapter or weights, processor, spec. Written aside, then swapped in.
+    `state_dict`: the weights gathered from a sharded (FSDP) model, else the model's own."""
     staging = folder.with_name(f".{folder.name}.tmp")
     shutil.rmtree(staging, ignore_errors=True)
-    model.save_pretrained(staging)  # LoRA: adapter_model.safetensors; full: model weights
+    model.save_pretrained(staging, state_dict=state_dict)  # LoRA: adapter; full: weights
     (staging / "README.md").unlink(missing_ok=True)  # peft's stub card; publish writes ours
     processor.save_pretrained(staging)
     (staging / SPEC).write_text(spec.to_yaml(), encoding="utf-8")
@@ -310,10 +318,11 @@ def main(spec: RunSpec, prepared: Path, output: Path, extra_callbacks: Sequence[
     import torch
     from transformers import Trainer
 
-    from voxtune.models.load import load, pick_dtype
+    from voxtune.models.load import load, load_tuned, pick_dtype
     from voxtune.models.presets import is_smoke_model
     from voxtune.train.adapt import adapt, trainable_summary
     from voxtune.train.collator import TrainingCollator, TranscriptionDataset
+    from voxtune.train.distributed import gather_final_state, layer_classes, sharding_note
     from voxtune.train.evaluate import as_metrics, samples
 
     started = time.time()
@@ -366,11 +375,14 @@ def main(spec: RunSpec, prepared: Path, output: Path, extra_callbacks: Sequence[
     if resume:
         print(f"resuming from {resume}")
     dataset = TranscriptionDataset(train_clips, prepared, processor, features, spec.language)
-    args = training_arguments(spec, checkpoints, dtype_name, on_gpu, group_by_length)
+    args = training_arguments(spec, checkpoints, dtype_name, on_gpu, group_by_length,
+                              layer_classes(model))
     callbacks = [*trainer_callbacks(tracking), *extra_callbacks]
     collator = TrainingCollator(processor.tokenizer.pad_token_id)
     trainer = Trainer(model=model, args=args, train_dataset=dataset, data_collator=collator,
                       callbacks=callbacks)
+    if main_process and (note := sharding_note(trainer)):
+        print(note)
     with full_disk_is_no_space(checkpoints):
         try:
             result = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
@@ -383,12 +395,16 @@ def main(spec: RunSpec, prepared: Path, output: Path, extra_callbacks: Sequence[
                 if eval_clips else None)
     # evaluate() gathers across processes, so every rank takes part before the others leave
     loss = float(trainer.evaluate(eval_dataset=held_out)["eval_loss"]) if held_out else None
+    # sharded weights are gathered by every rank together, onto rank 0
+    gathered = gather_final_state(model) if trainer.is_fsdp_enabled else None
     if not main_process:
         return {}
 
     # 7. what a user loads, then the tuned model's WER/CER on the same clips
     with full_disk_is_no_space(output):
-        save_final(model, processor, spec, run.final)
+        save_final(model, processor, spec, run.final, gathered)
+    if trainer.is_fsdp_enabled:  # rank 0 alone cannot run the sharded model: it reads final/
+        model = load_tuned(str(run.final))[0].model
     metrics: dict[str, Any] = {"train_loss": result.training_loss,
                                "train_steps": trainer.state.global_step,
                                "skipped_long_transcripts": skipped + skipped_eval,
