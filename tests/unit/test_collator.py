@@ -1,4 +1,5 @@
-"""Training examples on real processor output: masking, EOS, language token, padding, caching."""
+"""Training examples on real processor output: masking, EOS, language token, padding, caching,
+and the device path (audio in the items, log-mel per batch) against the cache."""
 
 from __future__ import annotations
 
@@ -12,10 +13,10 @@ from voxtune.errors import UserError
 from voxtune.models.load import load
 from voxtune.train.collator import (
     IGNORE_INDEX,
+    LogMel,
     TrainingCollator,
     TranscriptionDataset,
     cached_clip_features,
-    collate_prompts,
     encode_clip,
     features_key,
     read_audio,
@@ -184,29 +185,52 @@ def test_input_features_one_row_per_window_in_batch_order(tiny_short, tmp_path):
     assert torch.equal(batch["input_features"][3], dataset[2]["input_features"][0])
 
 
-def test_generation_batch_is_left_padded_and_matches_single_clips(tiny, prepared, tmp_path):
-    model, processor = tiny
-    folder, clips = prepared
-    features = [cached_clip_features(clip, folder, processor, tmp_path / "cache", clip.language)[1]
-                for clip in clips]
-    pad = processor.tokenizer.pad_token_id
-    batch = collate_prompts(features, pad)
-    assert batch["input_ids"][:, -1].eq(processor.tokenizer.convert_tokens_to_ids(
-        "[TRANSCRIBE]")).all()
-    together = model.generate(**batch, max_new_tokens=3, do_sample=False)
-    prompt_width = batch["input_ids"].shape[1]
-    for row, item in enumerate(features):
-        alone = model.generate(**collate_prompts([item], pad), max_new_tokens=3, do_sample=False)
-        assert together[row, prompt_width:].tolist() == alone[0, len(item.prompt_ids):].tolist()
-
-
-def test_missing_prepared_audio_names_the_file(tiny, prepared, tmp_path):
+@pytest.mark.parametrize("cached", [True, False], ids=["cache", "device"])
+def test_missing_prepared_audio_names_the_file(tiny, prepared, tmp_path, cached):
     _, processor = tiny
     folder, clips = prepared
     (folder / clips[0].audio_path).unlink()
     expected = rf"{clips[0].audio_path} \(clip swedish\).*voxtune prepare"
     with pytest.raises(UserError, match=expected):
-        TranscriptionDataset(clips, folder, processor, tmp_path / "cache")
+        TranscriptionDataset(clips, folder, processor, tmp_path / "cache" if cached else None)
+
+
+# --- the device path --------------------------------------------------------------------------
+
+# (id, seconds, clip language): with a 4-s window, clips of 1, 2 and 3 windows, mixed in a batch
+DEVICE_CLIPS = [("one", 1.0, "en"), ("three", 9.0, None), ("edge", 4.0, "sv"),
+                ("two", 6.5, "en"), ("short", 0.3, None)]
+
+
+@pytest.mark.parametrize("preset", ["tiny-random", "tiny-random-4s"])
+def test_device_path_gives_the_model_the_same_inputs_as_the_cache(preset, tmp_path):
+    model, processor = load(preset)
+    folder = tmp_path / "prepared"
+    clips = [write_clip(folder, clip_id, seconds, f"clip {clip_id}", language, seed=i)
+             for i, (clip_id, seconds, language) in enumerate(DEVICE_CLIPS)]
+    cached = TranscriptionDataset(clips, folder, processor, tmp_path / "cache", language="de")
+    device = TranscriptionDataset(clips, folder, processor, None, language="de")
+    assert "audio" in device[0] and "input_features" not in device[0]
+    pad = processor.tokenizer.pad_token_id
+    from_cache = TrainingCollator(pad)([cached[i] for i in range(len(clips))])
+    on_device = TrainingCollator(pad, LogMel.of(processor))([device[i] for i in range(len(clips))])
+
+    assert device.lengths == cached.lengths
+    for name in ("input_ids", "attention_mask", "labels"):
+        assert torch.equal(on_device[name], from_cache[name]), name
+    assert on_device["input_features"].shape == from_cache["input_features"].shape
+    assert torch.allclose(on_device["input_features"], from_cache["input_features"], atol=1e-5)
+    with torch.no_grad():
+        assert torch.allclose(model(**on_device).loss, model(**from_cache).loss, atol=1e-5)
+
+
+def test_device_path_writes_no_cache_and_needs_a_log_mel(tiny, prepared, tmp_path):
+    _, processor = tiny
+    folder, clips = prepared
+    dataset = TranscriptionDataset(clips, folder, processor, None)
+    assert not (tmp_path / "cache").exists() and dataset.paths == []
+    with pytest.raises(ValueError, match="LogMel"):
+        TrainingCollator(processor.tokenizer.pad_token_id)([dataset[0]])
 
 
 

@@ -1,4 +1,4 @@
-"""Prepared clips → Voxtral training batches, with each clip's audio features computed once.
+"""Prepared clips → Voxtral training batches, by either of two feature paths.
 
 One training example (DESIGN §3):
 
@@ -6,9 +6,20 @@ One training example (DESIGN §3):
     labels     -100 on every prompt position ……………………………………………………… transcript… </s>
 
 The prompt comes from the processor's own `apply_transcription_request` (so it matches
-inference exactly), with the clip's language, else the run's, else none (auto-detect). Its token
-ids and log-mel `input_features` are cached on disk per clip, keyed by the processor's audio and
-tokenizer settings: epochs after the first never decode audio or compute log-mels again.
+inference exactly), with the clip's language, else the run's, else none (auto-detect).
+
+The log-mel `input_features` come by one of two paths (`voxtune.plan.features` picks one):
+
+- **cache**: each clip's prompt ids and log-mel are computed once and cached on disk, keyed by
+  the processor's audio and tokenizer settings; epochs after the first never decode audio or
+  compute log-mels again. A whole 30-s window of fp32 log-mel is 1.46 MiB per clip, whatever the
+  clip's length: worth it only for small CPU runs.
+- **device**: items carry the clip's 16-kHz audio; `LogMel` computes the log-mel per batch with
+  the processor's feature extractor on its torch path, on the device the model runs on. The
+  prompt depends only on the clip's number of windows and its language, so it is asked of the
+  processor once per (windows, language).
+
+Both give the same model inputs for the same clips (tests/unit/test_collator.py).
 
 Batches are right-padded: the model numbers positions 0…n-1 from the left, as at inference, and
 the loss ignores the padding. `input_features` holds one row per audio window per clip (a 45-s
@@ -21,15 +32,17 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 from torch.utils.data import Dataset
 from tqdm import tqdm
-from transformers import VoxtralProcessor
+from transformers import VoxtralProcessor, WhisperFeatureExtractor
 
 from voxtune.data.audio import SAMPLE_RATE, AudioRejected, decode, to_mono_16k
 from voxtune.data.manifest import Clip
@@ -117,14 +130,73 @@ def cached_clip_features(clip: Clip, prepared: Path, processor: VoxtralProcessor
     path = cache_path(cache_dir, clip, language, key or features_key(processor))
     if path.exists():
         return path, load_features(path)
+    features = encode_clip(processor, prepared_audio(clip, prepared), language)
+    save_features(path, features)
+    return path, features
+
+
+def prepared_audio(clip: Clip, prepared: Path) -> np.ndarray:
+    """A prepared clip's 16-kHz audio; a clip that cannot be read is the user's to rebuild."""
     try:
-        audio = read_audio(prepared / clip.audio_path)
+        return read_audio(prepared / clip.audio_path)
     except AudioRejected as error:
         raise UserError(f"{prepared / clip.audio_path} (clip {clip.id}): {error}; run "
                         "`voxtune prepare` again to rebuild the prepared folder") from None
-    features = encode_clip(processor, audio, language)
-    save_features(path, features)
-    return path, features
+
+
+# --- the device path: log-mel per batch, where the model runs ---------------------------------
+
+
+@dataclass(frozen=True)
+class LogMel:
+    """The processor's log-mel of whole clips, per batch, computed on `device`.
+
+    Does what `VoxtralProcessor` does to a clip's audio — pad it to whole windows, one log-mel
+    over all of it (so the normalisation's maximum is the clip's), split into windows — but with
+    the feature extractor's torch path on `device` and clips with as many windows in one call.
+    """
+
+    feature_extractor: WhisperFeatureExtractor
+    audio_kwargs: dict[str, Any]  # the processor's padding and window settings
+    device: str = "cpu"
+
+    @classmethod
+    def of(cls, processor: VoxtralProcessor, device: str = "cpu") -> LogMel:
+        # max_source_positions is the processor's own (how it splits); return_tensors is ours
+        kwargs = {key: value for key, value in processor.audio_kwargs.items()
+                  if key not in ("max_source_positions", "return_tensors")}
+        return cls(processor.feature_extractor, kwargs, str(device))
+
+    def windows(self, samples: int) -> int:
+        """How many windows a clip of `samples` 16-kHz samples fills."""
+        return max(1, math.ceil(samples / self.audio_kwargs["pad_to_multiple_of"]))
+
+    def __call__(self, clips: Sequence[np.ndarray]) -> torch.Tensor:
+        """(windows of all clips in batch order, mel bins, frames per window), float32, CPU."""
+        by_windows: dict[int, list[int]] = {}
+        for index, audio in enumerate(clips):
+            by_windows.setdefault(self.windows(len(audio)), []).append(index)
+        per_clip: list[torch.Tensor] = [torch.empty(0)] * len(clips)
+        for windows, indices in by_windows.items():
+            features = self.feature_extractor(
+                [clips[index] for index in indices], return_tensors="pt", device=self.device,
+                **self.audio_kwargs)["input_features"]  # (clips, mel bins, windows × frames)
+            clips_, bins, frames = features.shape
+            split = features.reshape(clips_, bins, windows, frames // windows).transpose(1, 2)
+            for index, clip_features in zip(indices, split, strict=True):
+                per_clip[index] = clip_features
+        return torch.cat(per_clip)
+
+
+def prompt_ids(processor: VoxtralProcessor, windows: int, language: str | None) -> list[int]:
+    """The transcription prompt of any clip that fills `windows` windows, from the processor.
+
+    mistral-common pads the audio to whole windows before it counts [AUDIO] tokens, so silence
+    of as many windows gives the same prompt as the clip (one processor call, not one a clip).
+    """
+    window = processor.audio_kwargs["pad_to_multiple_of"]
+    return encode_clip(processor, np.zeros(windows * window, dtype=np.float32),
+                       language).prompt_ids
 
 
 # --- examples and batches ---------------------------------------------------------------------
@@ -176,64 +248,79 @@ def attention_mask(sequences: Sequence[Sequence[int]], side: str = "right") -> t
     return pad([[1] * len(sequence) for sequence in sequences], 0, side)
 
 
-def collate(examples: Sequence[dict], pad_token_id: int) -> dict[str, torch.Tensor]:
-    """Training batch from examples with `input_ids`, `labels` and `input_features`.
+def collate(examples: Sequence[dict], pad_token_id: int,
+            log_mel: LogMel | None = None) -> dict[str, torch.Tensor]:
+    """Training batch from examples with `input_ids`, `labels` and either `input_features`
+    (the cache path) or `audio` (the device path: `log_mel` computes the features).
 
     Right-padded: padding gets `pad_token_id` in input_ids, 0 in attention_mask and -100 in
     labels. (The Mistral tokenizer pads on the left by default; that suits generation only.)
     """
     input_ids = [example["input_ids"] for example in examples]
+    if "audio" in examples[0]:
+        if log_mel is None:
+            raise ValueError("examples carry audio: the collator needs a LogMel")
+        features = log_mel([example["audio"] for example in examples])
+    else:
+        features = torch.cat([example["input_features"] for example in examples])
     return {
         "input_ids": pad(input_ids, pad_token_id),
         "attention_mask": attention_mask(input_ids),
         "labels": pad([example["labels"] for example in examples], IGNORE_INDEX),
-        "input_features": torch.cat([example["input_features"] for example in examples]),
-    }
-
-
-def collate_prompts(features: Sequence[ClipFeatures], pad_token_id: int
-                    ) -> dict[str, torch.Tensor]:
-    """Generation batch from cached features: prompts left-padded so all end where the
-    generated text starts (generate derives positions from the attention mask)."""
-    prompts = [item.prompt_ids for item in features]
-    return {
-        "input_ids": pad(prompts, pad_token_id, side="left"),
-        "attention_mask": attention_mask(prompts, side="left"),
-        "input_features": torch.cat([item.input_features for item in features]),
+        "input_features": features,
     }
 
 
 @dataclass(frozen=True)
 class TrainingCollator:
-    """`collate` with the tokenizer's pad id bound, for `DataLoader`/`Trainer(data_collator=…)`."""
+    """`collate` with the tokenizer's pad id (and, for the device path, the `LogMel`) bound, for
+    `DataLoader`/`Trainer(data_collator=…)`."""
 
     pad_token_id: int
+    log_mel: LogMel | None = None
 
     def __call__(self, examples: Sequence[dict]) -> dict[str, torch.Tensor]:
-        return collate(examples, self.pad_token_id)
+        return collate(examples, self.pad_token_id, self.log_mel)
 
 
 class TranscriptionDataset(Dataset):
-    """Training examples for clips of a prepared folder; features cached under `cache_dir`.
+    """Training examples for clips of a prepared folder, by the cache or the device path.
 
-    All features are computed (or found in the cache) when the dataset is made, so the first
-    epoch is as fast as the others and `lengths` is exact. Items load their features lazily from
-    the cache files; the processor is not kept, so the dataset pickles cheaply to workers.
+    `cache_dir`: log-mels are cached there, all computed (or found) when the dataset is made, so
+    the first epoch is as fast as the others; items load theirs lazily from the cache files.
+    `cache_dir=None` (the device path): every clip is read once now (its windows, and a clear
+    error for a broken file before training starts) and again per item, which then carries its
+    16-kHz audio for `TrainingCollator(…, LogMel.of(processor, device))`.
+    Either way `lengths` is exact and the processor is not kept, so the dataset pickles cheaply
+    to workers.
     """
 
     def __init__(self, clips: Sequence[Clip], prepared: Path, processor: VoxtralProcessor,
-                 cache_dir: Path, language: str | None = None):
-        key = features_key(processor)
+                 cache_dir: Path | None, language: str | None = None):
+        key = features_key(processor) if cache_dir is not None else ""
         eos = processor.tokenizer.eos_token_id
-        self.paths: list[Path] = []
+        log_mel = LogMel.of(processor)
+        prompts: dict[tuple[int, str | None], list[int]] = {}  # (windows, language) → prompt
+        self.cached = cache_dir is not None
+        self.prepared = prepared
+        self.clips = list(clips)
+        self.paths: list[Path] = []  # the cache files (cache path only)
         self.input_ids: list[list[int]] = []
         self.labels: list[list[int]] = []
         for clip in tqdm(clips, desc="audio features", unit="clip", disable=None):
-            path, features = cached_clip_features(clip, prepared, processor, cache_dir,
-                                                  clip.language or language, key)
-            input_ids, labels = make_example(features.prompt_ids,
-                                             transcript_ids(processor, clip.text), eos)
-            self.paths.append(path)
+            clip_language = clip.language or language
+            if cache_dir is not None:
+                path, features = cached_clip_features(clip, prepared, processor, cache_dir,
+                                                       clip_language, key)
+                self.paths.append(path)
+                prompt = features.prompt_ids
+            else:
+                windows = log_mel.windows(len(prepared_audio(clip, prepared)))
+                if (windows, clip_language) not in prompts:
+                    prompts[windows, clip_language] = prompt_ids(processor, windows,
+                                                                 clip_language)
+                prompt = prompts[windows, clip_language]
+            input_ids, labels = make_example(prompt, transcript_ids(processor, clip.text), eos)
             self.input_ids.append(input_ids)
             self.labels.append(labels)
 
@@ -243,8 +330,13 @@ class TranscriptionDataset(Dataset):
         return [len(input_ids) for input_ids in self.input_ids]
 
     def __len__(self) -> int:
-        return len(self.paths)
+        return len(self.input_ids)
 
     def __getitem__(self, index: int) -> dict:
-        return {"input_ids": self.input_ids[index], "labels": self.labels[index],
-                "input_features": load_features(self.paths[index]).input_features}
+        item: dict[str, Any] = {"input_ids": self.input_ids[index],
+                                "labels": self.labels[index]}
+        if self.cached:
+            item["input_features"] = load_features(self.paths[index]).input_features
+        else:
+            item["audio"] = prepared_audio(self.clips[index], self.prepared)
+        return item
