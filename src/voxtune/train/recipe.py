@@ -320,9 +320,15 @@ def main(spec: RunSpec, prepared: Path, output: Path, extra_callbacks: Sequence[
 
     from voxtune.models.load import load, load_tuned, pick_dtype
     from voxtune.models.presets import is_smoke_model
+    from voxtune.plan.features import run_feature_path
     from voxtune.train.adapt import adapt, trainable_summary
-    from voxtune.train.collator import TrainingCollator, TranscriptionDataset
-    from voxtune.train.distributed import gather_final_state, layer_classes, sharding_note
+    from voxtune.train.collator import LogMel, TrainingCollator, TranscriptionDataset
+    from voxtune.train.distributed import (
+        gather_final_state,
+        layer_classes,
+        processes,
+        sharding_note,
+    )
     from voxtune.train.evaluate import as_metrics, samples
 
     started = time.time()
@@ -374,11 +380,18 @@ def main(spec: RunSpec, prepared: Path, output: Path, extra_callbacks: Sequence[
     resume = latest_checkpoint(checkpoints)
     if resume:
         print(f"resuming from {resume}")
-    dataset = TranscriptionDataset(train_clips, prepared, processor, features, spec.language)
+    # log-mels cached on disk, or computed per batch on the model's device (plan/features.py)
+    path = run_feature_path(spec, model.config.to_dict(), len(train_clips), len(eval_clips),
+                            spec.resources.gpus if on_gpu else 0, processes())
+    cache = features if path == "cache" else None
+    device = f"cuda:{os.environ.get('LOCAL_RANK', '0')}" if on_gpu else "cpu"
+    print(f"features: {f'cached in {cache}' if cache else f'computed per batch on {device}'}")
+    dataset = TranscriptionDataset(train_clips, prepared, processor, cache, spec.language)
     args = training_arguments(spec, checkpoints, dtype_name, on_gpu, group_by_length,
                               layer_classes(model))
     callbacks = [*trainer_callbacks(tracking), *extra_callbacks]
-    collator = TrainingCollator(processor.tokenizer.pad_token_id)
+    collator = TrainingCollator(processor.tokenizer.pad_token_id,
+                                None if cache else LogMel.of(processor, device))
     trainer = Trainer(model=model, args=args, train_dataset=dataset, data_collator=collator,
                       callbacks=callbacks)
     if main_process and (note := sharding_note(trainer)):
@@ -391,7 +404,7 @@ def main(spec: RunSpec, prepared: Path, output: Path, extra_callbacks: Sequence[
     if callbacks[0].received:
         raise RetryableError(f"stopped by SIGTERM at step {trainer.state.global_step}; "
                              "checkpoint saved")
-    held_out = (TranscriptionDataset(eval_clips, prepared, processor, features, spec.language)
+    held_out = (TranscriptionDataset(eval_clips, prepared, processor, cache, spec.language)
                 if eval_clips else None)
     # evaluate() gathers across processes, so every rank takes part before the others leave
     loss = float(trainer.evaluate(eval_dataset=held_out)["eval_loss"]) if held_out else None
