@@ -29,6 +29,7 @@ ratios are upstream's per-epoch CPU over each path's. Recorded figures: docs/ben
 from __future__ import annotations
 
 import argparse
+import itertools
 import os
 import sys
 import tempfile
@@ -88,7 +89,7 @@ def main() -> None:
         clips = read_manifest(prepared)
         with quiet():
             processor = load("tiny-random")[1]
-        count, groups = len(clips), batches(len(clips), options.batch_size)
+        count_clips, groups = len(clips), batches(len(clips), options.batch_size)
         pad = processor.tokenizer.pad_token_id
         key = features_key(processor)
 
@@ -99,7 +100,7 @@ def main() -> None:
             for group in groups:
                 upstream([rows[i] for i in group])
 
-        caches = iter(range(options.repeats))
+        caches = itertools.count()
 
         def cache_misses() -> None:  # a fresh, empty cache every pass
             folder = Path(scratch) / f"cache-{next(caches)}"
@@ -124,44 +125,54 @@ def main() -> None:
                     return TranscriptionDataset(clips, prepared, processor, cache, LANGUAGE)
             return run
 
-        costs = {
-            "(a) upstream collator, every epoch": cpu_ms_per_clip(upstream_epoch, count,
-                                                                  options.repeats),
-            "(b) cache miss: decode + processor + write, once": cpu_ms_per_clip(
-                cache_misses, count, options.repeats),
-            "(c) cache hit: mmap item + collate, every epoch": cpu_ms_per_clip(
-                epoch(cached, from_cache), count, options.repeats),
-            "(d) device path on CPU: decode + LogMel + collate, every epoch": cpu_ms_per_clip(
-                epoch(device, on_device), count, options.repeats),
+        work = {
+            "(a) upstream collator, every epoch": upstream_epoch,
+            "(b) cache miss: decode + processor + write, once": cache_misses,
+            "(c) cache hit: mmap item + collate, every epoch": epoch(cached, from_cache),
+            "(d) device path on CPU: decode + LogMel + collate, every epoch": epoch(device,
+                                                                                  on_device),
         }
+        # at torch's default threads, and at 1: what a DataLoader worker (upstream's) or a
+        # busy second core leaves; CPU time counts every thread, idle spinning included
         threads = torch.get_num_threads()
-        torch.set_num_threads(1)  # what a DataLoader worker, or a busy second core, leaves
-        costs["(d) the same, 1 torch thread"] = cpu_ms_per_clip(epoch(device, on_device), count,
-                                                                options.repeats)
+        costs: dict[str, dict[int, float]] = {label: {} for label in work}
+        for count in sorted({threads, 1}, reverse=True):
+            torch.set_num_threads(count)
+            for label, run in work.items():
+                costs[label][count] = cpu_ms_per_clip(run, count_clips, options.repeats)
         torch.set_num_threads(threads)
-        builds = {"cache path, warm cache (per run)": cpu_ms_per_clip(build(cache_dir), count,
+        builds = {"cache path, warm cache (per run)": cpu_ms_per_clip(build(cache_dir), count_clips,
                                                                       options.repeats),
-                  "device path (per run)": cpu_ms_per_clip(build(None), count, options.repeats)}
-        cache_bytes = sum(path.stat().st_size for path in cached.paths) / count
-        audio_bytes = sum((prepared / clip.audio_path).stat().st_size for clip in clips) / count
-        seconds = sum(clip.duration for clip in clips) / count
+                  "device path (per run)": cpu_ms_per_clip(build(None), count_clips,
+                                                           options.repeats)}
+        cache_bytes = sum(path.stat().st_size for path in cached.paths) / count_clips
+        audio_bytes = sum((prepared / clip.audio_path).stat().st_size
+                          for clip in clips) / count_clips
+        seconds = sum(clip.duration for clip in clips) / count_clips
 
-    baseline = costs["(a) upstream collator, every epoch"]
-    print(f"\n| data path ({seconds:.1f}-s clips, 30-s window) | CPU ms per clip | "
-          "upstream per epoch / this |\n|---|---|---|")
-    for label, value in costs.items():
-        print(f"| {label} | {value:.2f} | {baseline / value:.2f}× |")
+    upstream_cost = costs["(a) upstream collator, every epoch"]
+    counts = sorted(upstream_cost, reverse=True)
+    header = " | ".join(f"CPU ms per clip, {n} thread{'s' if n > 1 else ''} | upstream / this"
+                        for n in counts)
+    print(f"\n| data path ({seconds:.1f}-s clips, 30-s window) | {header} |\n"
+          + "|---" * (1 + 2 * len(counts)) + "|")
+    for label, by_threads in costs.items():
+        cells = " | ".join(f"{by_threads[n]:.2f} | {upstream_cost[n] / by_threads[n]:.2f}×"
+                           for n in counts)
+        print(f"| {label} | {cells} |")
     for label, value in builds.items():
-        print(f"| build the dataset: {label} | {value:.2f} | — |")
-    miss, hit = (costs["(b) cache miss: decode + processor + write, once"],
-                 costs["(c) cache hit: mmap item + collate, every epoch"])
-    on_cpu = costs["(d) device path on CPU: decode + LogMel + collate, every epoch"]
+        print(f"| build the dataset: {label}, {counts[0]} threads | {value:.2f} | — |")
+    fewest = counts[-1]  # the steadiest figures: no idle threads counted
+    miss = costs["(b) cache miss: decode + processor + write, once"][fewest]
+    hit = costs["(c) cache hit: mmap item + collate, every epoch"][fewest]
+    on_cpu = costs["(d) device path on CPU: decode + LogMel + collate, every epoch"][fewest]
     print(f"\n| disk per clip | KiB | vs the prepared FLAC |\n|---|---|---|\n"
           f"| prepared 16-kHz FLAC (what the device path reads) | {audio_bytes / 1024:.0f} | "
           f"1.0× |\n| cached 30-s fp32 log-mel + prompt ids | {cache_bytes / 1024:.0f} | "
           f"{cache_bytes / audio_bytes:.1f}× |")
     # over E epochs the cache costs miss + (E-1)·hit, the device path E·on_cpu
-    print(f"\nOver E epochs on a CPU the cache costs {miss:.1f} + (E−1)·{hit:.2f} ms per clip, "
+    print(f"\nOver E epochs on a CPU ({fewest} thread) the cache costs {miss:.1f} + "
+          f"(E−1)·{hit:.2f} ms per clip, "
           f"the device path E·{on_cpu:.1f}: the cache is cheaper from the "
           f"{'first' if miss <= on_cpu else 'second'} epoch on; it costs "
           f"{cache_bytes / 2**30 * 1000:.2f} GiB per 1,000 clips of disk.")

@@ -1,10 +1,10 @@
 """Which data path a run's train step uses for the log-mel features, decided before it starts.
 
 The Whisper-style feature extractor turns every clip into a fp32 log-mel of the whole 30-s
-window (128 × 3000 floats ≈ 1.46 MiB), whatever the clip's length: a cache of those is 2.5×
+window (128 × 3000 floats ≈ 1.46 MiB), whatever the clip's length: a cache of those is ≈3×
 the 16-kHz FLAC of a 30-s clip, 36× that of a 2.3-s one, and outgrows a shared volume at
 Granary scale. bench/features.py measured on CPU (docs/benchmarks.md, "Feature data path"): a
-cache miss costs ≈1.5× computing the features where the model runs, a cache hit ≈1/10 of it. So
+cache miss costs ≈1.4× computing the log-mel per batch on the CPU, a cache hit ≈1/10 of it. So
 the cache pays only on a CPU, from a clip's second read on, while it stays small; GPU runs,
 single-pass runs and large ones compute the log-mel per batch on the device instead.
 """
