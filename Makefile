@@ -91,6 +91,7 @@ lint: $(STAMP)  ## ruff
 bench: $(STAMP) system-packages  ## benchmarks (print ratios against the upstream recipe)
 	$(BIN)/python bench/prepare.py
 	$(BIN)/python bench/train.py
+	$(BIN)/python bench/features.py
 	$(BIN)/python bench/controller.py
 	$(BIN)/python bench/memory.py
 
