@@ -172,7 +172,11 @@ class LogMel:
         return max(1, math.ceil(samples / self.audio_kwargs["pad_to_multiple_of"]))
 
     def __call__(self, clips: Sequence[np.ndarray]) -> torch.Tensor:
-        """(windows of all clips in batch order, mel bins, frames per window), float32, CPU."""
+        """(windows of all clips in batch order, mel bins, frames per window), float32.
+
+        On the host: the extractor copies its result back (transformers 5.24), and the Trainer
+        moves it to the device with the rest of the batch — 1.5 MB per window, each way.
+        """
         by_windows: dict[int, list[int]] = {}
         for index, audio in enumerate(clips):
             by_windows.setdefault(self.windows(len(audio)), []).append(index)
@@ -181,8 +185,8 @@ class LogMel:
             features = self.feature_extractor(
                 [clips[index] for index in indices], return_tensors="pt", device=self.device,
                 **self.audio_kwargs)["input_features"]  # (clips, mel bins, windows × frames)
-            clips_, bins, frames = features.shape
-            split = features.reshape(clips_, bins, windows, frames // windows).transpose(1, 2)
+            count, bins, frames = features.shape
+            split = features.reshape(count, bins, windows, frames // windows).transpose(1, 2)
             for index, clip_features in zip(indices, split, strict=True):
                 per_clip[index] = clip_features
         return torch.cat(per_clip)
