@@ -12,8 +12,9 @@ tokens; its token ids lie inside the real vocabulary). The cases:
   mini-lora    Voxtral-Mini-3B, LoRA (voxtune's `apply_lora`), bf16 base, batch 8
   mini-full    Voxtral-Mini-3B, full FT (encoder frozen), fp32 master weights under bf16
                autocast, 8-bit AdamW (bitsandbytes), gradient checkpointing, batch 8
-  small-qlora  Voxtral-Small-24B, LoRA on a 4-bit NF4 language model (bitsandbytes), bf16
-               encoder and head, gradient checkpointing, batch 4
+  small-qlora  Voxtral-Small-24B, LoRA on a 4-bit NF4 decoder (bitsandbytes, double-quantized),
+               the rest upcast to fp32 (peft's k-bit preparation, as the plan counts it),
+               gradient checkpointing, batch 4
 
 Each case runs in its own process (one that runs out of memory, times out or crashes loses
 only its own row) for WARMUP + STEPS optimizer steps on synthetic clips (noise, 3–20 s, random
@@ -163,7 +164,11 @@ def build_model(case: Case, preset: str, on_gpu: bool) -> Any:
     with torch.device("cuda" if on_gpu else "cpu"):
         model = VoxtralForConditionalGeneration._from_config(config, dtype=dtype)
     if case.mode == "qlora":
+        from peft import prepare_model_for_kbit_training
+
         quantize_language_model(model)
+        # as the plan counts QLoRA: what stays unquantized is upcast to fp32 (checkpointing below)
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
     model = (prepare_full(model, TrainingSpec()) if case.mode == "full"
              else apply_lora(model, TrainingSpec().lora))
     if case.checkpointing:
@@ -174,9 +179,10 @@ def build_model(case: Case, preset: str, on_gpu: bool) -> Any:
 
 
 def quantize_language_model(model: Any) -> None:
-    """QLoRA's base: every Linear of the language model becomes a 4-bit NF4 bitsandbytes layer
-    (computing in bf16); the encoder, projector and head stay bf16. Quantizes layer by layer on
-    the GPU, so the peak is the bf16 model that was built."""
+    """QLoRA's base: every Linear of the language model's decoder becomes a 4-bit NF4
+    bitsandbytes layer (double-quantized statistics, computing in bf16); the encoder, projector,
+    embeddings and head are not quantized. Layer by layer on the GPU, so the peak is the bf16
+    model that was built."""
     import bitsandbytes as bnb
     import torch
 
@@ -189,10 +195,10 @@ def quantize_language_model(model: Any) -> None:
                 continue
             layer = bnb.nn.Linear4bit(child.in_features, child.out_features,
                                       bias=child.bias is not None, compute_dtype=torch.bfloat16,
-                                      quant_type="nf4", device="meta")
+                                      compress_statistics=True, quant_type="nf4", device="meta")
             layer.weight = bnb.nn.Params4bit(child.weight.data, requires_grad=False,
-                                             quant_type="nf4", module=layer
-                                             ).to(child.weight.device)
+                                             compress_statistics=True, quant_type="nf4",
+                                             module=layer).to(child.weight.device)
             if child.bias is not None:
                 layer.bias = child.bias
             setattr(parent, name, layer)
