@@ -235,14 +235,14 @@ def train_steps(model: Any, optimizer: Any, loader: Any, steps: int, warmup: int
         except StopIteration:
             batches = iter(loader)
             batch = next(batches)
+        samples += batch["input_ids"].shape[0]
+        tokens += int(batch["attention_mask"].sum())  # counted on the host: no GPU sync
         batch = {key: value.to(device, non_blocking=True) for key, value in batch.items()}
         with autocast:
             loss = model(**batch).loss
         loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
-        samples += batch["input_ids"].shape[0]
-        tokens += int(batch["attention_mask"].sum())
     if on_gpu:
         torch.cuda.synchronize()
     seconds = time.perf_counter() - started
