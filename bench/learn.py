@@ -275,6 +275,8 @@ def run_spec(settings: Settings, arm: str) -> Any:
             batch_size=settings.batch_size, grad_accum=1, warmup_ratio=settings.warmup,
             save_steps=settings.steps, keep_checkpoints=1,
             precision="fp32",  # from scratch; bf16 autocast was no faster for widths this small
+            # full FT's default trades compute for memory; a tiny model has memory to spare
+            gradient_checkpointing=False,
             freeze_audio_encoder=False, seed=settings.seed),
         eval=EvalSpec(max_new_tokens=MAX_NEW_TOKENS),
         tracking=TrackingSpec(enabled=False))
