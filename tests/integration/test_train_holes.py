@@ -23,7 +23,7 @@ from tests.unit.test_train_holes import small_disk
 from voxtune.data.manifest import MANIFEST, jsonl_bytes
 from voxtune.models.load import load
 from voxtune.train.collator import transcript_ids
-from voxtune.train.recipe import SIGTERM_GRACE_S
+from voxtune.train.signals import SIGTERM_GRACE_S
 
 pytestmark = pytest.mark.usefixtures("shared_tiny_home")
 NO_TRACKING = {"VOXTUNE_SPEC__TRACKING__ENABLED": "false"}
