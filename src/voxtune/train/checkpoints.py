@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import json
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -78,14 +79,13 @@ def save_final(model: Any, processor: Any, spec: RunSpec, folder: Path,
     staging = folder.with_name(f".{folder.name}.tmp")
     shutil.rmtree(staging, ignore_errors=True)
     if spec.mode == "full":
-        weights = {name: tensor.detach().to("cpu", FINAL_DTYPE) if tensor.is_floating_point()
+        # what the model itself keeps in fp32 (Voxtral: the encoder's position table) stays so
+        keep = tuple(f"{module}." for module in model._keep_in_fp32_modules_strict or ())
+        weights = {name: tensor.detach().to("cpu", FINAL_DTYPE)
+                   if tensor.is_floating_point() and not any(k in name for k in keep)
                    else tensor for name, tensor in (state_dict or model.state_dict()).items()}
-        trained_in = model.config.dtype
-        model.config.dtype = FINAL_DTYPE  # config.json says what the files hold
-        try:
-            model.save_pretrained(staging, state_dict=weights)
-        finally:
-            model.config.dtype = trained_in
+        model.save_pretrained(staging, state_dict=weights)
+        label_dtype(staging / "config.json", FINAL_DTYPE)
     else:
         model.save_pretrained(staging, state_dict=state_dict)  # the adapter (fp32: small)
     (staging / "README.md").unlink(missing_ok=True)  # peft's stub card; publish writes ours
@@ -93,3 +93,15 @@ def save_final(model: Any, processor: Any, spec: RunSpec, folder: Path,
     (staging / SPEC).write_text(spec.to_yaml(), encoding="utf-8")
     shutil.rmtree(folder, ignore_errors=True)
     staging.rename(folder)
+
+
+def label_dtype(config_file: Path, dtype: torch.dtype) -> None:
+    """Make config.json say the dtype the weights beside it hold: save_pretrained writes the
+    model's (fp32 master weights) even when it was handed a bf16 state dict, and `dtype="auto"`
+    loads by that label."""
+    config = json.loads(config_file.read_text(encoding="utf-8"))
+    name = str(dtype).removeprefix("torch.")
+    for section in (config, *(v for v in config.values() if isinstance(v, dict))):
+        if "dtype" in section:
+            section["dtype"] = name
+    config_file.write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
