@@ -84,6 +84,20 @@ def trainables_in_fp32(model: Any) -> Any:
     return model
 
 
+def ready_to_transcribe(model: Any) -> Any:
+    """After training, whole modules trained beside an adapter (`modules_to_save`: the projector)
+    go back to the frozen base's dtype, as they are when the adapter is loaded on its base: in
+    generation nothing autocasts, and an fp32 projector would meet bf16/fp16 encoder outputs.
+    LoRA layers cast their inputs themselves; full fine-tuning trains fp32 throughout."""
+    from peft.utils.other import ModulesToSaveWrapper
+
+    base_dtype = model.get_input_embeddings().weight.dtype
+    for module in model.modules():
+        if isinstance(module, ModulesToSaveWrapper):
+            module.to(base_dtype)
+    return model
+
+
 def adapt(model: Any, mode: str, spec: TrainingSpec) -> Any:
     if mode == "qlora":
         return apply_qlora(model, spec)

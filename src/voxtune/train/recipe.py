@@ -102,17 +102,11 @@ def drop_long_transcripts(clips: list[Clip], processor: Any, limit: int,
 
 
 def evaluate_model(model: Any, processor: Any, spec: RunSpec, prepared: Path,
-                   clips: list[Any], compute: Any) -> tuple[Any, list[Any]]:
-    """WER/CER of `model` on `clips`, under autocast in the training's compute dtype, so fp32
-    trainables (adapters, projector) meet bf16/fp16 activations as they did in training."""
-    import torch
-
+                   clips: list[Any]) -> tuple[Any, list[Any]]:
     from voxtune.train.evaluate import score, transcribe_clips
 
-    device = next(model.parameters()).device.type
-    with torch.autocast(device, dtype=compute, enabled=compute != torch.float32):
-        transcripts = transcribe_clips(model, processor, clips, prepared, spec.language,
-                                       spec.eval.max_new_tokens)
+    transcripts = transcribe_clips(model, processor, clips, prepared, spec.language,
+                                   spec.eval.max_new_tokens)
     return score([clip.text for clip in clips], transcripts, spec.eval), transcripts
 
 
@@ -134,7 +128,7 @@ def main(spec: RunSpec, prepared: Path, output: Path, extra_callbacks: Sequence[
     from voxtune.models.load import load, load_tuned, pick_dtype
     from voxtune.models.presets import is_smoke_model
     from voxtune.train import resources
-    from voxtune.train.adapt import adapt, trainable_summary
+    from voxtune.train.adapt import adapt, ready_to_transcribe, trainable_summary
     from voxtune.train.checkpoints import full_disk_is_no_space, latest_checkpoint, save_final
     from voxtune.train.collator import TrainingCollator, TranscriptionDataset
     from voxtune.train.distributed import gather_final_state, layer_classes, sharding_note
@@ -183,7 +177,7 @@ def main(spec: RunSpec, prepared: Path, output: Path, extra_callbacks: Sequence[
     if main_process and eval_clips and not base_file.exists():
         with resources.out_of_memory_is_user_error(spec, "evaluating the base model"):
             base_scores, base_text = evaluate_model(model, processor, spec, prepared,
-                                                    eval_clips, compute)
+                                                    eval_clips)
         write_atomic(base_file, json.dumps({"scores": base_scores.__dict__,
                                             "text": [t.text for t in base_text]}).encode())
         print(f"base model: WER {base_scores.wer:.3f} CER {base_scores.cer:.3f}")
@@ -240,8 +234,8 @@ def main(spec: RunSpec, prepared: Path, output: Path, extra_callbacks: Sequence[
     tuned_text: list[Any] = []
     if eval_clips:
         with resources.out_of_memory_is_user_error(spec, "evaluating the tuned model"):
-            tuned_scores, tuned_text = evaluate_model(model, processor, spec, prepared,
-                                                      eval_clips, compute)
+            tuned_scores, tuned_text = evaluate_model(ready_to_transcribe(model), processor,
+                                                      spec, prepared, eval_clips)
         metrics.update(as_metrics("", tuned_scores))
         metrics.update({f"base_{k}": v for k, v in base.get("scores", {}).items()})
         metrics["eval_loss"] = loss

@@ -130,9 +130,16 @@ def check_optimizer_runs(name: str, on_gpu: bool) -> None:
 
 
 def optimizer_description(optimizer: Any) -> str:
-    """The class that really steps the weights, e.g. 'bitsandbytes.optim.adamw.AdamW8bit'."""
+    """What really steps the weights, e.g. 'bitsandbytes.optim.adamw.AdamW, 8-bit states,
+    paged' (the Trainer builds bitsandbytes' AdamW with optim_bits=8 for adamw_bnb_8bit)."""
     inner = getattr(optimizer, "optimizer", optimizer)  # accelerate wraps the real one
-    return f"{type(inner).__module__}.{type(inner).__qualname__}"
+    words = [f"{type(inner).__module__}.{type(inner).__qualname__}"]
+    bits = getattr(getattr(inner, "args", None), "optim_bits", None)  # bitsandbytes only
+    if bits is not None:
+        words.append(f"{bits}-bit states")
+    if getattr(inner, "is_paged", False):
+        words.append("paged")
+    return ", ".join(words)
 
 
 def share_gradient_buckets(trainer: Any) -> None:
