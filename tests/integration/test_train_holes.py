@@ -23,7 +23,7 @@ from tests.unit.test_train_holes import small_disk
 from voxtune.data.manifest import MANIFEST, jsonl_bytes
 from voxtune.models.load import load
 from voxtune.train.collator import transcript_ids
-from voxtune.train.recipe import SIGTERM_GRACE_S
+from voxtune.train.signals import SIGTERM_GRACE_S
 
 pytestmark = pytest.mark.usefixtures("shared_tiny_home")
 NO_TRACKING = {"VOXTUNE_SPEC__TRACKING__ENABLED": "false"}
@@ -98,41 +98,38 @@ def read_until(process: subprocess.Popen, text: str) -> str:
     raise AssertionError(f"no {text!r} before the process ended:\n{''.join(seen)[-3000:]}")
 
 
-@pytest.mark.slow
-def test_sigterm_in_a_step_that_does_not_end_exits_75_after_the_grace(
-        slow_steps: Path, tmp_path: Path) -> None:
-    output = tmp_path / "run"
-    process = start_slow_training(slow_steps, output)
+def interrupted_slow_step(prepared: Path, output: Path, signals: int) -> str:
+    """Send `signals` SIGTERMs (each after the line the previous one causes) to a run inside
+    its one long step; its output once it exited 75 without writing a checkpoint."""
+    process = start_slow_training(prepared, output)
     try:
         read_until(process, f"training: max_steps 1, {SLOW_CLIPS} clips per step")
-        process.send_signal(signal.SIGTERM)
+        for sent in range(signals):
+            if sent:
+                read_until(process, "SIGTERM: saving a checkpoint when step 1 ends")
+            process.send_signal(signal.SIGTERM)
         log, _ = process.communicate()
     finally:
         process.kill()
         process.wait()
     assert process.returncode == 75, log[-3000:]
+    assert not list(output.glob("checkpoints/checkpoint-*"))
+    return log
+
+
+@pytest.mark.slow
+def test_sigterm_in_a_step_that_does_not_end_exits_75_after_the_grace(
+        slow_steps: Path, tmp_path: Path) -> None:
+    log = interrupted_slow_step(slow_steps, tmp_path / "run", signals=1)
     assert "SIGTERM: saving a checkpoint when step 1 ends" in log
     assert (f"SIGTERM {SIGTERM_GRACE_S} s ago: step 1 was interrupted without a new checkpoint; "
             "run the same command again") in log
-    assert not list(output.glob("checkpoints/checkpoint-*"))
 
 
 @pytest.mark.slow
 def test_a_second_sigterm_stops_a_step_at_once(slow_steps: Path, tmp_path: Path) -> None:
-    output = tmp_path / "run"
-    process = start_slow_training(slow_steps, output)
-    try:
-        read_until(process, f"training: max_steps 1, {SLOW_CLIPS} clips per step")
-        process.send_signal(signal.SIGTERM)
-        read_until(process, "SIGTERM: saving a checkpoint when step 1 ends")
-        process.send_signal(signal.SIGTERM)
-        log, _ = process.communicate()
-    finally:
-        process.kill()
-        process.wait()
-    assert process.returncode == 75, log[-3000:]
+    log = interrupted_slow_step(slow_steps, tmp_path / "run", signals=2)
     assert "second SIGTERM: step 1 was interrupted without a new checkpoint" in log
-    assert not list(output.glob("checkpoints/checkpoint-*"))
 
 
 # --- a full disk ------------------------------------------------------------------------------

@@ -18,7 +18,7 @@ from safetensors import SafetensorError
 from safetensors.torch import save_file
 
 from voxtune.errors import NoSpaceError
-from voxtune.train.recipe import full_disk_is_no_space
+from voxtune.train.checkpoints import full_disk_is_no_space
 
 TENSORS = {"weights": torch.zeros(1 << 20)}  # 4 MiB: more than the small disk holds
 

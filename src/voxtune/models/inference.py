@@ -98,19 +98,20 @@ def align_audio_window(model: Any, processor: Any) -> None:
             f"({window:g} s), tokenizer {tokenizer_audio.chunk_length_s} s")
 
 
-def open_checkpoint(source: str, *, dtype: Any = "auto",
-                    revision: str | None = None) -> tuple[Any, Any]:
+def open_checkpoint(source: str, *, dtype: Any = "auto", revision: str | None = None,
+                    **loading: Any) -> tuple[Any, Any]:
     """Model and processor from a Hub id or folder holding full or merged weights.
 
-    `dtype` "auto" keeps the checkpoint's own (bf16 for Mistral's releases). Raises what
-    transformers raises (OSError for a missing or unreadable checkpoint) and
+    `dtype` "auto" keeps the checkpoint's own (bf16 for Mistral's releases); `loading` goes to
+    `from_pretrained` as it is (the train step's device_map and 4-bit quantization). Raises
+    what transformers raises (OSError for a missing or unreadable checkpoint) and
     AudioWindowMismatch.
     """
     from transformers import VoxtralForConditionalGeneration, VoxtralProcessor
 
     processor = VoxtralProcessor.from_pretrained(source, revision=revision)
     model = VoxtralForConditionalGeneration.from_pretrained(source, revision=revision,
-                                                            dtype=dtype)
+                                                            dtype=dtype, **loading)
     align_audio_window(model, processor)
     return model, processor
 

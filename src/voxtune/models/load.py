@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import functools
 from pathlib import Path
+from typing import Any
 
 import torch
 from transformers import PreTrainedConfig, VoxtralForConditionalGeneration, VoxtralProcessor
@@ -82,6 +83,20 @@ def pick_dtype(precision: str, device: str | torch.device) -> torch.dtype:
     raise UserError(f"training.precision: {precision!r} is not one of auto, bf16, fp16, fp32")
 
 
+def inference_dtype(precision: str, device: str | torch.device) -> torch.dtype:
+    """The dtype to run a model trained with `precision` in on `device`: the training one where
+    the device runs it, else the nearest it does. A run trained in fp16 on a GPU evaluates on a
+    CPU (which has no fast fp16) in bf16 where the CPU has it natively, else fp32; one trained
+    in bf16 runs in fp16 on a GPU without bf16."""
+    kind = torch.device(device).type
+    if precision == "fp16" and kind != "cuda":
+        return pick_dtype("auto", device)
+    if precision == "bf16" and kind == "cuda" and not torch.cuda.is_bf16_supported(
+            including_emulation=False):
+        return torch.float16
+    return pick_dtype(precision, device)
+
+
 # --- loading ----------------------------------------------------------------------------------
 
 
@@ -138,30 +153,35 @@ def check_voxtral(source: str) -> None:
                         "next to the weights, or copy it from the base model")
 
 
-def load(model: str, dtype: torch.dtype | None = None
+def load(model: str, dtype: torch.dtype | None = None, **loading: Any
          ) -> tuple[VoxtralForConditionalGeneration, VoxtralProcessor]:
     """Load a Voxtral model and its processor by Hub id, local folder or tiny preset name.
 
     `dtype` None keeps the checkpoint's own dtype (bf16 for Mistral's releases, fp32 for the
-    tiny preset). Raises UserError for anything the user can fix.
+    tiny preset); `loading` goes to `from_pretrained` (the train step's, from
+    `voxtune.train.resources.loading_arguments`). Raises UserError for anything the user can
+    fix.
     """
     require_audio_stack()
     source = resolve(model)
     check_voxtral(source)
     try:
-        return open_checkpoint(source, dtype=dtype or "auto")
+        return open_checkpoint(source, dtype=dtype or "auto", **loading)
     except OSError as error:
         raise unavailable(source, error) from None
     except AudioWindowMismatch as error:
         raise UserError(str(error)) from None
 
 
-def load_tuned(model: str) -> tuple[LoadedModel, RunSpec | None]:
+def load_tuned(model: str, dtype: torch.dtype | None = None
+               ) -> tuple[LoadedModel, RunSpec | None]:
     """Load a fine-tuned model on the GPU when there is one, ready to transcribe.
 
     `model` is a run folder (its final/ is loaded), a final/ or registry version folder, a Hub
-    id, or any name `load` takes. A LoRA adapter goes on its base in the dtype it was trained
-    under, so transcripts match the run's metrics.json; full or merged weights keep their own.
+    id, or any name `load` takes. With `dtype` None a LoRA adapter goes on its base in the
+    dtype it was trained under where this device runs it (`inference_dtype`), so transcripts
+    match the run's metrics.json, and full or merged weights keep their own (bf16 for what
+    voxtune saves); a `dtype` (merging asks for bf16) is used for either.
     Returns the model and the RunSpec it was trained with (None for models from elsewhere).
     """
     path = Path(model).expanduser()
@@ -173,10 +193,12 @@ def load_tuned(model: str) -> tuple[LoadedModel, RunSpec | None]:
         raise unavailable(source, error) from None
     device = "cuda" if torch.cuda.is_available() else "cpu"
     if adapter is None:
-        tuned, processor = load(source)
+        tuned, processor = load(source, dtype)
         return LoadedModel(tuned.to(device), processor, source, None), spec
     base_name = spec.base_model if spec else adapter["base_model_name_or_path"]
-    base, processor = load(base_name, pick_dtype(spec.training.precision, device) if spec else None)
+    if dtype is None and spec is not None:
+        dtype = inference_dtype(spec.training.precision, device)
+    base, processor = load(base_name, dtype)
     try:
         tuned = open_adapter(source, base)
     except OSError as error:
