@@ -37,7 +37,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from train import LANGUAGE, UpstreamCollator, make_corpus, quiet, upstream_rows  # sibling
+from upstream import LANGUAGE, UpstreamCollator, make_corpus, quiet, upstream_rows  # sibling
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never download: the processor is built locally
 

@@ -48,7 +48,7 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from train import PEAK_FLOPS, UpstreamCollator  # sibling bench script: one upstream, one table
+from upstream import PEAK_FLOPS, UpstreamCollator  # sibling bench script: one upstream, one table
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never download: every model here is built locally
 

@@ -46,10 +46,6 @@ Recorded figures and their reading: docs/benchmarks.md, "Training throughput vs 
 from __future__ import annotations
 
 import argparse
-import contextlib
-import ctypes
-import gc
-import io
 import os
 import statistics
 import sys
@@ -59,6 +55,24 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from measure import (
+    WARMUP_STEPS,
+    front_end_costs,
+    peak_memory_gib,
+    reset_peak_memory,
+    step_clock,
+)
+from upstream import (
+    LANGUAGE,
+    PEAK_FLOPS,
+    UpstreamCollator,
+    make_corpus,
+    quiet,
+    upstream_arguments,
+    upstream_lora,
+    upstream_rows,
+)
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never download: every model here is built locally
 
 # --- defaults (sized so that `make bench` takes ≈2–3 minutes on 2 shared CPU cores) -------------
@@ -67,13 +81,6 @@ BATCH_SIZE = 2  # clips per step: upstream's per_device_train_batch_size
 GRAD_ACCUM = 1  # upstream uses 4; accumulation does not change the per-sample data-path cost
 CLIPS = 48  # espeak-ng clips (≈2.3 s each); runs cycle through them epoch after epoch
 REPEATS = 3  # runs per setup, taken in turn; the best counts
-WARMUP_STEPS = 3  # not timed: worker start-up, first allocations
-LANGUAGE = "en"  # upstream hard-codes it; our corpus is English, so both prompts are identical
-UPSTREAM_MODEL_ID = "mistralai/Voxtral-Mini-3B-2507"  # only written into the request
-UPSTREAM_MAX_TEXT_TOKENS = 256  # upstream truncates transcripts to this
-# Dense bf16 tensor-core peaks (FLOP/s) for MFU; first substring of the device name that matches.
-PEAK_FLOPS = {"H200": 989e12, "H100": 989e12, "A100": 312e12, "L40S": 362e12, "L4": 121e12,
-              "A10": 125e12}
 
 
 @dataclass(frozen=True)
@@ -117,83 +124,8 @@ class Result:
 
 # --- the corpus ---------------------------------------------------------------------------------
 
-def make_corpus(folder: Path, clips: int) -> Path:
-    """`clips` espeak-ng clips prepared by voxtune (16 kHz FLAC + manifest); all go to train."""
-    from voxtune.data.prepare import prepare
-    from voxtune.data.synth import plan, synthesize
-    from voxtune.spec import DataSpec, JsonlSource
-
-    jsonl = synthesize(folder / "synth", plan(clips, "mixed", seed=1))
-    with contextlib.redirect_stderr(io.StringIO()):
-        prepare(DataSpec(sources=[JsonlSource(path=jsonl)]), folder / "prepared",
-                language=LANGUAGE, workers=1)
-    return folder / "prepared"
-
 
 # --- (a) upstream, reimplemented ----------------------------------------------------------------
-
-def upstream_rows(clips: list[Any], prepared: Path) -> Any:
-    """A datasets table like upstream's, its audio decoded on every row access (at 16 kHz)."""
-    from datasets import Audio, Dataset
-
-    from voxtune.data.audio import SAMPLE_RATE
-    from voxtune.train.collator import read_audio
-
-    table = Dataset.from_list([{"audio": str(prepared / clip.audio_path), "text": clip.text}
-                               for clip in clips]).cast_column("audio", Audio(decode=False))
-
-    def decode_rows(batch: dict) -> dict:
-        return {"text": batch["text"],
-                "audio": [{"array": read_audio(Path(audio["path"])), "sampling_rate": SAMPLE_RATE}
-                          for audio in batch["audio"]]}
-
-    return table.with_transform(decode_rows)
-
-
-@dataclass(frozen=True)
-class UpstreamCollator:
-    """What upstream's `VoxtralDataCollator` does per batch: the whole audio front end, then
-    prompt + transcript, right-padded. Like upstream it passes no sampling_rate (one warning)."""
-
-    processor: Any
-
-    def __call__(self, rows: list[dict]) -> dict:
-        from voxtune.train.collator import IGNORE_INDEX, pad
-
-        tokenizer = self.processor.tokenizer
-        prompt = self.processor.apply_transcription_request(
-            language=LANGUAGE, model_id=UPSTREAM_MODEL_ID,
-            audio=[row["audio"]["array"] for row in rows], format=["WAV"] * len(rows),
-            return_tensors="pt")
-        texts = tokenizer([row["text"] for row in rows], add_special_tokens=False, padding=False,
-                          truncation=True, max_length=UPSTREAM_MAX_TEXT_TOKENS)["input_ids"]
-        input_ids, masks, labels = [], [], []
-        for ids, mask, text in zip(prompt["input_ids"].tolist(), prompt["attention_mask"].tolist(),
-                                   texts, strict=True):
-            input_ids.append(ids + text)
-            masks.append(mask + [1] * len(text))
-            labels.append([IGNORE_INDEX] * len(ids) + text)
-        pad_id = tokenizer.pad_token_id
-        if pad_id is None:
-            pad_id = tokenizer.eos_token_id
-        batch = {"input_ids": pad(input_ids, pad_id), "attention_mask": pad(masks, 0),
-                 "labels": pad(labels, IGNORE_INDEX)}
-        batch.update({k: v for k, v in prompt.items() if k not in ("input_ids", "attention_mask")})
-        return batch
-
-
-def upstream_arguments(output: Path, steps: int, batch_size: int, grad_accum: int,
-                       precision: str, workers: int, on_gpu: bool) -> Any:
-    from transformers import TrainingArguments
-
-    return TrainingArguments(
-        output_dir=str(output), max_steps=steps, per_device_train_batch_size=batch_size,
-        gradient_accumulation_steps=grad_accum, learning_rate=5e-5,
-        bf16=precision == "bf16", fp16=precision == "fp16", logging_steps=10,
-        save_strategy="no", report_to="none", remove_unused_columns=False,
-        dataloader_num_workers=workers,  # upstream: 1
-        use_cpu=not on_gpu,  # not upstream's: without it TrainingArguments refuses bf16 on a CPU
-        disable_tqdm=True)
 
 
 # --- (b) ours -----------------------------------------------------------------------------------
@@ -237,18 +169,6 @@ def fresh_model(name: str, setup: Setup, on_gpu: bool) -> Any:
     return model  # upstream train.py trains every weight, the encoder included
 
 
-def upstream_lora(model: Any) -> Any:
-    """train_lora.py's adapters: r 8, α 32, no dropout on q/k/v/o by plain names, which also
-    match the audio encoder's q/k/v — so backward runs through the frozen encoder."""
-    from peft import LoraConfig, get_peft_model
-
-    for parameter in model.model.audio_tower.parameters():
-        parameter.requires_grad = False
-    return get_peft_model(model, LoraConfig(
-        r=8, lora_alpha=32, lora_dropout=0.0, bias="none",
-        target_modules=["q_proj", "k_proj", "v_proj", "o_proj"], task_type="SEQ_2_SEQ_LM"))
-
-
 def full_random_model(dtype: Any) -> Any:
     """Voxtral-Mini-3B geometry with random weights, built on the GPU. UNTESTED (no GPU here)."""
     import torch
@@ -290,125 +210,6 @@ def train_flops_per_sample(model: Any, text_tokens: float) -> float:
 
 
 # --- measuring ----------------------------------------------------------------------------------
-
-def status_kib(path: Path, key: str) -> int:
-    for line in path.read_text().splitlines():
-        if line.startswith(key + ":"):
-            return int(line.split()[1])
-    raise KeyError(key)
-
-
-def reset_peak_memory(on_gpu: bool) -> float:
-    """Start a new peak; returns the memory in use now (GiB). ru_maxrss cannot be reset, so the
-    CPU peak is the kernel's VmHWM, which writing 5 to /proc/self/clear_refs resets."""
-    import torch
-
-    gc.collect()
-    if on_gpu:
-        torch.cuda.empty_cache()
-        torch.cuda.reset_peak_memory_stats()
-        return torch.cuda.memory_allocated() / 2**30
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL("libc.so.6").malloc_trim(0)  # hand freed heap back, so runs start level
-        Path("/proc/self/clear_refs").write_text("5")
-    return status_kib(Path("/proc/self/status"), "VmRSS") / 2**20
-
-
-def peak_memory_gib(on_gpu: bool) -> float:
-    import torch
-
-    if on_gpu:
-        return torch.cuda.max_memory_allocated() / 2**30
-    return status_kib(Path("/proc/self/status"), "VmHWM") / 2**20
-
-
-def children_private_mib() -> float | None:
-    """Memory only this process's children hold (DataLoader workers are forked: their RSS also
-    counts every page shared with us, so private pages are the honest extra)."""
-    total, found = 0, False
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            if int(stat.read_text().rsplit(")", 1)[1].split()[1]) != os.getpid():
-                continue
-            rollup = stat.with_name("smaps_rollup").read_text().splitlines()
-        except (OSError, ValueError, IndexError):
-            continue
-        found = True
-        total += sum(int(line.split()[1]) for line in rollup if line.startswith("Private_"))
-    return total / 1024 if found else None
-
-
-def step_clock(on_gpu: bool) -> Any:
-    """A Trainer callback that timestamps every step, and reads the workers' memory during the
-    warm-up steps (outside the timed window; by the last step a worker may have exited)."""
-    import torch
-    from transformers import TrainerCallback
-
-    class StepClock(TrainerCallback):
-        def __init__(self) -> None:
-            self.times: list[float] = []
-            self.worker_mib: float | None = None
-
-        def on_step_end(self, args, state, control, **kwargs):
-            if on_gpu:
-                torch.cuda.synchronize()
-            self.times.append(time.perf_counter())
-            if state.global_step < WARMUP_STEPS:
-                worker = children_private_mib()
-                if worker is not None:
-                    self.worker_mib = max(worker, self.worker_mib or 0.0)
-
-    return StepClock()
-
-
-@contextlib.contextmanager
-def quiet():
-    """Keep progress bars and per-step logs out of the tables; show them if something fails."""
-    buffer = io.StringIO()
-    try:
-        with contextlib.redirect_stdout(buffer), contextlib.redirect_stderr(buffer):
-            yield
-    except BaseException:
-        sys.stderr.write(buffer.getvalue())
-        raise
-
-
-def median_ms(work, repeats: int) -> float:
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        work()
-        times.append(time.perf_counter() - start)
-    return 1000 * statistics.median(times)
-
-
-def front_end_costs(processor: Any, rows: Any, ours: Any, batch_size: int) -> dict[str, float]:
-    """Per-sample milliseconds of each side's data path outside training (median of batches)."""
-    import numpy as np
-    import torch
-
-    from voxtune.train.collator import TrainingCollator
-
-    upstream_collate, our_collate = UpstreamCollator(processor), TrainingCollator(
-        processor.tokenizer.pad_token_id)
-    batch = [rows[i] for i in range(batch_size)]
-    extractor = processor.feature_extractor
-    window = np.zeros(extractor.n_samples, dtype=np.float32)
-    clip = batch[0]["audio"]["array"]
-    window[:len(clip)] = clip
-    threads = torch.get_num_threads()
-    costs = {"(a) row access: datasets + FLAC decode": median_ms(lambda: rows[1], 20)}
-    for count in sorted({threads, 1}, reverse=True):  # DataLoader workers run 1 torch thread
-        torch.set_num_threads(count)
-        costs[f"(a) collator, {count} thread(s)"] = median_ms(
-            lambda: upstream_collate(batch), 10) / batch_size
-        costs[f"(a) of which the log-mel of one 30-s window, {count} thread(s)"] = median_ms(
-            lambda: extractor(window, sampling_rate=extractor.sampling_rate,
-                              return_tensors="pt"), 10)
-    torch.set_num_threads(threads)
-    costs["(b) cached item (mmap) + collate"] = median_ms(
-        lambda: our_collate([ours[i] for i in range(batch_size)]), 20) / batch_size
-    return costs
 
 
 # --- one run ------------------------------------------------------------------------------------
