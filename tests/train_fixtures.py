@@ -29,6 +29,17 @@ def shared_home() -> Path:
     return home
 
 
+def prepare_samples(folder: Path) -> Path:
+    """voxtune's bundled sample clips prepared into `folder`/prepared (a quarter held out)."""
+    from voxtune.data.prepare import prepare
+    from voxtune.data.synth import copy_samples
+    from voxtune.spec import DataSpec
+
+    prepare(DataSpec(sources=[str(copy_samples(folder / "samples"))], eval_fraction=0.25),
+            folder / "prepared", language="en")
+    return folder / "prepared"
+
+
 @pytest.fixture
 def shared_tiny_home(monkeypatch: pytest.MonkeyPatch, voxtune_home: Path) -> Path:
     """Point VOXTUNE_HOME (set per test by conftest) at `shared_home()` instead."""

@@ -109,14 +109,9 @@ def alive(pids: list[int]) -> list[int]:
 
 @pytest.fixture(scope="module")
 def prepared(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from voxtune.data.prepare import prepare
-    from voxtune.data.synth import copy_samples
-    from voxtune.spec import DataSpec
+    from tests.train_fixtures import prepare_samples
 
-    folder = tmp_path_factory.mktemp("prepared")
-    prepare(DataSpec(sources=[str(copy_samples(folder / "samples"))], eval_fraction=0.25),
-            folder / "prepared", language="en")
-    return folder / "prepared"
+    return prepare_samples(tmp_path_factory.mktemp("prepared"))
 
 
 def test_fsdp_trains_like_one_process_and_resumes_after_sigkill(prepared: Path,

@@ -26,10 +26,8 @@ import soundfile
 import yaml
 
 from tests.emulators.hub import DEFAULT_TOKEN, HubEmulator, hub_emulator
-from tests.train_fixtures import shared_home
+from tests.train_fixtures import prepare_samples, shared_home
 from voxtune.data.manifest import read_manifest
-from voxtune.data.prepare import prepare
-from voxtune.data.synth import copy_samples
 from voxtune.errors import UserError
 from voxtune.models import inference
 from voxtune.publish.bundle import files_under
@@ -37,7 +35,7 @@ from voxtune.publish.hub import HubTarget, parse_target
 from voxtune.publish.registry import Registry
 from voxtune.run.layout import RunFolder
 from voxtune.run.status import Publication
-from voxtune.spec import DataSpec, PublishSpec, read_resolved_spec
+from voxtune.spec import PublishSpec, read_resolved_spec
 
 __all__ = ["hub_emulator"]  # the fixture, imported so pytest finds it here
 pytestmark = pytest.mark.slow
@@ -72,9 +70,7 @@ for card in sys.argv[1:]:
 @pytest.fixture(scope="module")
 def prepared(tmp_path_factory: pytest.TempPathFactory) -> Path:
     folder = tmp_path_factory.mktemp("publish-data")
-    prepare(DataSpec(sources=[str(copy_samples(folder / "samples"))], eval_fraction=0.25),
-            folder / "prepared", language="en")
-    return folder / "prepared"
+    return prepare_samples(folder)
 
 
 @pytest.fixture(scope="module")

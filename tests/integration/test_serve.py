@@ -19,11 +19,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.train_fixtures import shared_home
+from tests.train_fixtures import prepare_samples, shared_home
 from voxtune.data.manifest import read_manifest
-from voxtune.data.prepare import prepare
-from voxtune.data.synth import copy_samples
-from voxtune.spec import DataSpec
 
 pytestmark = pytest.mark.slow
 LISTENING = re.compile(r"on (http://127\.0\.0\.1:\d+)")
@@ -32,9 +29,7 @@ LISTENING = re.compile(r"on (http://127\.0\.0\.1:\d+)")
 @pytest.fixture(scope="module")
 def prepared(tmp_path_factory: pytest.TempPathFactory) -> Path:
     folder = tmp_path_factory.mktemp("serve-data")
-    prepare(DataSpec(sources=[str(copy_samples(folder / "samples"))], eval_fraction=0.25),
-            folder / "prepared", language="en")
-    return folder / "prepared"
+    return prepare_samples(folder)
 
 
 @pytest.fixture(scope="module")

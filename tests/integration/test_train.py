@@ -20,13 +20,15 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from tests.train_fixtures import shared_home, shared_tiny_home  # noqa: F401 (fixture)
+from tests.train_fixtures import (  # noqa: F401 (fixture)
+    prepare_samples,
+    shared_home,
+    shared_tiny_home,
+)
 from voxtune.data.manifest import read_manifest
-from voxtune.data.prepare import prepare
-from voxtune.data.synth import copy_samples
 from voxtune.models.load import load
 from voxtune.run.status import PROGRESS
-from voxtune.spec import DataSpec, LoraSpec
+from voxtune.spec import LoraSpec
 from voxtune.train.adapt import apply_lora
 
 pytestmark = pytest.mark.usefixtures("shared_tiny_home")
@@ -36,9 +38,7 @@ TRAINING_STATE = ("optimizer.pt", "scheduler.pt", "rng_state.pth", "trainer_stat
 @pytest.fixture(scope="module")
 def prepared(tmp_path_factory: pytest.TempPathFactory) -> Path:
     folder = tmp_path_factory.mktemp("prepared")
-    prepare(DataSpec(sources=[str(copy_samples(folder / "samples"))], eval_fraction=0.25),
-            folder / "prepared", language="en")
-    return folder / "prepared"
+    return prepare_samples(folder)
 
 
 def train(prepared: Path, output: Path, *extra: str, wait: bool = True,
