@@ -211,3 +211,11 @@ def transcribe(model: Any, processor: Any, audio: Any, language: str | None, *,
     finished = bool((new_tokens == processor.tokenizer.eos_token_id).any())
     text = processor.decode(new_tokens, skip_special_tokens=True).strip()
     return Transcript(text, hit_max_length=not finished and len(new_tokens) >= max_new_tokens)
+
+
+def transcribe_batch(model: Any, processor: Any, audios: list[Any],
+                     languages: list[str | None], *, max_new_tokens: int) -> list[Transcript]:
+    """Greedy transcripts of several recordings, in order: the entry point evaluation and
+    `voxtune serve`'s batcher call. Each recording keeps its own language prompt."""
+    return [transcribe(model, processor, audio, language, max_new_tokens=max_new_tokens)
+            for audio, language in zip(audios, languages, strict=True)]
