@@ -32,6 +32,7 @@ from voxtune.spec import LoraSpec
 from voxtune.train.adapt import apply_lora
 
 pytestmark = pytest.mark.usefixtures("shared_tiny_home")
+TWO_RANKS = ("-m", "voxtune.train.launch", "--nproc-per-node=2")  # what a 2-GPU Job runs
 TRAINING_STATE = ("optimizer.pt", "scheduler.pt", "rng_state.pth", "trainer_state.json")
 
 
@@ -190,8 +191,7 @@ def test_two_processes_train_data_parallel(prepared: Path, tmp_path: Path) -> No
     """torchrun with 2 CPU processes (gloo): each step consumes twice the examples."""
     args = ("--model", "tiny-random-4s", "--mode", "lora", "--max-steps", "2", "--batch-size",
             "1", "--grad-accum", "1", "--save-steps", "2")
-    launcher = ("-m", "torch.distributed.run", "--nproc-per-node=2")
-    done = train(prepared, tmp_path / "ddp", *args, launcher=launcher)
+    done = train(prepared, tmp_path / "ddp", *args, launcher=TWO_RANKS)
     assert done.returncode == 0, done.stderr[-3000:]
     single = train(prepared, tmp_path / "one", *args)
     assert single.returncode == 0
@@ -199,6 +199,61 @@ def test_two_processes_train_data_parallel(prepared: Path, tmp_path: Path) -> No
                           "trainer_state.json").read_text())["epoch"] for name in ("ddp", "one")]
     assert epochs[0] == pytest.approx(2 * epochs[1])
     assert (tmp_path / "ddp" / "final" / "adapter_model.safetensors").exists()
+
+
+@pytest.mark.slow
+def test_sigterm_to_one_rank_stops_every_rank_at_the_same_step(prepared: Path,
+                                                               tmp_path: Path) -> None:
+    """Ranks see SIGTERM at different step ends; they must agree on where to stop and save
+    together, or one saves while the other waits in the next step's all-reduce."""
+    output = tmp_path / "preempted"
+    process = train(prepared, output, "--model", "tiny-random-4s", "--mode", "lora",
+                    "--max-steps", "200", "--save-steps", "200", "--batch-size", "1",
+                    launcher=TWO_RANKS, wait=False)
+    assert process.stdout is not None
+    lines = []
+    for line in process.stdout:  # the ranks are stepping once progress lines appear
+        lines.append(line)
+        if line.startswith("progress "):
+            break
+    ranks = [int(p.name) for p in Path("/proc").glob("[0-9]*")
+             if (p / "environ").exists() and _rank_of(p) == "1"
+             and str(output) in (p / "cmdline").read_text(errors="replace")]
+    assert len(ranks) == 1, lines
+    os.kill(ranks[0], signal.SIGTERM)  # rank 1 only: rank 0 learns of it from rank 1
+    log = "".join(lines) + process.communicate(timeout=300)[0]
+    assert process.returncode == 75, log[-3000:]  # the rank's own code, through the launcher
+    assert "rank 1 exited with code 75" in log and "Traceback" not in log, log[-3000:]
+    stopped_at = steps_done(output)  # a whole checkpoint: rank 0 saved it too
+    assert 2 <= stopped_at < 200
+    saved = output / "checkpoints" / f"checkpoint-{stopped_at}"
+    assert (saved / "adapter_model.safetensors").exists()
+    assert {"rng_state_0.pth", "rng_state_1.pth"} <= {p.name for p in saved.iterdir()}
+
+
+def _rank_of(process: Path) -> str | None:
+    try:
+        variables = (process / "environ").read_bytes().split(b"\0")
+    except OSError:
+        return None
+    for variable in variables:
+        if variable.startswith(b"RANK="):
+            return variable[5:].decode()
+    return None
+
+
+@pytest.mark.parametrize(("code", "expected"), [(2, 2), (75, 75), (-9, 137)])
+def test_the_launcher_exits_with_the_failed_ranks_code(tmp_path: Path, code: int,
+                                                       expected: int) -> None:
+    """torchrun itself exits 1 with a traceback whatever its ranks did."""
+    script = tmp_path / "rank.py"
+    failing = f"os.kill(os.getpid(), {-code})" if code < 0 else f"sys.exit({code})"
+    script.write_text(f"import os, sys\nif os.environ['RANK'] == '1':\n    {failing}\n")
+    done = subprocess.run([sys.executable, *TWO_RANKS, str(script)], capture_output=True,
+                          text=True)
+    assert done.returncode == expected, done.stderr[-2000:]
+    assert f"rank 1 exited with code {expected}" in done.stderr
+    assert "Traceback" not in done.stderr
 
 
 def test_no_train_clips_is_a_clear_error(tmp_path: Path) -> None:

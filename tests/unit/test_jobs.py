@@ -165,7 +165,7 @@ def test_multi_gpu_training_uses_torchrun_and_scheduling_knobs() -> None:
     prepare, train = documents("full-4gpu-kueue")
     command = train["spec"]["template"]["spec"]["containers"][0]["command"]
     assert command[command.index("--") + 1:] == [
-        "python", "-m", "torch.distributed.run", "--nproc-per-node=4", "-m", "voxtune",
+        "python", "-m", "voxtune.train.launch", "--nproc-per-node=4", "-m", "voxtune",
         "train", "--run-dir", "/data/runs/big"]
     pod = train["spec"]["template"]["spec"]
     assert pod["containers"][0]["resources"] == {  # the run's memory: more than the plan's

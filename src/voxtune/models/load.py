@@ -26,6 +26,7 @@ from voxtune.models.inference import (
     AudioWindowMismatch,
     LoadedModel,
     adapter_config,
+    align_audio_window,
     open_adapter,
     open_checkpoint,
 )
@@ -171,6 +172,45 @@ def load(model: str, dtype: torch.dtype | None = None, **loading: Any
         raise unavailable(source, error) from None
     except AudioWindowMismatch as error:
         raise UserError(str(error)) from None
+
+
+def empty_model(config: Any, dtype: torch.dtype) -> VoxtralForConditionalGeneration:
+    """The model `config` describes, its parameters uninitialised host memory that nothing has
+    touched yet, and its buffers computed as usual.
+
+    What FSDP ranks other than 0 start from: they receive every parameter from rank 0 when
+    accelerate shards the model, so reading the checkpoint would be wasted, and untouched
+    pages are not resident (the kernel maps them on first write), so the pod's memory does not
+    grow with the ranks. Not `meta` parameters: accelerate matches the optimizer's parameters
+    to their shards by storage address, which every `meta` tensor shares. Buffers stay real
+    because accelerate re-registers non-persistent ones (the rotary frequencies) as they are.
+    """
+    from accelerate import init_empty_weights
+
+    with init_empty_weights(include_buffers=False):  # shapes first, no memory at all
+        model = VoxtralForConditionalGeneration._from_config(config, dtype=dtype)
+    buffers = dict(model.named_buffers())
+    model.to_empty(device="cpu")  # every tensor, buffers too: those are put back
+    for name, buffer in buffers.items():
+        owner, _, leaf = name.rpartition(".")
+        model.get_submodule(owner)._buffers[leaf] = buffer
+    return model
+
+
+def load_empty(model: str, dtype: torch.dtype
+               ) -> tuple[VoxtralForConditionalGeneration, VoxtralProcessor]:
+    """`empty_model` of a base by any name `load` takes, and its processor."""
+    require_audio_stack()
+    source = resolve(model)
+    check_voxtral(source)
+    try:
+        config = VoxtralForConditionalGeneration.config_class.from_pretrained(source)
+        processor = VoxtralProcessor.from_pretrained(source)
+    except OSError as error:
+        raise unavailable(source, error) from None
+    empty = empty_model(config, dtype)
+    align_audio_window(empty, processor)
+    return empty, processor
 
 
 def load_tuned(model: str, dtype: torch.dtype | None = None

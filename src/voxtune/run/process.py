@@ -32,7 +32,7 @@ def step_command(spec: RunSpec, step: str, run_dir: Path,
     `python` is the interpreter in the step's image (the Kubernetes Jobs pass "python")."""
     entrypoint = ["-m", "voxtune", step, "--run-dir", str(run_dir)]
     if step == "train" and spec.resources.gpus > 1:
-        return [python, "-m", "torch.distributed.run",
+        return [python, "-m", "voxtune.train.launch",
                 f"--nproc-per-node={spec.resources.gpus}", *entrypoint]
     return [python, *entrypoint]
 

@@ -17,8 +17,14 @@ Choices, for transformers 5.24 / accelerate 1.15 / torch 2.13:
 - Checkpoints are sharded (`SHARDED_STATE_DICT`, torch.distributed.checkpoint): each rank writes
   its own shard of weights and optimizer state, so no host ever holds all of it (a full state
   dict of Small-24B with Adam states is ≈290 GB on rank 0) and the write is spread over ranks.
+- Only global rank 0 reads the checkpoint (into host memory); the other ranks build the
+  model empty (host memory never touched, so never resident) and receive their shards from
+  rank 0 when accelerate shards the model (its `cpu_ram_efficient_loading`). A pod then holds
+  one copy of the base, not one per rank: Small-24B's fp32 master weights are 97 GB, four of
+  them would be 390 GB.
 - `final/` is gathered tensor by tensor onto rank 0's CPU (`gather_final_state`) and saved by
-  `save_pretrained`, so publish and merge read it like any other run's.
+  `save_pretrained`, so publish and merge read it like any other run's; rank 0 then drops its
+  shards and optimizer states (`release`) before loading final/ whole to evaluate it.
 """
 
 from __future__ import annotations
@@ -41,6 +47,19 @@ def processes() -> int:
     return int(os.environ.get("WORLD_SIZE", "1"))
 
 
+def is_sharded(spec: RunSpec, world: int) -> bool:
+    """FSDP shards this run: `resources.strategy: fsdp` and more than one process (one process
+    has nothing to shard with)."""
+    return spec.resources.strategy == "fsdp" and world > 1
+
+
+def loads_on_rank_zero(spec: RunSpec, world: int) -> bool:
+    """Only global rank 0 reads the base's weights; the others build it empty (see the
+    module's notes). Not under a 4-bit base: accelerate cannot move bitsandbytes' packed
+    weights to `meta`, so each rank loads its own quantized copy (0.5 byte per weight)."""
+    return is_sharded(spec, world) and spec.mode != "qlora"
+
+
 def layer_classes(model: Any) -> list[str]:
     """The class names FSDP wraps one unit each, read from the model itself.
 
@@ -58,13 +77,11 @@ def layer_classes(model: Any) -> list[str]:
 
 
 def fsdp_arguments(spec: RunSpec, layers: Sequence[str], world: int) -> dict[str, Any]:
-    """TrainingArguments keywords that shard this run, or {} when it is not sharded.
-
-    Sharded: `resources.strategy: fsdp` and more than one process (one process has nothing to
-    shard with). `training.gradient_checkpointing` turns on FSDP's activation checkpointing;
-    the caller must then leave the Trainer's own `activation_checkpointing` off.
+    """TrainingArguments keywords that shard this run, or {} when it is not sharded
+    (`is_sharded`). `training.gradient_checkpointing` turns on FSDP's activation
+    checkpointing; the caller must then leave the Trainer's own `activation_checkpointing` off.
     """
-    if spec.resources.strategy != "fsdp" or world < 2:
+    if not is_sharded(spec, world):
         return {}
     if not layers:
         raise ValueError("no decoder or encoder layers found to shard")
@@ -75,6 +92,8 @@ def fsdp_arguments(spec: RunSpec, layers: Sequence[str], world: int) -> dict[str
         "state_dict_type": "SHARDED_STATE_DICT",
         "activation_checkpointing": spec.training.gradient_checkpointing,
         "reshard_after_forward": True,  # free each layer's gathered weights after its forward
+        # rank 0 broadcasts the weights it loaded into the other ranks' shards
+        "cpu_ram_efficient_loading": loads_on_rank_zero(spec, world),
     }}
 
 
@@ -101,6 +120,21 @@ def gather_final_state(model: Any) -> dict[str, Any] | None:
         if keep:
             state[name] = full.detach().cpu()
     return state if keep else None
+
+
+def release(trainer: Any) -> None:
+    """Free the sharded model, its optimizer states and their GPU memory on this rank (the
+    caller drops its own references to the model first): rank 0 loads final/ whole next, and
+    a full copy beside the shards would not fit where sharding was needed to train."""
+    import gc
+
+    import torch
+
+    trainer.accelerator.free_memory()
+    trainer.model = trainer.model_wrapped = trainer.optimizer = trainer.lr_scheduler = None
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
 
 
 def sharding_note(trainer: Any) -> str | None:

@@ -135,7 +135,9 @@ def main(spec: RunSpec, prepared: Path, output: Path, extra_callbacks: Sequence[
     from voxtune.train.distributed import (
         gather_final_state,
         layer_classes,
+        loads_on_rank_zero,
         processes,
+        release,
         sharding_note,
     )
     from voxtune.train.evaluate import as_metrics, samples
@@ -161,10 +163,10 @@ def main(spec: RunSpec, prepared: Path, output: Path, extra_callbacks: Sequence[
                                                     resources.has_bitsandbytes())
     resources.check_optimizer_runs(optimizer, on_gpu)
 
-    # 3. the base, straight onto this rank's GPU (4-bit for qlora)
-    with resources.out_of_memory_is_user_error(spec, "loading the base model"):
-        model, processor = load(spec.base_model,
-                                **resources.loading_arguments(spec, compute, on_gpu, rank))
+    # 3. the base, straight onto this rank's GPU (4-bit for qlora); under FSDP rank 0 alone
+    # reads it, into host memory, and the others build it empty
+    model, processor = resources.base_model(spec, compute, on_gpu)
+    sharded_load = loads_on_rank_zero(spec, processes())
     if is_smoke_model(model):
         print("NOTE: tiny-random is a randomly initialised smoke-test model, not Voxtral")
     print(f"precision {dtype_name} on {'cuda' if on_gpu else 'cpu'}")
@@ -182,8 +184,12 @@ def main(spec: RunSpec, prepared: Path, output: Path, extra_callbacks: Sequence[
     base_file = run.base_eval
     if main_process and eval_clips and not base_file.exists():
         with resources.out_of_memory_is_user_error(spec, "evaluating the base model"):
-            base_scores, base_text = evaluate_model(model, processor, spec, prepared,
+            # a sharded run's base waits in host memory to be sent out: a GPU evaluates a copy
+            evaluated = (load(spec.base_model, compute, device_map={"": rank})[0]
+                         if sharded_load and on_gpu else model)
+            base_scores, base_text = evaluate_model(evaluated, processor, spec, prepared,
                                                     eval_clips)
+            del evaluated
         write_atomic(base_file, json.dumps({"scores": base_scores.__dict__,
                                             "text": [t.text for t in base_text]}).encode())
         print(f"base model: WER {base_scores.wer:.3f} CER {base_scores.cer:.3f}")
@@ -220,7 +226,7 @@ def main(spec: RunSpec, prepared: Path, output: Path, extra_callbacks: Sequence[
     with full_disk_is_no_space(checkpoints), resources.out_of_memory_is_user_error(
             spec, "training"):
         result = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
-    if sigterm.received:
+    if sigterm.stopping:
         raise RetryableError(f"stopped by SIGTERM at step {trainer.state.global_step}; "
                              "checkpoint saved")
     held_out = (TranscriptionDataset(eval_clips, prepared, processor, cache, spec.language)
@@ -236,6 +242,8 @@ def main(spec: RunSpec, prepared: Path, output: Path, extra_callbacks: Sequence[
     with full_disk_is_no_space(output):
         save_final(model, processor, spec, run.final, gathered)
     if trainer.is_fsdp_enabled:  # rank 0 alone cannot run the sharded model: it reads final/
+        del model
+        release(trainer)
         model = load_tuned(str(run.final))[0].model
     metrics: dict[str, Any] = {"train_loss": result.training_loss,
                                "train_steps": trainer.state.global_step,

@@ -16,6 +16,7 @@ import torch
 
 from voxtune.errors import UserError
 from voxtune.spec import RunSpec
+from voxtune.train.distributed import loads_on_rank_zero
 
 # What a Trainer calls each of the spec's optimizers (`TrainingArguments.optim`). PyTorch's
 # fused AdamW is the same algorithm in one kernel per step; it needs the GPU.
@@ -64,20 +65,38 @@ def quantization(spec: RunSpec, compute: torch.dtype) -> Any:
 
 
 def loading_arguments(spec: RunSpec, compute: torch.dtype, on_gpu: bool,
-                      rank: int = 0) -> dict[str, Any]:
-    """`from_pretrained` keywords for the train step's base on local rank `rank`.
+                      rank: int = 0, world: int = 1) -> dict[str, Any]:
+    """`from_pretrained` keywords for the train step's base on local rank `rank` of `world`.
 
     On a GPU every rank streams the weights from the (memory-mapped) checkpoint straight onto
     its own device: with N ranks per pod the host holds no full copy per rank, where loading
     onto the CPU and then moving would need N copies of the model in the pod's memory at once.
+    A sharded run is the exception: rank 0 alone loads, into host memory, and accelerate sends
+    each GPU its shard from there (the others build it empty: `base_model`).
     """
     arguments: dict[str, Any] = {"dtype": weights_dtype(spec.mode, compute)}
-    if on_gpu:
+    if on_gpu and not loads_on_rank_zero(spec, world):
         arguments["device_map"] = {"": rank}
     quantized = quantization(spec, compute)
     if quantized is not None:
         arguments["quantization_config"] = quantized
     return arguments
+
+
+def base_model(spec: RunSpec, compute: torch.dtype, on_gpu: bool) -> tuple[Any, Any]:
+    """The base model and processor this rank trains from (`loading_arguments`); ranks other
+    than 0 of a run that `loads_on_rank_zero` get it empty (`models.load.empty_model`), to
+    be filled from rank 0."""
+    from voxtune.models.load import load, load_empty
+
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    if loads_on_rank_zero(spec, world) and rank != 0:
+        print(f"rank {rank}: base built empty, its shard comes from rank 0", flush=True)
+        return load_empty(spec.base_model, weights_dtype(spec.mode, compute))
+    with out_of_memory_is_user_error(spec, "loading the base model"):
+        return load(spec.base_model,
+                    **loading_arguments(spec, compute, on_gpu, local_rank(), world))
 
 
 def has_bitsandbytes() -> bool:

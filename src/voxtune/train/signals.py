@@ -37,12 +37,14 @@ def exit_retryable(reason: str) -> NoReturn:
 class StopOnSigterm(TrainerCallback):
     """Kubernetes sends SIGTERM before evicting a pod: save at the step's end, exit retryable.
 
-    The flag is read only at step ends, so a step that does not end within SIGTERM_GRACE_S
-    (or a second SIGTERM) stops the process at once instead, without a new checkpoint.
+    The flag is read only at step ends, where all ranks agree on it, so a step that does not
+    end within SIGTERM_GRACE_S (or a second SIGTERM) stops the process at once instead,
+    without a new checkpoint.
     """
 
     def __init__(self) -> None:
-        self.received = False
+        self.received = False  # this process got SIGTERM
+        self.stopping = False  # some rank got it: all stop after this step, with a checkpoint
         self.steps_done = 0
         self.grace = threading.Timer(SIGTERM_GRACE_S, self._stop_now,
                                      (f"SIGTERM {SIGTERM_GRACE_S} s ago",))
@@ -69,8 +71,28 @@ class StopOnSigterm(TrainerCallback):
         return control
 
     def on_step_end(self, args, state, control, **kwargs):
-        if self.received:
+        if anyone_received(self.received, args.device):
+            self.stopping = True  # on every rank, also those the signal has not reached yet
             self.grace.cancel()  # the boundary is here: saving may take as long as it needs
             control.should_save = True
             control.should_training_stop = True
         return control
+
+
+def anyone_received(received: bool, device: Any) -> bool:
+    """Whether any rank has had SIGTERM, agreed by all ranks at the same step end.
+
+    The kubelet signals each pod once, and torchrun passes it on to its ranks one by one, so
+    ranks can see it at different step ends. Deciding alone, one rank would start saving (a
+    collective under FSDP) while another starts the next step's all-reduce: both would wait
+    on each other until the grace period runs out and nothing is saved. One small all-reduce
+    per step (a flag) makes them stop together.
+    """
+    import torch
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return received
+    flag = torch.tensor([int(received)], device=device)
+    dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+    return bool(flag.item())
