@@ -212,16 +212,21 @@ def test_sigterm_to_one_rank_stops_every_rank_at_the_same_step(prepared: Path,
                     launcher=TWO_RANKS, wait=False)
     assert process.stdout is not None
     lines = []
-    for line in process.stdout:  # the ranks are stepping once progress lines appear
-        lines.append(line)
-        if line.startswith("progress "):
-            break
-    ranks = [int(p.name) for p in Path("/proc").glob("[0-9]*")
-             if (p / "environ").exists() and _rank_of(p) == "1"
-             and str(output) in (p / "cmdline").read_text(errors="replace")]
-    assert len(ranks) == 1, lines
-    os.kill(ranks[0], signal.SIGTERM)  # rank 1 only: rank 0 learns of it from rank 1
-    log = "".join(lines) + process.communicate(timeout=300)[0]
+    try:
+        for line in process.stdout:  # the ranks are stepping once progress lines appear
+            lines.append(line)
+            if line.startswith("progress "):
+                break
+        ranks = [int(p.name) for p in Path("/proc").glob("[0-9]*")
+                 if (p / "environ").exists() and _rank_of(p) == "1"
+                 and str(output) in (p / "cmdline").read_text(errors="replace")]
+        assert len(ranks) == 1, lines
+        os.kill(ranks[0], signal.SIGTERM)  # rank 1 only: rank 0 learns of it from rank 1
+        # without agreement the ranks wait on each other: this times out instead
+        log = "".join(lines) + process.communicate(timeout=300)[0]
+    finally:
+        process.kill()  # the ranks die with the launcher (their parent-death signal)
+        process.wait()
     assert process.returncode == 75, log[-3000:]  # the rank's own code, through the launcher
     assert "rank 1 exited with code 75" in log and "Traceback" not in log, log[-3000:]
     stopped_at = steps_done(output)  # a whole checkpoint: rank 0 saved it too
