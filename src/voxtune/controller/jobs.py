@@ -24,9 +24,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import yaml
 from kubernetes.client import (
-    ApiClient,
     V1Capabilities,
     V1Container,
     V1EmptyDirVolumeSource,
@@ -105,7 +103,8 @@ def placement_for(spec: RunSpec, settings: JobSettings) -> Placement:
     """Where the run goes and what its pods get, against this cluster's GPU profiles;
     DoesNotFit (a UserError) when its train step cannot fit any."""
     return place(spec, tuple(settings.gpu_profiles), settings.checkpoint_write_mb_per_s,
-                 settings.max_termination_grace_seconds)
+                 settings.max_termination_grace_seconds,
+                 volume_access_modes=tuple(settings.volume_access_modes))
 
 
 def build_job(spec: RunSpec, step: str, settings: JobSettings,
@@ -215,16 +214,6 @@ def build_jobs(spec: RunSpec, settings: JobSettings,
                owner: V1OwnerReference | None = None) -> list[V1Job]:
     placement = placement_for(spec, settings)
     return [build_job(spec, step, settings, owner, placement) for step in spec.steps]
-
-
-def render(spec: RunSpec, settings: JobSettings, step: str | None = None) -> str:
-    """Multi-document YAML of every step's Job, or of one `step` (what `voxtune render` prints;
-    no ownerReferences, so the Jobs can be applied without the controller)."""
-    placement = placement_for(spec, settings)
-    documents = [ApiClient().sanitize_for_serialization(build_job(spec, each, settings,
-                                                                  placement=placement))
-                 for each in spec.steps if step in (None, each)]
-    return yaml.safe_dump_all(documents, sort_keys=False, allow_unicode=True, width=100)
 
 
 def failure_policy(step: str) -> V1PodFailurePolicy:
