@@ -157,7 +157,10 @@ def build_trainjob(spec: RunSpec, settings: JobSettings, placement: Placement,
             "runtimeRef": {"name": settings.trainjob_runtime, "apiGroup": TRAINJOB.group,
                            "kind": "ClusterTrainingRuntime"},
             "trainer": trainer,
-            "podTemplateOverrides": [{"targetJobs": [{"name": NODE}], "spec": overrides}],
+            # our labels on its pods, so the controller's pod watch sees every node
+            "podTemplateOverrides": [{"targetJobs": [{"name": NODE}],
+                                      "metadata": {"labels": labels(spec.name, step)},
+                                      "spec": overrides}],
             "suspend": True if settings.queue else None,
         },
     }

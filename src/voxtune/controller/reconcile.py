@@ -54,6 +54,18 @@ from voxtune.controller.crd import (
     run_spec,
     run_status,
 )
+from voxtune.controller.engines import Engine, NoEngine, build_group, choose_engine
+from voxtune.controller.groups import (
+    cause,
+    engine_of,
+    group_condition,
+    group_pods,
+    group_restarts,
+    node_of,
+    rank_zero,
+    running_nodes,
+    why_group_waiting,
+)
 from voxtune.controller.jobs import (
     JobSettings,
     build_job,
@@ -88,12 +100,16 @@ from voxtune.spec import RunSpec, format_validation_error
 
 @dataclass(frozen=True)
 class Observed:
-    """What the loop saw of one run: its Jobs, their pods and events, a few log tails."""
+    """What the loop saw of one run: its Jobs (and the TrainJob or JobSet of a multi-node
+    train step), their pods and events, a few log tails, and the API group/versions the
+    cluster serves (discovery; None = not asked)."""
 
     jobs: Sequence[dict[str, Any]] = ()
     pods: Sequence[dict[str, Any]] = ()
     events: Sequence[dict[str, Any]] = ()
     log_tails: Mapping[str, str] = field(default_factory=dict)  # pod name → last lines
+    groups: Sequence[dict[str, Any]] = ()
+    served: frozenset[str] | None = None
 
 
 @dataclass(frozen=True)
@@ -120,7 +136,27 @@ class ExpireJob:
     ttl_seconds: int
 
 
-Action = CreateJob | DeleteJob | ExpireJob
+@dataclass(frozen=True)
+class CreateObject:
+    """Create a multi-node group (TrainJob or JobSet); 409 = already there."""
+
+    engine: Engine
+    document: dict[str, Any]
+
+    @property
+    def name(self) -> str:
+        return self.document["metadata"]["name"]
+
+
+@dataclass(frozen=True)
+class DeleteObject:
+    """Delete a group with propagationPolicy Background (its Jobs and pods go too)."""
+
+    engine: Engine
+    name: str
+
+
+Action = CreateJob | DeleteJob | ExpireJob | CreateObject | DeleteObject
 
 
 @dataclass(frozen=True)
@@ -138,12 +174,14 @@ def reconcile(run: dict[str, Any], observed: Observed, settings: JobSettings,
     status.observed_generation = run["metadata"].get("generation")
     stamp = iso(now)
     jobs = {job["metadata"]["name"]: job for job in observed.jobs if is_owned(job, run)}
+    groups = {group["metadata"]["name"]: group for group in observed.groups
+              if is_owned(group, run) and engine_of(group)}
     actions: list[Action] = []
     if stored.phase in TERMINAL:  # 1.
         if stored.phase == "Cancelled":
-            actions += [DeleteJob(name) for name, job in jobs.items() if not is_deleting(job)]
+            actions += _delete_all(jobs, groups)
     elif cancel_requested(run):  # 2.
-        actions += [DeleteJob(name) for name, job in jobs.items() if not is_deleting(job)]
+        actions += _delete_all(jobs, groups)
         for step in status.steps.values():
             if step.state == "running":
                 step.state, step.finished = "failed", stamp
@@ -166,8 +204,8 @@ def reconcile(run: dict[str, Any], observed: Observed, settings: JobSettings,
                 where = f"{run['metadata'].get('namespace', '')}/{spec.name}"
                 _finish(status, "Failed", "InvalidSpec", f"{where}: {error}", stamp)
             else:  # 4.-6.
-                actions += _advance(run, spec, status, jobs, observed, settings, placement,
-                                    now)
+                actions += _advance(run, spec, status, jobs, groups, observed, settings,
+                                    placement, now)
     actions += _expire(jobs, stored, settings)
     changed = _comparable(status) != _comparable(stored)
     if changed:
@@ -186,26 +224,38 @@ def wanted_logs(run: dict[str, Any], observed: Observed) -> list[str]:
         silent = not (terminated_state(pod) or {}).get("message")
         failed = phase == "Failed" and not is_disrupted(pod) and silent
         training = phase == "Running" and part(pod["metadata"], "labels").get(STEP_LABEL) == \
-            "train"
+            "train" and node_of(pod) in (None, 0)  # a group's progress is in node 0's log
         if failed or training:
             wanted.append(pod["metadata"]["name"])
     return wanted
 
 
 def wanted_events(observed: Observed) -> list[str]:
-    """Objects whose events the loop should fetch: pods that wait and suspended Jobs (the
-    words for "why pending")."""
+    """Objects whose events the loop should fetch: pods that wait and suspended Jobs and
+    groups (the words for "why pending")."""
     return [*(pod["metadata"]["name"] for pod in observed.pods if phase_of(pod) == "Pending"),
-            *(job["metadata"]["name"] for job in observed.jobs
+            *(job["metadata"]["name"] for job in (*observed.jobs, *observed.groups)
               if part(job, "spec").get("suspend"))]
 
 
 # --- the steps --------------------------------------------------------------------------------
 
 
+def _delete_all(jobs: dict[str, dict[str, Any]],
+                groups: dict[str, dict[str, Any]]) -> list[Action]:
+    actions: list[Action] = [DeleteJob(name) for name, job in jobs.items()
+                             if not is_deleting(job)]
+    for name, group in groups.items():
+        engine = engine_of(group)
+        if engine and not is_deleting(group):
+            actions.append(DeleteObject(engine, name))
+    return actions
+
+
 def _advance(run: dict[str, Any], spec: RunSpec, status: FineTuneRunStatus,
-             jobs: dict[str, dict[str, Any]], observed: Observed, settings: JobSettings,
-             placement: Placement, now: datetime) -> list[Action]:
+             jobs: dict[str, dict[str, Any]], groups: dict[str, dict[str, Any]],
+             observed: Observed, settings: JobSettings, placement: Placement,
+             now: datetime) -> list[Action]:
     stamp = iso(now)
     foreign = {job["metadata"]["name"] for job in observed.jobs} - set(jobs)
     status.steps = {step: status.steps.get(step, KubeStepStatus()) for step in spec.steps}
@@ -215,6 +265,12 @@ def _advance(run: dict[str, Any], spec: RunSpec, status: FineTuneRunStatus,
             continue
         name = job_name(spec.name, step)
         job, state.job, status.step = jobs.get(name), name, step
+        if step == "train" and spec.resources.nodes > 1:
+            done, actions = _advance_group(run, spec, status, state, groups.get(name),
+                                           observed, settings, placement, now)
+            if done:
+                continue
+            return actions
         if job is None and name in foreign:
             _waiting(status, "JobConflict", f"a Job named {name} exists that does not belong "
                      "to this run; delete it (or wait until a deleted run's Jobs are gone)",
@@ -267,11 +323,80 @@ def _advance(run: dict[str, Any], spec: RunSpec, status: FineTuneRunStatus,
     return []
 
 
+def _advance_group(run: dict[str, Any], spec: RunSpec, status: FineTuneRunStatus,
+                   state: KubeStepStatus, group: dict[str, Any] | None, observed: Observed,
+                   settings: JobSettings, placement: Placement,
+                   now: datetime) -> tuple[bool, list[Action]]:
+    """The train step on several nodes, run by a TrainJob or JobSet (rules 4.-6. for a group):
+    (step succeeded, actions). The engine is the existing group's, else chosen from what the
+    cluster serves; with none, the run waits with the reason and what to install."""
+    stamp, name = iso(now), job_name(spec.name, "train")
+    engine = engine_of(group) if group else None
+    if engine is None:
+        try:
+            engine = choose_engine(spec, settings, observed.served)
+        except NoEngine as error:
+            _waiting(status, "NoEngine", str(error), stamp)
+            return False, []
+    assert engine is not None  # single-node runs never come here
+    state.engine = engine.kind
+    if group is None:
+        state.state, state.started = "running", state.started or stamp
+        _waiting(status, "Starting", f"created {engine.kind} {name} ({spec.resources.nodes} "
+                 f"nodes × {spec.resources.gpus} GPUs)", stamp)
+        return False, [CreateObject(engine, build_group(engine, spec, settings, placement,
+                                                        owner_reference(run)))]
+    if is_deleting(group):
+        _waiting(status, "Starting", f"waiting for the old {engine.kind} {name} to be deleted",
+                 stamp)
+        return False, []
+    pods = group_pods(name, observed.pods)
+    state.state = "running"
+    state.restarts = max(state.restarts, group_restarts(group))
+    state.disruptions = max(state.disruptions, len([p for p in pods if is_disrupted(p)]))
+    state.nodes = f"{running_nodes(pods)}/{spec.resources.nodes}"
+    outcome = group_condition(group)
+    if outcome and outcome["type"] == "Complete":
+        code, metrics, _ = termination(rank_zero(pods, "Succeeded"), observed.log_tails)
+        state.state, state.exit_code = "succeeded", code if code is not None else 0
+        state.finished, state.nodes = stamp, None
+        status.metrics.update(metrics)
+        _record_outcome(status, rank_zero(pods, "Succeeded"))
+        return True, []
+    if outcome:
+        code, _, log_tail = termination(cause(pods), observed.log_tails)
+        state.state, state.exit_code, state.finished, state.nodes = "failed", code, stamp, None
+        if code is not None:
+            message, reason = failure_message("train", code, log_tail), "StepFailed"
+            if code == ExitCode.NO_SPACE:
+                message, reason = _no_space(spec.name, "train", settings, log_tail), "NoSpace"
+        else:
+            reason = outcome.get("reason") or "StepFailed"
+            message = f"train failed ({engine.kind} {reason}): {outcome.get('message', '')}"
+        if state.restarts:
+            message += f" (after {state.restarts} restarts of the group)"
+        _finish(status, "Failed", reason, message, stamp)
+        return False, []
+    reason, message = why_group_waiting(spec, group, pods, observed.events)
+    if reason == "Running":
+        # node 0's log speaks for the run (its rank 0 reports progress)
+        _running(status, spec, "train", state, [pod for pod in pods if node_of(pod) == 0],
+                 observed.log_tails, now)
+        status.message += f" on {spec.resources.nodes} nodes ({engine.kind} {name})"
+    else:
+        _waiting(status, reason, message, stamp)
+    return False, []
+
+
 def _running(status: FineTuneRunStatus, spec: RunSpec, step: str, state: KubeStepStatus,
              pods: list[dict[str, Any]], log_tails: Mapping[str, str], now: datetime) -> None:
     status.phase, status.reason = PHASE_OF_STEP[step], "Running"
     status.message = f"running {step}"
-    if state.disruptions:
+    if state.restarts:
+        status.message += (f" (again after {state.restarts} restart"
+                           f"{'s' if state.restarts > 1 else ''} of the group; training "
+                           "resumes from its last checkpoint)")
+    elif state.disruptions:
         status.message += (f" (again after {state.disruptions} disruption"
                            f"{'s' if state.disruptions > 1 else ''}; training resumes from its "
                            "last checkpoint)" if step == "train" else ")")

@@ -174,7 +174,7 @@ class ResourcesSpec(StrictModel):
         "auto", description="What runs the train step in a cluster: job = one batch/v1 Job "
         "(1 node only), trainjob = a Kubeflow Trainer TrainJob, jobset = a JobSet; auto = job "
         "for 1 node, else trainjob if the cluster serves trainer.kubeflow.org, else jobset "
-        "if it serves jobset.x-k8s.io (the chart's jobDefaults.engine can set the default).")
+        "if it serves jobset.x-k8s.io (the chart's jobs.engine sets the cluster's default).")
     gpu_profile: str | None = Field(
         None, description="GPU profile to plan and place the run on (24gb, 48gb, 80gb, 141gb "
         "or one of the chart's jobDefaults.gpuProfiles); default: the smallest that fits.")
