@@ -133,6 +133,10 @@ def test_rbac_is_namespaced_with_exact_verbs_and_no_secrets() -> None:
         ("voxtune.io", "finetuneruns"): read,
         ("voxtune.io", "finetuneruns/status"): ["get", "patch", "update"],
         ("batch", "jobs"): sorted(["create", "get", "list", "watch", "delete", "patch"]),
+        # a multi-node train step's one group, whichever engine the cluster serves
+        ("trainer.kubeflow.org", "trainjobs"): sorted(["create", "get", "list", "watch",
+                                                       "delete"]),
+        ("jobset.x-k8s.io", "jobsets"): sorted(["create", "get", "list", "watch", "delete"]),
         ("", "pods"): read, ("", "events"): read, ("", "pods/log"): ["get"],
     }
     assert rules[UI] == {  # a client like `voxtune submit`: runs and their logs, nothing else
@@ -195,6 +199,16 @@ def test_controller_runs_the_ui_image_with_its_settings_file() -> None:
     assert env(controller) == {"HOME": "/tmp", "PYTHONUNBUFFERED": "1"}  # no token, ever
     assert pod["serviceAccountName"] == CONTROLLER
     assert find(documents, "Deployment", CONTROLLER)["spec"]["replicas"] == 1
+
+
+def test_multi_node_engine_needs_a_shared_volume() -> None:
+    """Several nodes mount the run folder: a volume only one node can mount is refused when
+    the chart is rendered (helm lint reports `fail` only as INFO, so template is the check)."""
+    done = helm_run("template", RELEASE, CHART, "--set",
+                    "jobs.engine=jobset,persistence.accessModes={ReadWriteOnce}")
+    assert done.returncode != 0
+    assert "persistence.accessModes must include ReadWriteMany" in done.stderr
+    assert helm_run("template", RELEASE, CHART, "--set", "jobs.engine=jobset").returncode == 0
 
 
 def test_default_job_settings_are_the_controllers_defaults(tmp_path: Path) -> None:
