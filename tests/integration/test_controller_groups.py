@@ -13,9 +13,11 @@ import pytest
 
 from tests.emulators.kube import FINETUNERUN, JOBSET, TRAINJOB, KubeEmulator
 from tests.integration.test_controller import eventually, status_where
+from voxtune.client import Client
 from voxtune.controller.crd import custom_resource_definition
 from voxtune.controller.jobs import JobSettings
 from voxtune.controller.operator import Controller
+from voxtune.errors import UserError
 from voxtune.executors.kubernetes import KubernetesExecutor
 from voxtune.spec import RunSpec, Settings
 
@@ -122,9 +124,19 @@ def test_auto_finds_the_trainer_through_discovery(engines: tuple, plural: str, k
         runs.submit(two_nodes())
         group = eventually(lambda: cluster.get(plural, NS, "r-train"), what=kind)
         assert group["kind"] == kind and group["spec"]["trainer"]["numNodes"] == 2
-        cluster.add_group_pods(NS, plural, "r-train")
+        pods = cluster.add_group_pods(NS, plural, "r-train")
         assert "on 2 nodes (TrainJob r-train)" in status_where(runs, "r",
                                                                phase="Training").message
+        # `voxtune logs r --node N`: rank 0's by default, another node's on request, from
+        # the Trainer's `node` container
+        for node, pod in enumerate(pods):
+            cluster.set_pod_log(NS, pod["metadata"]["name"], f"node {node} says hello\n")
+        client = Client("kubernetes", namespace=NS, api_client=cluster.api_client(),
+                        home=tmp_path / "volume")
+        assert "node 0 says hello" in client.logs("r", "train")
+        assert "node 1 says hello" in client.logs("r", "train", node=1)
+        with pytest.raises(UserError, match="trains on 2 nodes: --node is 0 to 1"):
+            client.logs("r", "train", node=2)
     finally:
         controller.stop()
         cluster.stop()

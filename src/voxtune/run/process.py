@@ -3,6 +3,7 @@ it with its log kept in the run folder, and word a failure."""
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
@@ -33,6 +34,12 @@ def claim_run_folder(run: RunFolder, spec: RunSpec) -> None:
 NODE_ENV = ("PET_NNODES", "PET_NPROC_PER_NODE", "PET_NODE_RANK", "PET_MASTER_ADDR",
             "PET_MASTER_PORT")
 MASTER_PORT = 29500  # torchrun's default, and the Trainer's
+
+
+def node_rank() -> int:
+    """Which node of a multi-node train step this pod is (0 elsewhere)."""
+    value = os.environ.get("PET_NODE_RANK", "")
+    return int(value) if value.isdigit() else 0
 
 
 def step_command(spec: RunSpec, step: str, run_dir: Path,
