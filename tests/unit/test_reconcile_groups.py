@@ -174,3 +174,12 @@ def test_group_decisions_are_a_fixed_point() -> None:
                       NOW + timedelta(seconds=30))
     assert again.actions == []
     assert again.status.steps == first.status.steps
+
+
+def test_a_volume_one_node_mounts_fails_the_run_before_anything_starts() -> None:
+    settings = SETTINGS.model_copy(update={"volume_access_modes": ["ReadWriteOnce"]})
+    decision = reconcile(two_node_run(recorded("prepare")), Observed(served=SERVED),
+                         settings, NOW)
+    assert (decision.status.phase, decision.status.reason) == ("Failed", "NotShared")
+    assert "ReadWriteOnce, not ReadWriteMany" in decision.status.message
+    assert decision.actions == []

@@ -13,7 +13,8 @@ Rules, in order:
 3. an invalid spec → Failed (InvalidSpec), with one line per wrong field; a spec that is
    missing, a string or a list is invalid too (never "every default"); a run whose train step
    cannot fit the cluster's GPU profiles, GPU count or pod memory → Failed (DoesNotFit) with
-   what would fit (voxtune.plan), before any Job is created;
+   what would fit (voxtune.plan), before any Job is created; a multi-node run on a volume
+   that is not ReadWriteMany → Failed (NotShared);
 4. steps run in spec order, the next only after the previous succeeded; the first unfinished
    step's Job is created if missing (deterministic name `<run>-<step>`; 409 = already there);
 5. a failed Job fails the run with the exit code's meaning and the log tail (from the pod's
@@ -91,7 +92,7 @@ from voxtune.controller.observe import (
     why_waiting,
 )
 from voxtune.errors import ExitCode, UserError
-from voxtune.plan.placement import DoesNotFit, Placement
+from voxtune.plan.placement import DoesNotFit, NotShared, Placement
 from voxtune.run.process import failure_message
 from voxtune.run.status import Publication, progress_and_eta
 from voxtune.run.steps import PHASE_OF_STEP, TERMINAL
@@ -200,6 +201,9 @@ def reconcile(run: dict[str, Any], observed: Observed, settings: JobSettings,
             except DoesNotFit as error:  # 3.
                 _finish(status, "Failed", "DoesNotFit", f"{error}; change the spec, then "
                         f"`voxtune delete {spec.name}` and submit it again", stamp)
+            except NotShared as error:  # 3. a multi-node run on a volume one node mounts
+                _finish(status, "Failed", "NotShared", f"{error}; then `voxtune delete "
+                        f"{spec.name}` and submit it again", stamp)
             except UserError as error:  # a GPU profile this cluster lacks, a bad quantity
                 where = f"{run['metadata'].get('namespace', '')}/{spec.name}"
                 _finish(status, "Failed", "InvalidSpec", f"{where}: {error}", stamp)
