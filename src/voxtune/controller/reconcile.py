@@ -37,36 +37,30 @@ and a pod's termination message is whatever the pod wrote: all are read defensiv
 
 from __future__ import annotations
 
-import json
-from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from kubernetes.client import V1Job
 from pydantic import ValidationError
 
+from voxtune.controller.actions import (  # noqa: F401 - reconcile's interface, defined there
+    Action,
+    CreateJob,
+    CreateObject,
+    DeleteJob,
+    DeleteObject,
+    ExpireJob,
+    Observed,
+)
 from voxtune.controller.crd import (
     STEP_LABEL,
-    Condition,
     FineTuneRunStatus,
     KubeStepStatus,
     read_status,
     run_spec,
     run_status,
 )
-from voxtune.controller.engines import Engine, NoEngine, build_group, choose_engine
-from voxtune.controller.groups import (
-    cause,
-    engine_of,
-    group_condition,
-    group_pods,
-    group_restarts,
-    node_of,
-    rank_zero,
-    running_nodes,
-    why_group_waiting,
-)
+from voxtune.controller.groups import engine_of, node_of
 from voxtune.controller.jobs import (
     JobSettings,
     build_job,
@@ -82,7 +76,6 @@ from voxtune.controller.observe import (
     iso,
     job_condition,
     newest,
-    parse_time,
     part,
     phase_of,
     pods_of,
@@ -91,73 +84,19 @@ from voxtune.controller.observe import (
     termination,
     why_waiting,
 )
+from voxtune.controller.reconcile_group import advance_group
+from voxtune.controller.status_words import (
+    finish,
+    no_space,
+    record_outcome,
+    running,
+    waiting,
+)
 from voxtune.errors import ExitCode, UserError
 from voxtune.plan.placement import DoesNotFit, NotShared, Placement
 from voxtune.run.process import failure_message
-from voxtune.run.status import Publication, progress_and_eta
-from voxtune.run.steps import PHASE_OF_STEP, TERMINAL
+from voxtune.run.steps import TERMINAL
 from voxtune.spec import RunSpec, format_validation_error
-
-
-@dataclass(frozen=True)
-class Observed:
-    """What the loop saw of one run: its Jobs (and the TrainJob or JobSet of a multi-node
-    train step), their pods and events, a few log tails, and the API group/versions the
-    cluster serves (discovery; None = not asked)."""
-
-    jobs: Sequence[dict[str, Any]] = ()
-    pods: Sequence[dict[str, Any]] = ()
-    events: Sequence[dict[str, Any]] = ()
-    log_tails: Mapping[str, str] = field(default_factory=dict)  # pod name → last lines
-    groups: Sequence[dict[str, Any]] = ()
-    served: frozenset[str] | None = None
-
-
-@dataclass(frozen=True)
-class CreateJob:
-    job: V1Job
-
-    @property
-    def name(self) -> str:
-        return self.job.metadata.name
-
-
-@dataclass(frozen=True)
-class DeleteJob:
-    """Delete with propagationPolicy Background (its pods go too)."""
-
-    name: str
-
-
-@dataclass(frozen=True)
-class ExpireJob:
-    """Set ttlSecondsAfterFinished on a finished Job whose result the status now holds."""
-
-    name: str
-    ttl_seconds: int
-
-
-@dataclass(frozen=True)
-class CreateObject:
-    """Create a multi-node group (TrainJob or JobSet); 409 = already there."""
-
-    engine: Engine
-    document: dict[str, Any]
-
-    @property
-    def name(self) -> str:
-        return self.document["metadata"]["name"]
-
-
-@dataclass(frozen=True)
-class DeleteObject:
-    """Delete a group with propagationPolicy Background (its Jobs and pods go too)."""
-
-    engine: Engine
-    name: str
-
-
-Action = CreateJob | DeleteJob | ExpireJob | CreateObject | DeleteObject
 
 
 @dataclass(frozen=True)
@@ -186,27 +125,27 @@ def reconcile(run: dict[str, Any], observed: Observed, settings: JobSettings,
         for step in status.steps.values():
             if step.state == "running":
                 step.state, step.finished = "failed", stamp
-        _finish(status, "Cancelled", "Cancelled", "cancelled: the run's Jobs were deleted "
+        finish(status, "Cancelled", "Cancelled", "cancelled: the run's Jobs were deleted "
                 "(a running train step saves a checkpoint on SIGTERM first)", stamp)
     else:
         try:
             spec = run_spec(run)
         except ValidationError as error:  # 3.
             where = f"{run['metadata'].get('namespace', '')}/{run['metadata']['name']}"
-            _finish(status, "Failed", "InvalidSpec", format_validation_error(error, where),
+            finish(status, "Failed", "InvalidSpec", format_validation_error(error, where),
                     stamp)
         else:
             try:
                 placement = placement_for(spec, settings)
             except DoesNotFit as error:  # 3.
-                _finish(status, "Failed", "DoesNotFit", f"{error}; change the spec, then "
+                finish(status, "Failed", "DoesNotFit", f"{error}; change the spec, then "
                         f"`voxtune delete {spec.name}` and submit it again", stamp)
             except NotShared as error:  # 3. a multi-node run on a volume one node mounts
-                _finish(status, "Failed", "NotShared", f"{error}; then `voxtune delete "
+                finish(status, "Failed", "NotShared", f"{error}; then `voxtune delete "
                         f"{spec.name}` and submit it again", stamp)
             except UserError as error:  # a GPU profile this cluster lacks, a bad quantity
                 where = f"{run['metadata'].get('namespace', '')}/{spec.name}"
-                _finish(status, "Failed", "InvalidSpec", f"{where}: {error}", stamp)
+                finish(status, "Failed", "InvalidSpec", f"{where}: {error}", stamp)
             else:  # 4.-6.
                 actions += _advance(run, spec, status, jobs, groups, observed, settings,
                                     placement, now)
@@ -270,23 +209,23 @@ def _advance(run: dict[str, Any], spec: RunSpec, status: FineTuneRunStatus,
         name = job_name(spec.name, step)
         job, state.job, status.step = jobs.get(name), name, step
         if step == "train" and spec.resources.nodes > 1:
-            done, actions = _advance_group(run, spec, status, state, groups.get(name),
+            done, actions = advance_group(run, spec, status, state, groups.get(name),
                                            observed, settings, placement, now)
             if done:
                 continue
             return actions
         if job is None and name in foreign:
-            _waiting(status, "JobConflict", f"a Job named {name} exists that does not belong "
+            waiting(status, "JobConflict", f"a Job named {name} exists that does not belong "
                      "to this run; delete it (or wait until a deleted run's Jobs are gone)",
                      stamp)
             return []
         if job is None:
             state.state, state.started = "running", state.started or stamp
-            _waiting(status, "Starting", f"created Job {name}", stamp)
+            waiting(status, "Starting", f"created Job {name}", stamp)
             return [CreateJob(build_job(spec, step, settings, owner_reference(run),
                                         placement))]
         if is_deleting(job):
-            _waiting(status, "Starting", f"waiting for the old Job {name} to be deleted", stamp)
+            waiting(status, "Starting", f"waiting for the old Job {name} to be deleted", stamp)
             return []
         pods = pods_of(job, observed.pods)
         disrupted = [pod for pod in pods if is_disrupted(pod)]
@@ -301,7 +240,7 @@ def _advance(run: dict[str, Any], spec: RunSpec, status: FineTuneRunStatus,
             state.state, state.exit_code = "succeeded", code if code is not None else 0
             state.finished = part(job, "status").get("completionTime") or stamp
             status.metrics.update(metrics)
-            _record_outcome(status, newest(pods, "Succeeded"))
+            record_outcome(status, newest(pods, "Succeeded"))
             continue
         if outcome:
             failed = [pod for pod in pods if phase_of(pod) == "Failed" and not is_disrupted(pod)]
@@ -309,140 +248,22 @@ def _advance(run: dict[str, Any], spec: RunSpec, status: FineTuneRunStatus,
             state.state, state.exit_code, state.finished = "failed", code, stamp
             reason = outcome.get("reason") or "StepFailed"
             if code == ExitCode.NO_SPACE:
-                message, reason = _no_space(spec.name, step, settings, log_tail), "NoSpace"
+                message, reason = no_space(spec.name, step, settings, log_tail), "NoSpace"
             elif code is not None and reason != "DeadlineExceeded":
                 message, reason = failure_message(step, code, log_tail), "StepFailed"
             else:  # no pod to ask, or the deadline: the Job's own words
                 message = f"{step} failed ({reason}): {outcome.get('message', '')}"
-            _finish(status, "Failed", reason, message, stamp)
+            finish(status, "Failed", reason, message, stamp)
             return []
         reason, message = why_waiting(spec, step, job, pods, observed.events)
         if reason == "Running":
-            _running(status, spec, step, state, pods, observed.log_tails, now)
+            running(status, spec, step, state, pods, observed.log_tails, now)
         else:
-            _waiting(status, reason, message, stamp)
+            waiting(status, reason, message, stamp)
         return []
     status.step, status.eta = None, None
-    _finish(status, "Succeeded", "Completed", "all steps succeeded", stamp)
+    finish(status, "Succeeded", "Completed", "all steps succeeded", stamp)
     return []
-
-
-def _advance_group(run: dict[str, Any], spec: RunSpec, status: FineTuneRunStatus,
-                   state: KubeStepStatus, group: dict[str, Any] | None, observed: Observed,
-                   settings: JobSettings, placement: Placement,
-                   now: datetime) -> tuple[bool, list[Action]]:
-    """The train step on several nodes, run by a TrainJob or JobSet (rules 4.-6. for a group):
-    (step succeeded, actions). The engine is the existing group's, else chosen from what the
-    cluster serves; with none, the run waits with the reason and what to install."""
-    stamp, name = iso(now), job_name(spec.name, "train")
-    engine = engine_of(group) if group else None
-    if engine is None:
-        try:
-            engine = choose_engine(spec, settings, observed.served)
-        except NoEngine as error:
-            _waiting(status, "NoEngine", str(error), stamp)
-            return False, []
-    assert engine is not None  # single-node runs never come here
-    state.engine = engine.kind
-    if group is None:
-        state.state, state.started = "running", state.started or stamp
-        _waiting(status, "Starting", f"created {engine.kind} {name} ({spec.resources.nodes} "
-                 f"nodes × {spec.resources.gpus} GPUs)", stamp)
-        return False, [CreateObject(engine, build_group(engine, spec, settings, placement,
-                                                        owner_reference(run)))]
-    if is_deleting(group):
-        _waiting(status, "Starting", f"waiting for the old {engine.kind} {name} to be deleted",
-                 stamp)
-        return False, []
-    pods = group_pods(name, observed.pods)
-    state.state = "running"
-    state.restarts = max(state.restarts, group_restarts(group))
-    state.disruptions = max(state.disruptions, len([p for p in pods if is_disrupted(p)]))
-    state.nodes = f"{running_nodes(pods)}/{spec.resources.nodes}"
-    outcome = group_condition(group)
-    if outcome and outcome["type"] == "Complete":
-        code, metrics, _ = termination(rank_zero(pods, "Succeeded"), observed.log_tails)
-        state.state, state.exit_code = "succeeded", code if code is not None else 0
-        state.finished, state.nodes = stamp, None
-        status.metrics.update(metrics)
-        _record_outcome(status, rank_zero(pods, "Succeeded"))
-        return True, []
-    if outcome:
-        code, _, log_tail = termination(cause(pods), observed.log_tails)
-        state.state, state.exit_code, state.finished, state.nodes = "failed", code, stamp, None
-        if code is not None:
-            message, reason = failure_message("train", code, log_tail), "StepFailed"
-            if code == ExitCode.NO_SPACE:
-                message, reason = _no_space(spec.name, "train", settings, log_tail), "NoSpace"
-        else:
-            reason = outcome.get("reason") or "StepFailed"
-            message = f"train failed ({engine.kind} {reason}): {outcome.get('message', '')}"
-        if state.restarts:
-            message += f" (after {state.restarts} restarts of the group)"
-        _finish(status, "Failed", reason, message, stamp)
-        return False, []
-    reason, message = why_group_waiting(spec, group, pods, observed.events)
-    if reason == "Running":
-        # node 0's log speaks for the run (its rank 0 reports progress)
-        _running(status, spec, "train", state, [pod for pod in pods if node_of(pod) == 0],
-                 observed.log_tails, now)
-        status.message += f" on {spec.resources.nodes} nodes ({engine.kind} {name})"
-    else:
-        _waiting(status, reason, message, stamp)
-    return False, []
-
-
-def _running(status: FineTuneRunStatus, spec: RunSpec, step: str, state: KubeStepStatus,
-             pods: list[dict[str, Any]], log_tails: Mapping[str, str], now: datetime) -> None:
-    status.phase, status.reason = PHASE_OF_STEP[step], "Running"
-    status.message = f"running {step}"
-    if state.restarts:
-        status.message += (f" (again after {state.restarts} restart"
-                           f"{'s' if state.restarts > 1 else ''} of the group; training "
-                           "resumes from its last checkpoint)")
-    elif state.disruptions:
-        status.message += (f" (again after {state.disruptions} disruption"
-                           f"{'s' if state.disruptions > 1 else ''}; training resumes from its "
-                           "last checkpoint)" if step == "train" else ")")
-    done = sum(s.state == "succeeded" for s in status.steps.values())
-    pod = newest([p for p in pods if phase_of(p) == "Running"])
-    output = log_tails.get(pod["metadata"]["name"], "") if pod else ""
-    status.progress, status.eta = progress_and_eta(done, len(spec.steps), step, output,
-                                                   parse_time(state.started), now)
-    _condition(status, "Waiting", False, "Running", "", iso(now))
-
-
-def _waiting(status: FineTuneRunStatus, reason: str, message: str, stamp: str) -> None:
-    status.phase, status.reason, status.message, status.eta = "Pending", reason, message, None
-    done = sum(s.state == "succeeded" for s in status.steps.values())
-    status.progress = f"{done}/{len(status.steps)}"
-    _condition(status, "Waiting", True, reason, message, stamp)
-
-
-def _finish(status: FineTuneRunStatus, phase: str, reason: str, message: str,
-            stamp: str) -> None:
-    status.phase, status.reason, status.message, status.eta = phase, reason, message, None
-    if status.steps:
-        done = sum(s.state == "succeeded" for s in status.steps.values())
-        status.progress = f"{done}/{len(status.steps)}"
-    if any(c.type == "Waiting" for c in status.conditions):
-        _condition(status, "Waiting", False, reason, "", stamp)
-    condition = {"Succeeded": "Complete", "Failed": "Failed", "Cancelled": "Cancelled"}[phase]
-    _condition(status, condition, True, reason, message.splitlines()[0], stamp)
-
-
-def _condition(status: FineTuneRunStatus, kind: str, true: bool, reason: str, message: str,
-               stamp: str) -> None:
-    value = "True" if true else "False"
-    for index, condition in enumerate(status.conditions):
-        if condition.type == kind:
-            changed = condition.status != value
-            status.conditions[index] = Condition(
-                type=kind, status=value, reason=reason, message=message,
-                last_transition_time=stamp if changed else condition.last_transition_time)
-            return
-    status.conditions.append(Condition(type=kind, status=value, reason=reason, message=message,
-                                       last_transition_time=stamp))
 
 
 def _expire(jobs: dict[str, dict[str, Any]], stored: FineTuneRunStatus,
@@ -466,29 +287,3 @@ def _comparable(status: FineTuneRunStatus) -> dict[str, Any]:
     document = status.document()
     document.pop("updated")
     return document
-
-
-def _record_outcome(status: FineTuneRunStatus, pod: dict[str, Any] | None) -> None:
-    """Whether the run now holds a trained model and what was published, as the step wrapper's
-    termination message says (anything of the wrong shape is ignored)."""
-    try:
-        document = json.loads((terminated_state(pod) or {}).get("message") or "")
-    except ValueError:
-        return
-    if not isinstance(document, dict):
-        return
-    status.trained = status.trained or document.get("trained") is True
-    try:
-        if isinstance(document.get("published"), dict):
-            status.published = Publication.model_validate(document["published"])
-    except ValidationError:
-        pass
-
-
-def _no_space(run: str, step: str, settings: JobSettings, log_tail: str) -> str:
-    """Retrying cannot help (the Job fails at once on this exit code) until someone frees
-    space; the run folder survives `voxtune delete`, so a resubmitted run resumes."""
-    return (f"{step} failed (disk full on the shared volume, PersistentVolumeClaim "
-            f"{settings.pvc}): free space there or grow the claim, then `voxtune delete {run}` "
-            f"and submit it again (the run folder is kept: training resumes from its last "
-            f"checkpoint):\n{log_tail}")
