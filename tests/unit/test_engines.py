@@ -197,3 +197,12 @@ def test_the_plan_counts_nodes_and_refuses_what_cannot_be_placed() -> None:
                       settings)
     with pytest.raises(NotShared, match="ReadWriteOnce, not ReadWriteMany"):
         placement_for(two_by_four(), JobSettings(volume_access_modes=["ReadWriteOnce"]))
+
+
+def test_several_nodes_are_refused_locally() -> None:
+    from voxtune.errors import UserError
+    from voxtune.plan.placement import refuse_unless_fits
+
+    with pytest.raises(UserError, match="submit it with --backend kubernetes, or set nodes: 1"):
+        refuse_unless_fits(two_by_four(), local=True)
+    assert refuse_unless_fits(two_by_four(), local=False) is not None

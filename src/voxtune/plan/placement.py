@@ -163,7 +163,12 @@ def refuse_unless_fits(spec: RunSpec, local: bool) -> Plan | None:
     Local runs are checked against this machine's memory and the shipped profiles. A cluster
     run is checked against the shipped profiles here and again by the controller against the
     cluster's: a profile only the cluster defines, or a model only the cluster can read, is
-    left to the controller."""
+    left to the controller. Several nodes exist only in a cluster: a local run of them is
+    refused (its torchrun would wait for ever for nodes that never come)."""
+    if local and spec.resources.nodes > 1 and "train" in spec.steps:
+        raise UserError(f"run {spec.name!r}: resources.nodes {spec.resources.nodes} trains on "
+                        "a cluster's nodes (TrainJob or JobSet): submit it with --backend "
+                        "kubernetes, or set nodes: 1 to run it here")
     try:
         return place(spec, host_limit_gib=machine_memory_gib() if local else None).plan
     except UnknownProfile:
