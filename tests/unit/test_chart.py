@@ -211,6 +211,27 @@ def test_multi_node_engine_needs_a_shared_volume() -> None:
     assert helm_run("template", RELEASE, CHART, "--set", "jobs.engine=jobset").returncode == 0
 
 
+def test_the_shipped_training_runtime_is_the_builders(tmp_path: Path) -> None:
+    """jobs.shipTrainingRuntime: the chart's ClusterTrainingRuntime is what
+    engines.build_training_runtime makes of the chart's own job settings (one truth), and its
+    node Job is a valid batch/v1 Job; off by default (it needs Kubeflow Trainer's CRDs)."""
+    import kubernetes_validate
+
+    from voxtune.controller.engines import build_training_runtime
+
+    assert not [d for d in render() if d["kind"] == "ClusterTrainingRuntime"]
+    documents = render(None, "--set", "jobs.shipTrainingRuntime=true", "--set",
+                       "jobs.trainingRuntime=voxtune-torch", "--set", "jobs.backoffLimit=3")
+    shipped = find(documents, "ClusterTrainingRuntime", "voxtune-torch")
+    built = build_training_runtime(job_settings(documents, tmp_path))
+    assert shipped["spec"] == built["spec"]
+    assert shipped["spec"]["template"]["spec"]["failurePolicy"]["maxRestarts"] == 3
+    (node,) = shipped["spec"]["template"]["spec"]["replicatedJobs"]
+    job = {"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": "node"},
+           **node["template"]}
+    assert kubernetes_validate.validate(job, "1.37", strict=True) == "1.37"
+
+
 def test_default_job_settings_are_the_controllers_defaults(tmp_path: Path) -> None:
     """The chart documents the same defaults as JobSettings (only the step account differs)."""
     settings = job_settings(render(), tmp_path)

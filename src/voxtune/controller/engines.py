@@ -39,6 +39,7 @@ from voxtune.controller.jobs import (
     QUEUE_LABEL,
     JobSettings,
     build_job,
+    container_security,
     environment,
     failure_policy,
     job_name,
@@ -46,6 +47,7 @@ from voxtune.controller.jobs import (
     node_selector,
     placement_for,
     pod_resources,
+    pod_security,
     pod_template,
     step_container_command,
     tolerations,
@@ -199,15 +201,53 @@ def build_jobset(spec: RunSpec, settings: JobSettings, placement: Placement,
             "replicatedJobs": [{"name": NODE, "replicas": 1, "template": {
                 "metadata": {"labels": labels(spec.name, "train")}, "spec": job_spec}}],
             "successPolicy": {"operator": "All", "targetReplicatedJobs": [NODE]},
-            "failurePolicy": {
-                "maxRestarts": settings.backoff_limit,
-                "rules": [{"name": "UsersFailure", "action": "FailJobSet",
-                           "onJobFailureReasons": ["PodFailurePolicy"]}],
-            },
+            "failurePolicy": group_failure_policy(settings),
             "suspend": True if settings.queue else None,
         },
     }
     return _plain(document)
+
+
+def group_failure_policy(settings: JobSettings) -> dict[str, Any]:
+    """Restart every node together (up to backoff_limit times) when one fails; fail at once
+    when a node's Job failed by its podFailurePolicy (a user's exit code 2 or 74)."""
+    return {"maxRestarts": settings.backoff_limit,
+            "rules": [{"name": "UsersFailure", "action": "FailJobSet",
+                       "onJobFailureReasons": ["PodFailurePolicy"]}]}
+
+
+def build_training_runtime(settings: JobSettings) -> dict[str, Any]:
+    """The ClusterTrainingRuntime the chart ships with jobs.shipTrainingRuntime: the torch
+    runtime's shape (a `node` job whose container the TrainJob fills in) with what voxtune's
+    own JobSet has — hardened pods, the gang restart and the user's failure at once — so a
+    TrainJob behaves like the JobSet engine."""
+    pod = {
+        "restartPolicy": "Never",
+        "automountServiceAccountToken": False,
+        "enableServiceLinks": False,
+        "terminationGracePeriodSeconds": settings.max_termination_grace_seconds,
+        "securityContext": pod_security(settings),
+        "containers": [{"name": NODE, "image": settings.images.train.reference,
+                        "securityContext": container_security(),
+                        "terminationMessagePolicy": "FallbackToLogsOnError"}],
+    }
+    job = {"backoffLimit": 0, "podFailurePolicy": failure_policy("train", NODE),
+           "template": {"spec": pod}}
+    return _plain({
+        "apiVersion": TRAINJOB.api_version, "kind": "ClusterTrainingRuntime",
+        "metadata": {"name": settings.trainjob_runtime,
+                     "labels": {"trainer.kubeflow.org/framework": "torch"}},
+        "spec": {
+            "mlPolicy": {"numNodes": 1, "torch": {"numProcPerNode": "auto"}},
+            "template": {"spec": {
+                "replicatedJobs": [{"name": NODE, "replicas": 1, "template": {
+                    "metadata": {"labels": {"trainer.kubeflow.org/trainjob-ancestor-step":
+                                            "trainer"}},
+                    "spec": job}}],
+                "failurePolicy": group_failure_policy(settings),
+            }},
+        },
+    })
 
 
 def render(spec: RunSpec, settings: JobSettings, step: str | None = None) -> str:

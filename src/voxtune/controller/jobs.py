@@ -154,9 +154,7 @@ def pod_template(spec: RunSpec, step: str, settings: JobSettings, placement: Pla
         env=[*environment(cluster_spec(spec), step, settings), *(extra_env or [])],
         resources=pod_resources(spec, step, settings, placement),
         volume_mounts=volume_mounts(step),
-        security_context=V1SecurityContext(
-            allow_privilege_escalation=False, read_only_root_filesystem=True,
-            run_as_non_root=True, capabilities=V1Capabilities(drop=["ALL"])),
+        security_context=container_security(),
         termination_message_policy="FallbackToLogsOnError",
     )
     pod = V1PodSpec(
@@ -172,12 +170,21 @@ def pod_template(spec: RunSpec, step: str, settings: JobSettings, placement: Pla
         tolerations=tolerations(step, settings),
         priority_class_name=settings.priority_class,
         termination_grace_period_seconds=placement.termination_grace_s if train else None,
-        security_context=V1PodSecurityContext(
-            run_as_non_root=True, run_as_user=settings.user_id, run_as_group=settings.user_id,
-            fs_group=settings.user_id, fs_group_change_policy="OnRootMismatch",
-            seccomp_profile=V1SeccompProfile(type="RuntimeDefault")),
+        security_context=pod_security(settings),
     )
     return V1PodTemplateSpec(metadata=V1ObjectMeta(labels=labels(spec.name, step)), spec=pod)
+
+
+def container_security() -> V1SecurityContext:
+    return V1SecurityContext(allow_privilege_escalation=False, read_only_root_filesystem=True,
+                             run_as_non_root=True, capabilities=V1Capabilities(drop=["ALL"]))
+
+
+def pod_security(settings: JobSettings) -> V1PodSecurityContext:
+    return V1PodSecurityContext(
+        run_as_non_root=True, run_as_user=settings.user_id, run_as_group=settings.user_id,
+        fs_group=settings.user_id, fs_group_change_policy="OnRootMismatch",
+        seccomp_profile=V1SeccompProfile(type="RuntimeDefault"))
 
 
 def volume_mounts(step: str) -> list[V1VolumeMount]:
@@ -216,10 +223,13 @@ def build_jobs(spec: RunSpec, settings: JobSettings,
     return [build_job(spec, step, settings, owner, placement) for step in spec.steps]
 
 
-def failure_policy(step: str) -> V1PodFailurePolicy:
+def failure_policy(step: str, container: str | None = None) -> V1PodFailurePolicy:
+    """DisruptionTarget is ignored (the pod is replaced), exit codes 2 and 74 of the step's
+    container (`container`, when not named after the step) fail the Job at once."""
     disrupted = V1PodFailurePolicyOnPodConditionsPattern(type="DisruptionTarget", status="True")
     hopeless = V1PodFailurePolicyOnExitCodesRequirement(
-        container_name=step, operator="In", values=[int(code) for code in FAIL_AT_ONCE])
+        container_name=container or step, operator="In",
+        values=[int(code) for code in FAIL_AT_ONCE])
     return V1PodFailurePolicy(rules=[
         V1PodFailurePolicyRule(action="Ignore", on_pod_conditions=[disrupted]),
         V1PodFailurePolicyRule(action="FailJob", on_exit_codes=hopeless),
