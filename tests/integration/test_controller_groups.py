@@ -59,7 +59,7 @@ def created(cluster: KubeEmulator, plural: str) -> list[str]:
             for r in cluster.requests_matching("POST", rf"/{plural}$") if r.code == 201]
 
 
-def test_jobset_group_survives_preemption_and_a_controller_restart(
+def test_jobset_group_survives_preemption_node_failure_and_a_controller_restart(
         jobset_only: KubeEmulator, tmp_path: Path) -> None:
     cluster, runs = jobset_only, executor(jobset_only, tmp_path)
     first = start(cluster)
@@ -86,6 +86,17 @@ def test_jobset_group_survives_preemption_and_a_controller_restart(
         status_where(runs, "r", phase="Training")
         eventually(lambda: "again after 1 restart of the group" in runs.status("r").message,
                    what="the restart in the status")
+        # node 0 fails (exit code 1, not the user's): the group restarts again
+        node_0 = next(p for p in cluster.list("pods", NS, "jobset.sigs.k8s.io/jobset-name="
+                                              "r-train,jobset.sigs.k8s.io/restart-attempt=1")
+                      if p["metadata"]["labels"]["batch.kubernetes.io/job-completion-index"]
+                      == "0")
+        cluster.set_pod_phase(NS, node_0["metadata"]["name"], "Failed", exit_code=1)
+        cluster.restart_group(NS, "jobsets", "r-train")
+        for pod in cluster.list("pods", NS, "jobset.sigs.k8s.io/restart-attempt=2"):
+            cluster.set_pod_phase(NS, pod["metadata"]["name"], "Running")
+        eventually(lambda: "again after 2 restarts of the group" in runs.status("r").message,
+                   what="the second restart in the status")
         cluster.finish_group(NS, "jobsets", "r-train", "Completed", "AllJobsCompleted")
         assert runs.wait("r", timeout=10).phase == "Succeeded"
     finally:
