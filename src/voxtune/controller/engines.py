@@ -56,7 +56,7 @@ from voxtune.controller.jobs import (
 )
 from voxtune.errors import UserError
 from voxtune.plan.placement import Placement
-from voxtune.run.process import MASTER_PORT
+from voxtune.run.process import MASTER_PORT, NODE_ENV
 from voxtune.spec import RunSpec
 
 NODE = "node"  # the replicated Job (and, in the Trainer's runtime, the container) of the nodes
@@ -176,14 +176,12 @@ def build_jobset(spec: RunSpec, settings: JobSettings, placement: Placement,
     service the JobSet makes (subdomain = its name)."""
     name, nodes = job_name(spec.name, "train"), spec.resources.nodes
     master = f"{name}-{NODE}-0-0.{name}"
-    node_env = [
-        V1EnvVar(name="PET_NNODES", value=str(nodes)),
-        V1EnvVar(name="PET_NPROC_PER_NODE", value=str(spec.resources.gpus)),
-        V1EnvVar(name="PET_NODE_RANK", value_from=V1EnvVarSource(
-            field_ref=V1ObjectFieldSelector(field_path=COMPLETION_INDEX))),
-        V1EnvVar(name="PET_MASTER_ADDR", value=master),
-        V1EnvVar(name="PET_MASTER_PORT", value=str(MASTER_PORT)),
-    ]
+    # what the Trainer would inject, in NODE_ENV's order; the node rank is the pod's index
+    rank = V1EnvVarSource(field_ref=V1ObjectFieldSelector(field_path=COMPLETION_INDEX))
+    values = (str(nodes), str(spec.resources.gpus), rank, master, str(MASTER_PORT))
+    node_env = [V1EnvVar(name=name, value_from=value) if isinstance(value, V1EnvVarSource)
+                else V1EnvVar(name=name, value=value)
+                for name, value in zip(NODE_ENV, values, strict=True)]
     job_spec = {
         "parallelism": nodes, "completions": nodes, "completionMode": "Indexed",
         # one failed node fails the Job at once: the JobSet restarts every node together
