@@ -129,7 +129,7 @@ def test_trainjob_uses_the_torch_runtime_and_our_command() -> None:
                                   "kind": "ClusterTrainingRuntime"}
     assert (spec["trainer"]["numNodes"], spec["trainer"]["numProcPerNode"]) == (2, 4)
     assert spec["trainer"]["command"][-9:] == [
-        "python", "-m", "torch.distributed.run", "--nnodes=2", "--nproc-per-node=4", "-m",
+        "python", "-m", "voxtune.train.launch", "--nnodes=2", "--nproc-per-node=4", "-m",
         "voxtune", "train", "--run-dir", "/data/runs/big"][-9:]
     assert not {e["name"] for e in spec["trainer"]["env"]} & set(NODE_ENV)  # the Trainer's
     assert trainjob["metadata"]["labels"]["kueue.x-k8s.io/queue-name"] == "gpu-queue"
