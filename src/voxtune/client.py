@@ -96,12 +96,21 @@ class Client:
     def list(self) -> list[RunStatus]:
         return self.executor.list()
 
-    def logs(self, name: str, step: str | None = None) -> str:
-        return self.executor.logs(check_run_name(name), step)
+    def logs(self, name: str, step: str | None = None, node: int = 0) -> str:
+        """The steps' logs; `node` picks a node of a multi-node train step (0: rank 0's)."""
+        return self.executor.logs(self._check_node(check_run_name(name), node), step, node)
 
-    def follow(self, name: str, step: str | None = None) -> Iterator[str]:
+    def follow(self, name: str, step: str | None = None, node: int = 0) -> Iterator[str]:
         """The logs as they are written, until the run (or `step`) ends."""
-        return self.executor.follow(check_run_name(name), step)
+        return self.executor.follow(self._check_node(check_run_name(name), node), step, node)
+
+    def _check_node(self, name: str, node: int) -> str:
+        if node:
+            nodes = self.spec(name).resources.nodes
+            if not 0 <= node < nodes:
+                raise UserError(f"run {name!r} trains on {nodes} node"
+                                f"{'s' if nodes > 1 else ''}: --node is 0 to {nodes - 1}")
+        return name
 
     def cancel(self, name: str) -> RunStatus:
         return self.executor.cancel(check_run_name(name))

@@ -87,6 +87,12 @@ class Resource:
 
 FINETUNERUN = Resource("voxtune.io", "v1alpha1", "finetuneruns", "FineTuneRun", custom=True,
                        short_names=("ftr",))
+# The multi-node engines, served when a test passes them (as if Kubeflow Trainer or JobSet were
+# installed); the tests play their controllers with the group methods below.
+TRAINJOB = Resource("trainer.kubeflow.org", "v1alpha1", "trainjobs", "TrainJob", custom=True)
+JOBSET = Resource("jobset.x-k8s.io", "v1alpha2", "jobsets", "JobSet", custom=True)
+JOBSET_NAME_LABEL = "jobset.sigs.k8s.io/jobset-name"
+COMPLETION_INDEX = "batch.kubernetes.io/job-completion-index"
 BUILTIN = (
     Resource("", "v1", "namespaces", "Namespace", namespaced=False, short_names=("ns",)),
     Resource("", "v1", "pods", "Pod", short_names=("po",)),
@@ -450,6 +456,68 @@ class KubeEmulator:
         if log is not None:
             self.set_pod_log(namespace, pod["metadata"]["name"], log)
         return pod
+
+    def add_group_pods(self, namespace: str, resource: str, name: str,
+                       phase: str = "Running") -> list[dict]:
+        """The node pods of a JobSet (or of the JobSet a TrainJob's runtime makes): one per
+        node, with the template's labels, the JobSet's name, the completion index and the
+        attempt (status.restarts), as the JobSet and Job controllers make them."""
+        group = self._need(resource, namespace, name)
+        attempt = str((group.get("status") or {}).get("restarts", 0))
+        if group["kind"] == "JobSet":
+            (replicated,) = group["spec"]["replicatedJobs"]
+            template = replicated["template"]["spec"]["template"]
+            nodes, labels = replicated["template"]["spec"]["parallelism"], dict(
+                template["metadata"]["labels"])
+            pod_spec = template["spec"]
+        else:
+            trainer = group["spec"]["trainer"]
+            (override,) = group["spec"]["podTemplateOverrides"]
+            nodes, labels = trainer["numNodes"], dict(override["metadata"]["labels"])
+            pod_spec = {"containers": [{"name": "node", "image": trainer["image"]}]}
+        pods = []
+        for node in range(nodes):
+            meta = {"name": f"{name}-node-0-{node}-a{attempt}", "namespace": namespace,
+                    "labels": {**labels, JOBSET_NAME_LABEL: name, COMPLETION_INDEX: str(node),
+                               "jobset.sigs.k8s.io/restart-attempt": attempt},
+                    "ownerReferences": [{"apiVersion": "batch/v1", "kind": "Job",
+                                         "name": f"{name}-node-0", "uid": f"{name}-{attempt}",
+                                         "controller": True}]}
+            pods.append(self.create("pods", {"metadata": meta, "spec": copy.deepcopy(pod_spec),
+                                             "status": self._pod_status(pod_spec, phase, None,
+                                                                        None, None)}))
+        return pods
+
+    def restart_group(self, namespace: str, resource: str, name: str) -> dict:
+        """What the JobSet controller does when a node's Job fails: every live pod of the group
+        goes, status.restarts grows, and new pods (of the next attempt) are made."""
+        for pod in self.list("pods", namespace, f"{JOBSET_NAME_LABEL}={name}"):
+            if pod["status"]["phase"] not in ("Succeeded", "Failed"):
+                self.set_pod_phase(namespace, pod["metadata"]["name"], "Failed", exit_code=1,
+                                   reason="Error")
+        restarts = (self._need(resource, namespace, name).get("status") or {}).get(
+            "restarts", 0) + 1
+        group = self.patch(resource, namespace, name, {"status": {"restarts": restarts}},
+                           status=True)
+        self.add_group_pods(namespace, resource, name)
+        return group
+
+    def finish_group(self, namespace: str, resource: str, name: str, condition: str,
+                     reason: str, pod_exit_codes: dict[int, int] | None = None) -> dict:
+        """The group's pods end (exit code per node, default 0 or 1) and its condition is set:
+        Completed/Complete or Failed, as the JobSet or Trainer controller writes it."""
+        ok = condition in ("Completed", "Complete")
+        for pod in self.list("pods", namespace, f"{JOBSET_NAME_LABEL}={name}"):
+            if pod["status"]["phase"] in ("Succeeded", "Failed"):
+                continue
+            node = int(pod["metadata"]["labels"][COMPLETION_INDEX])
+            code = (pod_exit_codes or {}).get(node, 0 if ok else 1)
+            self.set_pod_phase(namespace, pod["metadata"]["name"],
+                               "Succeeded" if code == 0 else "Failed", exit_code=code,
+                               reason="Completed" if code == 0 else "Error")
+        return self.patch(resource, namespace, name, {"status": {"conditions": [{
+            "type": condition, "status": "True", "reason": reason, "message": reason,
+            "lastTransitionTime": _now()}]}}, status=True)
 
     def set_pod_phase(self, namespace: str, pod: str, phase: str,
                       conditions: list[dict] | None = None, exit_code: int | None = None,

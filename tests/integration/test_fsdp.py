@@ -1,13 +1,11 @@
 """FSDP on two CPU processes (gloo), tiny model: same losses as one process, sharded
 checkpoints, SIGKILL of the whole torchrun group, resume, and a final/ that loads.
 
-accelerate 1.15 turns its FSDP plugin on only for accelerator process groups: for CPU processes
-(`DistributedType.MULTI_CPU`) it drops the plugin and the Trainer trains DDP. torch 2.13's
-FSDP2 itself runs on CPU with gloo, so this file doubles as the torchrun script: run as
-`__main__` it lifts that one gate (what `AcceleratorState` does for GPUs, done for CPUs) and
-runs `voxtune`. Everything after it is the real path a GPU run takes: the Trainer's FSDP
-branches, accelerate's `fully_shard` of the layers voxtune names, torch.distributed.checkpoint
-shards, and voxtune's gather of final/.
+accelerate drops its FSDP plugin for CPU processes (tests/fsdp_on_cpu.py), so this file doubles
+as the torchrun script: run as `__main__` it lifts that one gate and runs `voxtune`. Everything
+after it is the real path a GPU run takes: the Trainer's FSDP branches, accelerate's
+`fully_shard` of the layers voxtune names, torch.distributed.checkpoint shards, and voxtune's
+gather of final/.
 """
 
 from __future__ import annotations
@@ -35,26 +33,6 @@ ARGS = ("--model", "tiny-random-4s", "--mode", "full", "--max-steps", str(STEPS)
 # Per-step losses of the two runs agree to this (measured: identical to the 4 digits logged);
 # float sums reduced in another order differ far less, a missed shard far more.
 LOSS_TOLERANCE = 1e-3
-
-
-def lift_accelerate_cpu_gate() -> None:
-    """Let accelerate use its FSDP plugin for CPU processes, as it does for GPU ones."""
-    import accelerate.state as state
-    from accelerate.utils import DistributedType
-
-    original = state.AcceleratorState.__init__
-
-    def init(self, mixed_precision=None, cpu=False, dynamo_plugin=None, deepspeed_plugin=None,
-             fsdp_plugin=None, *args, **kwargs):
-        original(self, mixed_precision, cpu, dynamo_plugin, deepspeed_plugin, fsdp_plugin,
-                 *args, **kwargs)
-        if fsdp_plugin is not None and self.distributed_type == DistributedType.MULTI_CPU:
-            self.distributed_type = DistributedType.FSDP  # what the GPU branch does
-            if self._mixed_precision != "no":
-                fsdp_plugin.set_mixed_precision(self._mixed_precision)
-            self.fsdp_plugin = fsdp_plugin
-
-    state.AcceleratorState.__init__ = init
 
 
 def train(prepared: Path, output: Path, *extra: str, processes: int = 1,
@@ -201,6 +179,8 @@ def test_fsdp_lora_saves_an_adapter_that_loads(prepared: Path, tmp_path: Path) -
 
 
 if __name__ == "__main__":  # torchrun runs this file as each rank's script
+    from tests.fsdp_on_cpu import lift_accelerate_cpu_gate
+
     lift_accelerate_cpu_gate()
     from voxtune.cli import main
 

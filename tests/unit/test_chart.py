@@ -133,6 +133,10 @@ def test_rbac_is_namespaced_with_exact_verbs_and_no_secrets() -> None:
         ("voxtune.io", "finetuneruns"): read,
         ("voxtune.io", "finetuneruns/status"): ["get", "patch", "update"],
         ("batch", "jobs"): sorted(["create", "get", "list", "watch", "delete", "patch"]),
+        # a multi-node train step's one group, whichever engine the cluster serves
+        ("trainer.kubeflow.org", "trainjobs"): sorted(["create", "get", "list", "watch",
+                                                       "delete"]),
+        ("jobset.x-k8s.io", "jobsets"): sorted(["create", "get", "list", "watch", "delete"]),
         ("", "pods"): read, ("", "events"): read, ("", "pods/log"): ["get"],
     }
     assert rules[UI] == {  # a client like `voxtune submit`: runs and their logs, nothing else
@@ -195,6 +199,37 @@ def test_controller_runs_the_ui_image_with_its_settings_file() -> None:
     assert env(controller) == {"HOME": "/tmp", "PYTHONUNBUFFERED": "1"}  # no token, ever
     assert pod["serviceAccountName"] == CONTROLLER
     assert find(documents, "Deployment", CONTROLLER)["spec"]["replicas"] == 1
+
+
+def test_multi_node_engine_needs_a_shared_volume() -> None:
+    """Several nodes mount the run folder: a volume only one node can mount is refused when
+    the chart is rendered (helm lint reports `fail` only as INFO, so template is the check)."""
+    done = helm_run("template", RELEASE, CHART, "--set",
+                    "jobs.engine=jobset,persistence.accessModes={ReadWriteOnce}")
+    assert done.returncode != 0
+    assert "persistence.accessModes must include ReadWriteMany" in done.stderr
+    assert helm_run("template", RELEASE, CHART, "--set", "jobs.engine=jobset").returncode == 0
+
+
+def test_the_shipped_training_runtime_is_the_builders(tmp_path: Path) -> None:
+    """jobs.shipTrainingRuntime: the chart's ClusterTrainingRuntime is what
+    engines.build_training_runtime makes of the chart's own job settings (one truth), and its
+    node Job is a valid batch/v1 Job; off by default (it needs Kubeflow Trainer's CRDs)."""
+    import kubernetes_validate
+
+    from voxtune.controller.engines import build_training_runtime
+
+    assert not [d for d in render() if d["kind"] == "ClusterTrainingRuntime"]
+    documents = render(None, "--set", "jobs.shipTrainingRuntime=true", "--set",
+                       "jobs.trainingRuntime=voxtune-torch", "--set", "jobs.backoffLimit=3")
+    shipped = find(documents, "ClusterTrainingRuntime", "voxtune-torch")
+    built = build_training_runtime(job_settings(documents, tmp_path))
+    assert shipped["spec"] == built["spec"]
+    assert shipped["spec"]["template"]["spec"]["failurePolicy"]["maxRestarts"] == 3
+    (node,) = shipped["spec"]["template"]["spec"]["replicatedJobs"]
+    job = {"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": "node"},
+           **node["template"]}
+    assert kubernetes_validate.validate(job, "1.37", strict=True) == "1.37"
 
 
 def test_default_job_settings_are_the_controllers_defaults(tmp_path: Path) -> None:

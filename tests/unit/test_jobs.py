@@ -23,12 +23,12 @@ from kubernetes.client import ApiClient
 
 from tests.golden import GOLDEN, check_golden
 from voxtune.cli.cluster import add_parsers
+from voxtune.controller.engines import render
 from voxtune.controller.jobs import (
     JobSettings,
     build_jobs,
     owner_reference,
     placement_for,
-    render,
 )
 from voxtune.errors import UserError
 from voxtune.run.layout import RunFolder

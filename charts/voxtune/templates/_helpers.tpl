@@ -137,6 +137,9 @@ imagePullSecrets:
 {{/* The controller's settings (a JobSettings YAML): what it stamps into every step Job. */}}
 {{- define "voxtune.jobSettings" -}}
 {{- $jobs := .Values.jobs }}
+{{- if and (has $jobs.engine (list "jobset" "trainjob")) (not (has "ReadWriteMany" .Values.persistence.accessModes)) }}
+{{- fail (printf "jobs.engine %s runs training on several nodes, which all mount the run folder: persistence.accessModes must include ReadWriteMany (see docs/operations.md)" $jobs.engine) }}
+{{- end }}
 {{- $images := dict }}
 {{- range $step := list "prepare" "train" "publish" }}
 {{- $_ := set $images $step (include "voxtune.imageParts" (dict "root" $ "image" (index $.Values.images $step)) | fromYaml) }}
@@ -147,7 +150,7 @@ imagePullSecrets:
 {{- end }}
 {{- $profiles := list }}
 {{- range $jobs.gpuProfiles }}
-{{- $profiles = append $profiles (dict "name" .name "memory_gib" .memoryGiB "product" (.product | default "")) }}
+{{- $profiles = append $profiles (dict "name" .name "memory_gib" .memoryGiB "product" (.product | default "") "gpus_per_node" (.gpusPerNode | default 8)) }}
 {{- end }}
 {{- $settings := dict
   "images" $images
@@ -167,6 +170,9 @@ imagePullSecrets:
   "checkpoint_write_mb_per_s" $jobs.checkpointWriteMBps
   "max_termination_grace_seconds" $jobs.maxTerminationGraceSeconds
   "backoff_limit" $jobs.backoffLimit
+  "engine" $jobs.engine
+  "trainjob_runtime" $jobs.trainingRuntime
+  "volume_access_modes" .Values.persistence.accessModes
   "deadlines" $jobs.deadlines
   "ttl_seconds_after_finished" $jobs.ttlSecondsAfterFinished
   "shm_size" $jobs.shmSize

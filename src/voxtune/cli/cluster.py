@@ -20,7 +20,8 @@ from voxtune.spec import load_user_spec
 
 def add_parsers(commands: argparse._SubParsersAction) -> None:
     """render, controller."""
-    render = commands.add_parser("render", help="Print the Kubernetes Jobs a run file turns "
+    render = commands.add_parser("render", help="Print the Kubernetes Jobs (and the TrainJob "
+                                 "or JobSet of a multi-node train step) a run file turns "
                                  "into (no cluster needed).",
                                  epilog="example: voxtune render jobs/finetunerun.yaml")
     render.add_argument("file", type=Path, nargs="?", help="RunSpec or FineTuneRun YAML file.")
@@ -52,7 +53,8 @@ def _render(args: argparse.Namespace) -> int:
         return ExitCode.OK
     if args.file is None:
         raise UserError("give a RunSpec/FineTuneRun FILE to render, or --crd")
-    from voxtune.controller.jobs import JobSettings, render
+    from voxtune.controller.engines import render
+    from voxtune.controller.jobs import JobSettings
 
     spec = load_user_spec(args.file, resolve_paths=False)  # paths are on the cluster's volume
     print(render(spec, JobSettings.load(args.config), args.step), end="")

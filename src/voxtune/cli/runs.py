@@ -62,6 +62,8 @@ def add_parsers(commands: argparse._SubParsersAction) -> None:
     logs.add_argument("--step", choices=STEPS)
     logs.add_argument("-f", "--follow", action="store_true", help="Keep printing until the "
                       "run (or --step) ends.")
+    logs.add_argument("--node", type=int, default=0, help="Which node's train log, for a run "
+                      "on several nodes (resources.nodes); 0, rank 0's, reports progress.")
     _run_verb(commands, "cancel", "Stop a run (training saves a checkpoint).", _cancel)
     _run_verb(commands, "delete", "Remove a run (local: its folder too).", _delete)
 
@@ -111,9 +113,9 @@ def _status(args: argparse.Namespace) -> int:
 def _logs(args: argparse.Namespace) -> int:
     client = client_from_arguments(args)
     if not args.follow:
-        sys.stdout.write(client.logs(args.run, args.step))
+        sys.stdout.write(client.logs(args.run, args.step, args.node))
         return ExitCode.OK
-    for chunk in client.follow(args.run, args.step):
+    for chunk in client.follow(args.run, args.step, args.node):
         sys.stdout.write(chunk)
         sys.stdout.flush()
     return ExitCode.OK

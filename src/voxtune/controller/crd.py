@@ -57,6 +57,12 @@ class KubeStepStatus(StepStatus):
     job: str | None = Field(None, description="The step's Job (`<run>-<step>`).")
     disruptions: int = Field(0, description="Pods preempted or evicted and retried; these are "
                              "not failures.")
+    engine: str | None = Field(None, description="What runs a multi-node step: TrainJob or "
+                               "JobSet (a one-node step is a Job).")
+    nodes: str | None = Field(None, description="A multi-node step's nodes whose pod runs, "
+                              "e.g. 2/2.")
+    restarts: int = Field(0, description="Restarts of a multi-node step's whole group (a node "
+                          "lost or preempted); training resumes from its last checkpoint.")
 
 
 class FineTuneRunStatus(RunStatus):

@@ -24,9 +24,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import yaml
 from kubernetes.client import (
-    ApiClient,
     V1Capabilities,
     V1Container,
     V1EmptyDirVolumeSource,
@@ -105,7 +103,8 @@ def placement_for(spec: RunSpec, settings: JobSettings) -> Placement:
     """Where the run goes and what its pods get, against this cluster's GPU profiles;
     DoesNotFit (a UserError) when its train step cannot fit any."""
     return place(spec, tuple(settings.gpu_profiles), settings.checkpoint_write_mb_per_s,
-                 settings.max_termination_grace_seconds)
+                 settings.max_termination_grace_seconds,
+                 volume_access_modes=tuple(settings.volume_access_modes))
 
 
 def build_job(spec: RunSpec, step: str, settings: JobSettings,
@@ -114,73 +113,108 @@ def build_job(spec: RunSpec, step: str, settings: JobSettings,
     """The Job of one step. `owner` (the FineTuneRun) is omitted for standalone rendering;
     `placement` is `placement_for(spec, settings)` when the caller has it already."""
     placement = placement or placement_for(spec, settings)
-    spec = cluster_spec(spec)
-    name, folder = job_name(spec.name, step), run_dir(spec.name)
-    command = ["python", "-m", "voxtune.run.harness", "--run-dir", folder, "--step", step,
-               "--", *step_command(spec, step, Path(folder), python="python")]
     metadata_labels = labels(spec.name, step)
     if settings.queue:
         metadata_labels[QUEUE_LABEL] = settings.queue
+    return V1Job(
+        api_version="batch/v1",
+        kind="Job",
+        metadata=V1ObjectMeta(name=job_name(spec.name, step), labels=metadata_labels,
+                              owner_references=[owner] if owner else None),
+        spec=V1JobSpec(
+            backoff_limit=settings.backoff_limit,
+            active_deadline_seconds=getattr(settings.deadlines, step),
+            pod_failure_policy=failure_policy(step),
+            pod_replacement_policy="Failed",  # never two train pods on one checkpoint folder
+            suspend=True if settings.queue else None,  # Kueue unsuspends on admission
+            template=pod_template(spec, step, settings, placement),
+        ),
+    )
+
+
+def step_container_command(spec: RunSpec, step: str) -> list[str]:
+    """What a step's container runs: the harness around the step's command (every engine's
+    pods run the same one)."""
+    spec = cluster_spec(spec)
+    folder = run_dir(spec.name)
+    return ["python", "-m", "voxtune.run.harness", "--run-dir", folder, "--step", step,
+            "--", *step_command(spec, step, Path(folder), python="python")]
+
+
+def pod_template(spec: RunSpec, step: str, settings: JobSettings, placement: Placement,
+                 extra_env: list[V1EnvVar] | None = None) -> V1PodTemplateSpec:
+    """The pod of one step (of one node, for a multi-node train step); `extra_env` is what
+    an engine adds (the PET_* variables of a JobSet)."""
     train = step == "train"
     container = V1Container(
         name=step,
         image=getattr(settings.images, step).reference,
         image_pull_policy=settings.image_pull_policy,
-        command=command,
-        env=_environment(spec, step, settings),
-        resources=_resources(spec, step, settings, placement),
-        volume_mounts=[V1VolumeMount(name="data", mount_path=DATA_MOUNT),
-                       V1VolumeMount(name="tmp", mount_path="/tmp"),
-                       *([V1VolumeMount(name="dshm", mount_path="/dev/shm")] if train else [])],
-        security_context=V1SecurityContext(
-            allow_privilege_escalation=False, read_only_root_filesystem=True,
-            run_as_non_root=True, capabilities=V1Capabilities(drop=["ALL"])),
+        command=step_container_command(spec, step),
+        env=[*environment(cluster_spec(spec), step, settings), *(extra_env or [])],
+        resources=pod_resources(spec, step, settings, placement),
+        volume_mounts=volume_mounts(step),
+        security_context=container_security(),
         termination_message_policy="FallbackToLogsOnError",
     )
-    volumes = [
-        V1Volume(name="data", persistent_volume_claim=V1PersistentVolumeClaimVolumeSource(
-            claim_name=settings.pvc)),
-        V1Volume(name="tmp", empty_dir=V1EmptyDirVolumeSource()),
-    ]
-    if train:
-        volumes.append(V1Volume(name="dshm", empty_dir=V1EmptyDirVolumeSource(
-            medium="Memory", size_limit=settings.shm_size)))
     pod = V1PodSpec(
         restart_policy="Never",
         containers=[container],
-        volumes=volumes,
+        volumes=volumes(step, settings),
         service_account_name=settings.service_account,
         automount_service_account_token=False,
         enable_service_links=False,
         image_pull_secrets=[V1LocalObjectReference(name=secret)
                             for secret in settings.image_pull_secrets] or None,
-        node_selector={**settings.node_selector,
-                       **(_gpu_node_selector(settings, placement) if train else {})} or None,
-        tolerations=[V1Toleration(**toleration.model_dump(exclude_none=True)) for toleration in
-                     [*settings.tolerations, *(settings.gpu_tolerations if train else [])]]
-        or None,
+        node_selector=node_selector(step, settings, placement),
+        tolerations=tolerations(step, settings),
         priority_class_name=settings.priority_class,
         termination_grace_period_seconds=placement.termination_grace_s if train else None,
-        security_context=V1PodSecurityContext(
-            run_as_non_root=True, run_as_user=settings.user_id, run_as_group=settings.user_id,
-            fs_group=settings.user_id, fs_group_change_policy="OnRootMismatch",
-            seccomp_profile=V1SeccompProfile(type="RuntimeDefault")),
+        security_context=pod_security(settings),
     )
-    return V1Job(
-        api_version="batch/v1",
-        kind="Job",
-        metadata=V1ObjectMeta(name=name, labels=metadata_labels,
-                              owner_references=[owner] if owner else None),
-        spec=V1JobSpec(
-            backoff_limit=settings.backoff_limit,
-            active_deadline_seconds=getattr(settings.deadlines, step),
-            pod_failure_policy=_failure_policy(step),
-            pod_replacement_policy="Failed",  # never two train pods on one checkpoint folder
-            suspend=True if settings.queue else None,  # Kueue unsuspends on admission
-            template=V1PodTemplateSpec(metadata=V1ObjectMeta(labels=labels(spec.name, step)),
-                                       spec=pod),
-        ),
-    )
+    return V1PodTemplateSpec(metadata=V1ObjectMeta(labels=labels(spec.name, step)), spec=pod)
+
+
+def container_security() -> V1SecurityContext:
+    return V1SecurityContext(allow_privilege_escalation=False, read_only_root_filesystem=True,
+                             run_as_non_root=True, capabilities=V1Capabilities(drop=["ALL"]))
+
+
+def pod_security(settings: JobSettings) -> V1PodSecurityContext:
+    return V1PodSecurityContext(
+        run_as_non_root=True, run_as_user=settings.user_id, run_as_group=settings.user_id,
+        fs_group=settings.user_id, fs_group_change_policy="OnRootMismatch",
+        seccomp_profile=V1SeccompProfile(type="RuntimeDefault"))
+
+
+def volume_mounts(step: str) -> list[V1VolumeMount]:
+    return [V1VolumeMount(name="data", mount_path=DATA_MOUNT),
+            V1VolumeMount(name="tmp", mount_path="/tmp"),
+            *([V1VolumeMount(name="dshm", mount_path="/dev/shm")] if step == "train" else [])]
+
+
+def volumes(step: str, settings: JobSettings) -> list[V1Volume]:
+    found = [
+        V1Volume(name="data", persistent_volume_claim=V1PersistentVolumeClaimVolumeSource(
+            claim_name=settings.pvc)),
+        V1Volume(name="tmp", empty_dir=V1EmptyDirVolumeSource()),
+    ]
+    if step == "train":
+        found.append(V1Volume(name="dshm", empty_dir=V1EmptyDirVolumeSource(
+            medium="Memory", size_limit=settings.shm_size)))
+    return found
+
+
+def node_selector(step: str, settings: JobSettings,
+                  placement: Placement) -> dict[str, str] | None:
+    train = _gpu_node_selector(settings, placement) if step == "train" else {}
+    return {**settings.node_selector, **train} or None
+
+
+def tolerations(step: str, settings: JobSettings) -> list[V1Toleration] | None:
+    return [V1Toleration(**toleration.model_dump(exclude_none=True)) for toleration in
+            [*settings.tolerations, *(settings.gpu_tolerations if step == "train" else [])]] \
+        or None
 
 
 def build_jobs(spec: RunSpec, settings: JobSettings,
@@ -189,27 +223,20 @@ def build_jobs(spec: RunSpec, settings: JobSettings,
     return [build_job(spec, step, settings, owner, placement) for step in spec.steps]
 
 
-def render(spec: RunSpec, settings: JobSettings, step: str | None = None) -> str:
-    """Multi-document YAML of every step's Job, or of one `step` (what `voxtune render` prints;
-    no ownerReferences, so the Jobs can be applied without the controller)."""
-    placement = placement_for(spec, settings)
-    documents = [ApiClient().sanitize_for_serialization(build_job(spec, each, settings,
-                                                                  placement=placement))
-                 for each in spec.steps if step in (None, each)]
-    return yaml.safe_dump_all(documents, sort_keys=False, allow_unicode=True, width=100)
-
-
-def _failure_policy(step: str) -> V1PodFailurePolicy:
+def failure_policy(step: str, container: str | None = None) -> V1PodFailurePolicy:
+    """DisruptionTarget is ignored (the pod is replaced), exit codes 2 and 74 of the step's
+    container (`container`, when not named after the step) fail the Job at once."""
     disrupted = V1PodFailurePolicyOnPodConditionsPattern(type="DisruptionTarget", status="True")
     hopeless = V1PodFailurePolicyOnExitCodesRequirement(
-        container_name=step, operator="In", values=[int(code) for code in FAIL_AT_ONCE])
+        container_name=container or step, operator="In",
+        values=[int(code) for code in FAIL_AT_ONCE])
     return V1PodFailurePolicy(rules=[
         V1PodFailurePolicyRule(action="Ignore", on_pod_conditions=[disrupted]),
         V1PodFailurePolicyRule(action="FailJob", on_exit_codes=hopeless),
     ])
 
 
-def _environment(spec: RunSpec, step: str, settings: JobSettings) -> list[V1EnvVar]:
+def environment(spec: RunSpec, step: str, settings: JobSettings) -> list[V1EnvVar]:
     values = {
         "VOXTUNE_HOME": DATA_MOUNT,
         "HF_HOME": f"{DATA_MOUNT}/hf-cache",
@@ -239,7 +266,7 @@ def _gpu_node_selector(settings: JobSettings, placement: Placement) -> dict[str,
     return {**settings.gpu_node_selector, **product}
 
 
-def _resources(spec: RunSpec, step: str, settings: JobSettings,
+def pod_resources(spec: RunSpec, step: str, settings: JobSettings,
                placement: Placement) -> V1ResourceRequirements:
     """CPU and memory requests (memory is also the limit: a pod over it is OOM-killed, never
     slowed down), the GPUs, and the /tmp scratch disk."""

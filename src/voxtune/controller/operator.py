@@ -6,6 +6,8 @@
 Thin on purpose: every decision is in `reconcile` (pure). This loop only
 1. keeps caches of the namespace's FineTuneRuns, and of the Jobs and pods labelled
    voxtune.io/run, each by list + watch from the list's resourceVersion (relist on 410 Gone);
+   asks the API's discovery which multi-node engines it serves (TrainJob, JobSet) at start
+   and at every resync, and watches those too (an engine installed later is picked up);
 2. puts the run's name on a work queue whenever one of its objects changes, and every run
    again every --resync-seconds (level-triggered: a missed event only delays);
 3. per run: fetches events of waiting pods and the few log tails reconcile asks for, calls
@@ -28,16 +30,19 @@ from datetime import datetime, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from kubernetes.client import ApiClient, BatchV1Api, CoreV1Api, CustomObjectsApi
+from kubernetes.client import ApiClient, ApisApi, BatchV1Api, CoreV1Api, CustomObjectsApi
 from kubernetes.client.exceptions import ApiException
 
 from voxtune.controller.crd import GROUP, PLURAL, RUN_LABEL, VERSION, run_status
+from voxtune.controller.engines import ENGINES, Engine
 from voxtune.controller.jobs import JobSettings
 from voxtune.controller.kubeapi import TRANSIENT, Informer, WorkQueue, backoff, raw
 from voxtune.controller.reconcile import (
+    Action,
     CreateJob,
+    CreateObject,
     DeleteJob,
-    ExpireJob,
+    DeleteObject,
     Observed,
     reconcile,
     wanted_events,
@@ -109,6 +114,8 @@ class Controller:
             resync_s, clock
         self.batch, self.core, self.custom = BatchV1Api(api), CoreV1Api(api), \
             CustomObjectsApi(api)
+        self.apis = ApisApi(api)
+        self.served: frozenset[str] = frozenset()  # group/versions, from discovery
         self.stop_event = threading.Event()
         self.queue = WorkQueue()
         self.metrics = Metrics()
@@ -138,30 +145,65 @@ class Controller:
         self.pods = informer("pods", lambda **kw: self.core.list_namespaced_pod(
             ns, label_selector=RUN_LABEL, **kw), by_label)
         self.informers = (self.runs, self.jobs, self.pods)
+        self.groups: dict[str, Informer] = {}  # engine name → its objects, once served
+        self._informer = informer
         self._worker = threading.Thread(target=self._work, name="reconcile", daemon=True)
 
     # lifecycle ---------------------------------------------------------------------------
     def start(self) -> Controller:
         for each in self.informers:
             each.thread.start()
+        self.discover()
         self._worker.start()
         return self
+
+    def discover(self) -> None:
+        """Which group/versions the API serves (GET /apis), and a watch of every multi-node
+        engine among them; a failed discovery keeps what was known."""
+        try:
+            groups = self.apis.get_api_versions().groups or []
+        except TRANSIENT as error:
+            log.warning("API discovery failed (%s); keeping what was known", error)
+            return
+        self.served = frozenset(version.group_version for group in groups
+                                for version in group.versions or [])
+        for engine in ENGINES.values():
+            if engine.api_version in self.served and engine.name not in self.groups:
+                self.groups[engine.name] = self._group_informer(engine)
+                self.groups[engine.name].thread.start()
+                log.info("%s is served: multi-node runs can use it", engine.api_version)
+
+    def _group_informer(self, engine: Engine) -> Informer:
+        ns = self.namespace
+
+        def by_label(obj: dict) -> str:
+            return (obj["metadata"].get("labels") or {}).get(RUN_LABEL, "")
+
+        return self._informer(engine.plural, lambda **kw: self.custom.list_namespaced_custom_object(
+            engine.group, engine.version, ns, engine.plural, label_selector=RUN_LABEL, **kw),
+            by_label)
+
+    def _served_and_watched(self) -> frozenset[str]:
+        """What reconcile may choose from: an engine counts once its cache is complete."""
+        unsynced = {ENGINES[name].api_version for name, informer in self.groups.items()
+                    if not informer.synced.is_set()}
+        return self.served - unsynced
 
     def ready(self) -> bool:
         return all(each.synced.is_set() for each in self.informers)
 
     def healthy(self) -> bool:
         return not self.stop_event.is_set() and self._worker.is_alive() and all(
-            each.thread.is_alive() for each in self.informers)
+            each.thread.is_alive() for each in (*self.informers, *self.groups.values()))
 
     def stop(self, timeout: float = 10.0) -> None:
         """Finish the reconcile in progress, then stop watching."""
         self.stop_event.set()
         self.queue.add("")  # wakes the worker
-        for each in self.informers:
+        for each in (*self.informers, *self.groups.values()):
             each.close()
         self._worker.join(timeout)
-        for each in self.informers:
+        for each in (*self.informers, *self.groups.values()):
             each.thread.join(1.0)
 
     def _work(self) -> None:
@@ -172,6 +214,7 @@ class Controller:
         next_resync = 0.0
         while not self.stop_event.is_set():
             if time.monotonic() >= next_resync:
+                self.discover()
                 for run in self.runs.all():
                     self.queue.add(run["metadata"]["name"])
                 next_resync = time.monotonic() + self.resync_s
@@ -199,9 +242,12 @@ class Controller:
         run = self.runs.get(name)
         if run is None or run["metadata"].get("deletionTimestamp"):
             return  # deleted: the garbage collector removes its Jobs
-        observed = Observed(jobs=self.jobs.of_run(name), pods=self.pods.of_run(name))
+        groups = [obj for informer in self.groups.values() for obj in informer.of_run(name)]
+        observed = Observed(jobs=self.jobs.of_run(name), pods=self.pods.of_run(name),
+                            groups=groups)
         observed = Observed(observed.jobs, observed.pods, self._events(observed),
-                            self._log_tails(run, observed))
+                            self._log_tails(run, observed), groups,
+                            self._served_and_watched())
         decision = reconcile(run, observed, self.settings, self.clock())
         if decision.unreadable:
             log.warning("run %s/%s: ignoring what cannot be read of its status (%s); going on "
@@ -224,10 +270,23 @@ class Controller:
                 raise
             self.runs.put(written)
 
-    def _apply(self, action: CreateJob | DeleteJob | ExpireJob) -> None:
+    def _apply(self, action: Action) -> None:
         ns = self.namespace
         try:
-            if isinstance(action, CreateJob):
+            if isinstance(action, CreateObject):
+                engine = action.engine
+                created = self.custom.create_namespaced_custom_object(
+                    engine.group, engine.version, ns, engine.plural, action.document)
+                self.groups[engine.name].put(created)
+                self.metrics.count("voxtune_jobs_created_total")
+                log.info("created %s %s/%s", engine.kind, ns, action.name)
+            elif isinstance(action, DeleteObject):
+                engine = action.engine
+                self.custom.delete_namespaced_custom_object(
+                    engine.group, engine.version, ns, engine.plural, action.name,
+                    propagation_policy="Background")
+                log.info("deleted %s %s/%s", engine.kind, ns, action.name)
+            elif isinstance(action, CreateJob):
                 self.jobs.put(raw(self.batch.create_namespaced_job, ns, action.job))
                 self.metrics.count("voxtune_jobs_created_total")
                 log.info("created Job %s/%s", ns, action.name)
@@ -240,7 +299,7 @@ class Controller:
                     "spec": {"ttlSecondsAfterFinished": action.ttl_seconds}})
         except ApiException as error:
             # 409 on create: it exists (a restart, a stale cache); 404: already gone.
-            exists = error.status == 409 and isinstance(action, CreateJob)
+            exists = error.status == 409 and isinstance(action, (CreateJob, CreateObject))
             if not (exists or error.status == 404):
                 raise
 

@@ -131,7 +131,19 @@ class JobSettings(BaseSettings):
     queue: str | None = Field(None, description="Kueue LocalQueue: Jobs get the queue label "
                               "and start suspended until Kueue admits them.")
     backoff_limit: int = Field(2, ge=0, le=10, description="Retries of a failed pod "
-                               "(disruptions and exit code 2 are not counted/retried).")
+                               "(disruptions and exit code 2 are not counted/retried); for a "
+                               "multi-node JobSet, restarts of the whole group.")
+    engine: Literal["auto", "jobset", "trainjob"] = Field(
+        "auto", description="What runs a multi-node train step whose spec says engine: auto; "
+        "auto = a TrainJob if the cluster serves trainer.kubeflow.org, else a JobSet if it "
+        "serves jobset.x-k8s.io (asked through the API's discovery).")
+    trainjob_runtime: str = Field("torch-distributed", min_length=1, description="The "
+                                  "ClusterTrainingRuntime a TrainJob refers to (Kubeflow "
+                                  "Trainer installs torch-distributed).")
+    volume_access_modes: list[str] = Field(
+        default_factory=lambda: ["ReadWriteMany"], description="Access modes of the pvc (the "
+        "chart's persistence.accessModes): a multi-node run needs ReadWriteMany, so every "
+        "node mounts the run folder, and is refused otherwise.")
     deadlines: Deadlines = Field(default_factory=Deadlines)
     ttl_seconds_after_finished: int = Field(3 * 86400, ge=0, description="How long finished "
                                             "Jobs (and their pod logs) stay after the "

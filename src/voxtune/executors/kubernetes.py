@@ -36,6 +36,7 @@ from voxtune.controller.crd import (
     run_spec,
     run_status,
 )
+from voxtune.controller.groups import node_of
 from voxtune.controller.kubeapi import Gone, connect, raw, translate, watch_events
 from voxtune.errors import UserError
 from voxtune.run.layout import RunFolder
@@ -159,14 +160,17 @@ class KubernetesExecutor:
                 continue
 
     # logs ----------------------------------------------------------------------------------
-    def _pods(self, name: str, step: str) -> list[dict[str, Any]]:
+    def _pods(self, name: str, step: str, node: int = 0) -> list[dict[str, Any]]:
+        """The step's pods, oldest first; of a multi-node train step, those of `node` (a
+        one-node step's pods have no completion index)."""
         document = raw(self.core.list_namespaced_pod, self.namespace,
                        label_selector=f"{RUN_LABEL}={name},{STEP_LABEL}={step}")
-        return sorted(document.get("items", []),
-                      key=lambda pod: pod["metadata"].get("creationTimestamp") or "")
+        pods = [pod for pod in document.get("items", []) if node_of(pod) in (None, node)]
+        return sorted(pods, key=lambda pod: pod["metadata"].get("creationTimestamp") or "")
 
-    def _pod_log(self, pod: str, step: str, **options: Any) -> Any:
-        return self.core.read_namespaced_pod_log(pod, self.namespace, container=step, **options)
+    def _pod_log(self, pod: str, container: str, **options: Any) -> Any:
+        return self.core.read_namespaced_pod_log(pod, self.namespace, container=container,
+                                                 **options)
 
     def _steps(self, name: str, step: str | None) -> tuple[dict[str, Any], list[str]]:
         run = self._get(name)
@@ -176,18 +180,19 @@ class KubernetesExecutor:
             steps = []
         return run, [step] if step else steps
 
-    def logs(self, name: str, step: str | None = None) -> str:
+    def logs(self, name: str, step: str | None = None, node: int = 0) -> str:
         run, steps = self._steps(name, step)
         status, folder = run_status(run), RunFolder.named(self.settings.home, name)
         parts = []
         for current in steps:
             running = status.steps.get(current) and status.steps[current].state == "running"
-            text = None
-            if folder.log(current).exists() and not running:
-                text = folder.log(current).read_text(encoding="utf-8", errors="replace")
-            for pod in reversed(self._pods(name, current) if text is None else []):
+            node_here = node if current == "train" else 0
+            log, text = folder.log(current, node_here), None
+            if log.exists() and not running:
+                text = log.read_text(encoding="utf-8", errors="replace")
+            for pod in reversed(self._pods(name, current, node_here) if text is None else []):
                 try:
-                    text = self._pod_log(pod["metadata"]["name"], current)
+                    text = self._pod_log(pod["metadata"]["name"], container_of(pod, current))
                     break
                 except ApiException as error:
                     if error.status not in (400, 404):  # not started / gone
@@ -196,7 +201,7 @@ class KubernetesExecutor:
                 parts.append(f"==> {current} <==\n{text}")
         return "".join(parts)
 
-    def follow(self, name: str, step: str | None = None) -> Iterator[str]:
+    def follow(self, name: str, step: str | None = None, node: int = 0) -> Iterator[str]:
         """Each step's log from its pod as it is written, step after step, until the run ends."""
         _, steps = self._steps(name, step)
         for current in steps:
@@ -204,21 +209,22 @@ class KubernetesExecutor:
             while True:
                 status = self.status(name)
                 state = status.steps.get(current)
-                pods = [p for p in self._pods(name, current) if p["metadata"]["name"]
+                node_here = node if current == "train" else 0
+                pods = [p for p in self._pods(name, current, node_here) if p["metadata"]["name"]
                         not in streamed and p.get("status", {}).get("phase") != "Pending"]
                 if pods:  # the newest that has started (a replaced pod continues the step)
                     pod = pods[-1]["metadata"]["name"]
                     streamed.add(pod)
-                    yield from self._stream(pod, current)
+                    yield from self._stream(pod, container_of(pods[-1], current))
                     continue
                 if status.phase in TERMINAL or (state and state.state in ("succeeded",
                                                                          "failed")):
                     break
                 time.sleep(POLL_S)
 
-    def _stream(self, pod: str, step: str) -> Iterator[str]:
+    def _stream(self, pod: str, container: str) -> Iterator[str]:
         try:
-            response = self._pod_log(pod, step, follow=True, _preload_content=False)
+            response = self._pod_log(pod, container, follow=True, _preload_content=False)
         except ApiException as error:
             if error.status in (400, 404):
                 return
@@ -229,3 +235,11 @@ class KubernetesExecutor:
                     yield chunk.decode("utf-8", errors="replace")
         finally:
             response.release_conn()
+
+
+def container_of(pod: dict[str, Any], step: str) -> str:
+    """The step's container: named after the step, or `node` in a TrainJob's pods (the
+    Trainer's runtime names it)."""
+    containers = (pod.get("spec") or {}).get("containers") or []
+    names = [c.get("name") for c in containers if isinstance(c, dict)]
+    return step if step in names or not names else str(names[0])

@@ -233,17 +233,18 @@ class LocalExecutor:
         return [RunFolder(path).read_status() for path in folders
                 if path.is_dir() and not path.is_symlink() and RUN_NAME.fullmatch(path.name)]
 
-    def logs(self, name: str, step: str | None = None) -> str:
+    def logs(self, name: str, step: str | None = None, node: int = 0) -> str:
         run = self._existing(name)
-        steps = [step] if step else [s for s in run.read_spec().steps if run.log(s).exists()]
-        return "".join(f"==> {s} <==\n{run.log(s).read_text(encoding='utf-8')}" for s in steps
-                       if run.log(s).exists())
+        steps = [step] if step else run.read_spec().steps
+        logs = [(s, run.log(s, node if s == "train" else 0)) for s in steps]
+        return "".join(f"==> {s} <==\n{log.read_text(encoding='utf-8')}" for s, log in logs
+                       if log.exists())
 
-    def follow(self, name: str, step: str | None = None) -> Iterator[str]:
+    def follow(self, name: str, step: str | None = None, node: int = 0) -> Iterator[str]:
         """Each step's log as it is written, until the step (or the whole run) ends."""
         run = self._existing(name)
         for current in [step] if step else run.read_spec().steps:
-            yield from _follow_file(run.log(current),
+            yield from _follow_file(run.log(current, node if current == "train" else 0),
                                     lambda s=current: _step_over(run.read_status(), s))
 
     def cancel(self, name: str) -> RunStatus:

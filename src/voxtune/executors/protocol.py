@@ -38,9 +38,11 @@ class Executor(Protocol):
 
     def list(self) -> list[RunStatus]: ...
 
-    def logs(self, name: str, step: str | None = None) -> str: ...
+    def logs(self, name: str, step: str | None = None, node: int = 0) -> str:
+        """The steps' logs; `node`: which node of a multi-node train step (0: rank 0's)."""
+        ...
 
-    def follow(self, name: str, step: str | None = None) -> Iterator[str]:
+    def follow(self, name: str, step: str | None = None, node: int = 0) -> Iterator[str]:
         """The logs as they are written, until the run (or `step`) ends."""
         ...
 

@@ -36,6 +36,8 @@ class GpuProfile(StrictModel):
                               "reports it (a little under the marketing figure).")
     product: str = Field("", description="The node label nvidia.com/gpu.product of such nodes "
                          "(GPU feature discovery sets it); empty: any GPU node.")
+    gpus_per_node: int = Field(8, ge=1, description="GPUs one such node has: a pod asking for "
+                               "more can never be scheduled (use resources.nodes instead).")
 
 
 # What ships; the chart's job defaults can replace them with a cluster's own.
@@ -111,7 +113,8 @@ class Plan:
                 "name": self.profile.name, "memory_gb": self.profile.memory_gib,
                 "product": self.profile.product},
             "gpus": self.setup.gpus,
-            "strategy": self.setup.strategy if self.setup.gpus > 1 else None,
+            "nodes": self.setup.nodes,
+            "strategy": self.setup.strategy if self.setup.world_size > 1 else None,
             "host_memory_gb": round(e.host_gib, 2),
             "host_memory_limit_gb": self.host_limit_gib,
             "checkpoint_gb": round(e.checkpoint_gib, 3),
@@ -142,10 +145,11 @@ class Plan:
         ]
         if self.profile:
             parts = ", ".join(f"{k.replace('_', ' ')} {v:.2f}" for k, v in e.gpu.items() if v)
-            gpus = self.setup.gpus
-            sharing = f", {self.setup.strategy}" if gpus > 1 else ""
+            gpus, nodes = self.setup.gpus, self.setup.nodes
+            sharing = f", {self.setup.strategy}" if self.setup.world_size > 1 else ""
+            where = f"{nodes} nodes × " if nodes > 1 else ""
             lines.append(f"per GPU     {self.gpu_memory_gib:.1f} GiB of {self.profile.memory_gib}"
-                         f" ({self.profile.name}, {gpus} GPU{'s' if gpus > 1 else ''}"
+                         f" ({self.profile.name}, {where}{gpus} GPU{'s' if gpus > 1 else ''}"
                          f"{sharing}): {parts}")
         limit = f" of {self.host_limit_gib:.3g} GiB" if self.host_limit_gib else ""
         cache = (f"feature cache {disk['feature_cache_per_1000_clips']:.2f} GiB per 1,000 clips"
@@ -186,8 +190,9 @@ def setup_of(spec: RunSpec, gpus: int | None = None) -> Setup:
     # the larger figure, so a CPU plan errs on the safe side)
     compute = {"bf16": 2, "fp16": 2, "fp32": 4}.get(training.precision, 2 if gpus else 4)
     strategy = spec.resources.strategy
+    nodes = spec.resources.nodes if gpus else 1
     if strategy == "auto":  # a spec made with model_copy skips the validator that resolves it
-        strategy = "fsdp" if spec.mode == "full" and gpus > 1 else "ddp"
+        strategy = "fsdp" if spec.mode == "full" and gpus * nodes > 1 else "ddp"
     checkpointing = training.gradient_checkpointing  # None only in a model_copy'd spec
     return Setup(mode=spec.mode, compute_bytes=compute, batch_size=training.batch_size,
                  grad_accum=training.grad_accum,
@@ -201,7 +206,7 @@ def setup_of(spec: RunSpec, gpus: int | None = None) -> Setup:
                  keep_checkpoints=training.keep_checkpoints,
                  device="cuda" if gpus else "cpu", optimizer=spec.optimizer_for(gpus > 0),
                  freeze_embeddings=spec.mode == "full" and training.freeze_embeddings,
-                 strategy=strategy)
+                 strategy=strategy, nodes=nodes)
 
 
 def fits(estimate_: Estimate, profile: GpuProfile | None, host_limit_gib: float | None) -> bool:

@@ -13,7 +13,8 @@ from voxtune.plan.memory import Setup, estimate
 if TYPE_CHECKING:
     from voxtune.plan import GpuProfile
 
-GPU_COUNTS = (2, 4, 8, 16)  # what FSDP advice tries; 16 is the spec's most GPUs per pod
+# What FSDP advice tries, in GPUs all told; beyond a node of the profile they spread over nodes.
+GPU_COUNTS = (2, 4, 8, 16, 32, 64)
 
 
 def what_would_fit(geometry: Geometry, setup: Setup, profile: GpuProfile | None,
@@ -84,14 +85,17 @@ def _full_fine_tuning(setup: Setup, profile: GpuProfile | None, ok: Callable[[Se
             advice.append(f"set training.freeze_embeddings: true (≈{gib(frozen):.1f} GiB "
                           f"{where})")
     if profile is not None:
-        for gpus in GPU_COUNTS:
-            if gpus < setup.gpus or (gpus == setup.gpus and setup.sharded):
+        for total in GPU_COUNTS:
+            if total < setup.world_size or (total == setup.world_size and setup.sharded):
                 continue
-            sharded = replace(setup, gpus=gpus, strategy="fsdp")
+            per_node = min(total, profile.gpus_per_node)
+            nodes = total // per_node
+            sharded = replace(setup, gpus=per_node, nodes=nodes, strategy="fsdp")
             if ok(sharded):
-                advice.append(f"shard it with FSDP: resources.gpus: {gpus} and "
+                spread = f", resources.nodes: {nodes}" if nodes > 1 else ""
+                advice.append(f"shard it with FSDP: resources.gpus: {per_node}{spread} and "
                               f"resources.strategy: fsdp (≈{gib(sharded):.1f} GiB per GPU on "
-                              f"{gpus} × {profile.name})")
+                              f"{total} × {profile.name})")
                 break
     lora = replace(setup, mode="lora")
     if ok(lora):

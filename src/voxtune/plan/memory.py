@@ -76,11 +76,16 @@ class Setup:
     device: str = "cuda"  # cpu: attention is computed by the math kernel (s² weights saved)
     optimizer: str = "adamw_torch"  # adamw_torch | adamw_8bit | paged_adamw_8bit
     freeze_embeddings: bool = False  # full FT: token embeddings and head frozen too
-    strategy: str = "ddp"  # ddp | fsdp (only matters with gpus > 1)
+    strategy: str = "ddp"  # ddp | fsdp (only matters with more than one rank)
+    nodes: int = 1  # pods of `gpus` GPUs each; FSDP shards across all their ranks
+
+    @property
+    def world_size(self) -> int:
+        return self.gpus * self.nodes
 
     @property
     def sharded(self) -> bool:
-        return self.strategy == "fsdp" and self.gpus > 1
+        return self.strategy == "fsdp" and self.world_size > 1
 
 
 @dataclass
@@ -175,9 +180,10 @@ def estimate(geometry: Geometry, setup: Setup) -> Estimate:
     tokens = setup.batch_size * sequence
     full = setup.mode == "full"
 
-    # weights, gradients, optimizer states: a replica per GPU, or a 1/gpus shard with FSDP
+    # weights, gradients, optimizer states: a replica per GPU, or a 1/ranks shard with FSDP
+    # (every node's GPUs hold a shard)
     state = model_state_bytes(g, setup, trainable)
-    shards = setup.gpus if setup.sharded else 1
+    shards = setup.world_size if setup.sharded else 1
     weights, gradients, optimizer = (state[k] / shards for k in
                                      ("weights", "gradients", "optimizer"))
     casts = state["weight_casts"]
@@ -233,7 +239,8 @@ def feature_cache_gib_per_1000_clips(geometry: Geometry) -> float:
 def host_gib(geometry: Geometry, setup: Setup, gpu: dict[str, float]) -> float:
     """Host memory per pod. On a CPU, training itself happens there. On GPUs every rank
     streams the checkpoint onto its own device a shard at a time; FSDP instead has rank 0 load
-    one full copy (in the weights' dtype) and broadcast the shards from it."""
+    one full copy (in the weights' dtype) and broadcast the shards from it (rank 0's pod is
+    the largest of a multi-node run, and every pod gets its figure)."""
     if setup.device == "cpu":
         return sum(gpu.values()) + PROCESS_HOST_GIB
     ranks = max(setup.gpus, 1)

@@ -46,8 +46,15 @@ DEFAULT_MAX_GRACE_S = 900
 SCRATCH_GIB = {"prepare": 4, "train": 16, "publish": 8}
 
 
+SHARED_ACCESS_MODE = "ReadWriteMany"  # what lets the pods of every node mount the run folder
+
+
 class DoesNotFit(UserError):
     """The run needs more than the GPU profiles, GPUs or pod memory it would get."""
+
+
+class NotShared(UserError):
+    """A multi-node run on a volume that not every node can mount."""
 
 
 @dataclass(frozen=True)
@@ -72,11 +79,16 @@ class Placement:
 def place(spec: RunSpec, profiles: tuple[GpuProfile, ...] = DEFAULT_PROFILES,
           write_mb_per_s: float = DEFAULT_WRITE_MB_PER_S,
           max_grace_s: int = DEFAULT_MAX_GRACE_S,
-          host_limit_gib: float | None = None) -> Placement:
+          host_limit_gib: float | None = None,
+          volume_access_modes: tuple[str, ...] | None = None) -> Placement:
     """Where `spec` runs and what its pods get; DoesNotFit when its train step cannot fit.
 
     `host_limit_gib` caps host memory (this machine's, for a local run); the spec's own
-    `resources.memory` is the pod's limit when given, and a figure too small is refused."""
+    `resources.memory` is the pod's limit when given, and a figure too small is refused.
+    `volume_access_modes` are the run folder's volume's (None: unknown, e.g. a local run); a
+    multi-node run needs ReadWriteMany, else NotShared."""
+    if "train" in spec.steps:
+        refuse_unless_shared(spec, volume_access_modes)
     requested = memory_gib(spec.resources.memory) if spec.resources.memory else None
     limits = [limit for limit in (requested, host_limit_gib) if limit is not None]
     try:
@@ -88,6 +100,8 @@ def place(spec: RunSpec, profiles: tuple[GpuProfile, ...] = DEFAULT_PROFILES,
         return Placement(None, math.ceil(requested) if requested else None,
                          named.product if named and spec.resources.gpus else "", None, False,
                          None, SCRATCH_GIB)
+    if "train" in spec.steps and plan.profile:
+        refuse_unless_one_node_holds(spec, plan.profile)
     if "train" in spec.steps and not plan.fits:
         raise DoesNotFit(f"run {spec.name!r} does not fit ({fit_summary(plan)}): "
                          + "; or ".join(plan.advice))
@@ -107,6 +121,31 @@ def place(spec: RunSpec, profiles: tuple[GpuProfile, ...] = DEFAULT_PROFILES,
         scratch_gib=SCRATCH_GIB)
 
 
+def refuse_unless_one_node_holds(spec: RunSpec, profile: GpuProfile) -> None:
+    """A pod asking for more GPUs than such a node has would wait for ever: say how many
+    nodes of the profile's size hold the same GPUs."""
+    gpus, per_node = spec.resources.gpus, profile.gpus_per_node
+    if gpus <= per_node:
+        return
+    nodes = math.ceil(gpus * spec.resources.nodes / per_node)
+    raise DoesNotFit(f"run {spec.name!r} asks for {gpus} GPUs per pod, but a {profile.name} "
+                     f"node has {per_node}: no node can run it; use resources.gpus: "
+                     f"{per_node} and resources.nodes: {nodes} (the same GPUs over {nodes} "
+                     "nodes)")
+
+
+def refuse_unless_shared(spec: RunSpec, access_modes: tuple[str, ...] | None) -> None:
+    """Every node reads the prepared data and the last checkpoint and rank 0 writes the next:
+    on a volume only one node can mount, node 2 would see an empty folder (or never start)."""
+    if spec.resources.nodes == 1 or access_modes is None or SHARED_ACCESS_MODE in access_modes:
+        return
+    modes = ", ".join(access_modes) or "of no known access mode"
+    raise NotShared(f"run {spec.name!r} trains on {spec.resources.nodes} nodes, which all "
+                    f"need the run folder: its volume is {modes}, not {SHARED_ACCESS_MODE}; "
+                    f"put the runs on a {SHARED_ACCESS_MODE} volume (see docs/operations.md) "
+                    "or set nodes: 1")
+
+
 def fit_summary(plan: Plan) -> str:
     """`≈285 GiB per GPU on 80gb (79.1 GiB), ≈7 GiB host memory`"""
     parts = []
@@ -124,7 +163,12 @@ def refuse_unless_fits(spec: RunSpec, local: bool) -> Plan | None:
     Local runs are checked against this machine's memory and the shipped profiles. A cluster
     run is checked against the shipped profiles here and again by the controller against the
     cluster's: a profile only the cluster defines, or a model only the cluster can read, is
-    left to the controller."""
+    left to the controller. Several nodes exist only in a cluster: a local run of them is
+    refused (its torchrun would wait for ever for nodes that never come)."""
+    if local and spec.resources.nodes > 1 and "train" in spec.steps:
+        raise UserError(f"run {spec.name!r}: resources.nodes {spec.resources.nodes} trains on "
+                        "a cluster's nodes (TrainJob or JobSet): submit it with --backend "
+                        "kubernetes, or set nodes: 1 to run it here")
     try:
         return place(spec, host_limit_gib=machine_memory_gib() if local else None).plan
     except UnknownProfile:

@@ -6,8 +6,9 @@
 1. writes the run's spec (from VOXTUNE_RUN_SPEC, set by the controller) as RUN/spec.yaml, or
    checks that the one already there is the same: a different run with the same name is refused
    with exit code 2, like the local executor does;
-2. runs the command, copying its output to the pod log and to RUN/logs/<step>.log, so the log
-   outlives the pod; SIGTERM (eviction, preemption, cancel) is passed on, so training saves a
+2. runs the command, copying its output to the pod log and to RUN/logs/<step>.log (node N of a
+   multi-node train step: <step>-node<N>.log, N from PET_NODE_RANK), so the log outlives the
+   pod; SIGTERM (eviction, preemption, cancel) is passed on, so training saves a
    checkpoint;
 3. writes the pod's termination message (/dev/termination-log): the exit code, the headline
    metrics (WER/CER), whether the run now holds a trained model, what the publish step
@@ -29,7 +30,7 @@ from pathlib import Path
 
 from voxtune.errors import ExitCode, UserError
 from voxtune.run.layout import RunFolder
-from voxtune.run.process import claim_run_folder, run_logged, tail
+from voxtune.run.process import claim_run_folder, node_rank, run_logged, tail
 from voxtune.run.status import Publication, headline_metrics
 from voxtune.spec import RunSpec, validate_spec
 
@@ -93,11 +94,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {error}", file=sys.stderr, flush=True)
         _write_termination_message(termination_message(ExitCode.USER_ERROR, {}, str(error)))
         return ExitCode.USER_ERROR
-    code = run_logged(command, run.log(args.step), lambda line: print(line, flush=True))  # 2.
+    log = run.log(args.step, node_rank())  # each node of a multi-node step its own
+    code = run_logged(command, log, lambda line: print(line, flush=True))  # 2.
     if code < 0:  # killed by a signal: report it the way a shell would
         code = 128 - code
     _write_termination_message(termination_message(  # 3.
-        code, headline_metrics(run.metrics), tail(run.log(args.step)), run.final.is_dir(),
+        code, headline_metrics(run.metrics), tail(log), run.final.is_dir(),
         run.read_published()))
     return code  # 4.
 

@@ -9,7 +9,7 @@
                              published.json   where the model went, no token           (publish)
                              trackio/         the metrics dashboard's store            (train)
                              merged/          `voxtune merge`'s default output
-                             logs/<step>.log  each step's full output
+                             logs/<step>.log  each step's full output (<step>-node<N>.log: node N's)
                              status.json      RunStatus
     $VOXTUNE_HOME/registry/<model>/<version>/ published models                         (publish)
 
@@ -84,8 +84,9 @@ class RunFolder:
     merged = property(lambda self: self.path / "merged")
     logs = property(lambda self: self.path / "logs")
 
-    def log(self, step: str) -> Path:
-        return self.logs / f"{step}.log"
+    def log(self, step: str, node: int = 0) -> Path:
+        """The step's log; a multi-node train step's other nodes each keep their own."""
+        return self.logs / (f"{step}.log" if node == 0 else f"{step}-node{node}.log")
 
     def read_spec(self) -> RunSpec:
         return read_resolved_spec(self.spec_file)

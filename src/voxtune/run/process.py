@@ -3,6 +3,7 @@ it with its log kept in the run folder, and word a failure."""
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
@@ -26,14 +27,40 @@ def claim_run_folder(run: RunFolder, spec: RunSpec) -> None:
     run.write_spec(spec)
 
 
+# What the engines set on every pod of a multi-node train step: Kubeflow Trainer's torch runtime
+# injects them, a JobSet gets them from us. torchrun reads each PET_<OPTION> as its --<option>
+# (torch.distributed.argparse_util.env), so the node's rank and the master's address are not
+# in the command: one command serves every node.
+NODE_ENV = ("PET_NNODES", "PET_NPROC_PER_NODE", "PET_NODE_RANK", "PET_MASTER_ADDR",
+            "PET_MASTER_PORT")
+MASTER_PORT = 29500  # torchrun's default, and the Trainer's
+
+
+def node_rank() -> int:
+    """Which node of a multi-node train step this pod is (0 elsewhere)."""
+    value = os.environ.get("PET_NODE_RANK", "")
+    return int(value) if value.isdigit() else 0
+
+
 def step_command(spec: RunSpec, step: str, run_dir: Path,
                  python: str = sys.executable) -> list[str]:
     """The step's entrypoint; training on several GPUs runs one process per GPU (torchrun).
-    `python` is the interpreter in the step's image (the Kubernetes Jobs pass "python")."""
+    `python` is the interpreter in the step's image (the Kubernetes Jobs pass "python").
+
+    On more than one node the command names the node count and GPUs per node the plan sized
+    (a pod without the engine's variables then fails to meet its peers instead of training
+    alone); node rank, master address and port come from PET_NODE_RANK, PET_MASTER_ADDR and
+    PET_MASTER_PORT, static rendezvous (every node knows the master: no etcd, no elastic
+    membership). A lost node fails the others' collectives; the engine restarts the group and
+    training resumes from the last shared checkpoint."""
     entrypoint = ["-m", "voxtune", step, "--run-dir", str(run_dir)]
-    if step == "train" and spec.resources.gpus > 1:
+    resources = spec.resources
+    if step == "train" and resources.nodes > 1:
+        return [python, "-m", "voxtune.train.launch", f"--nnodes={resources.nodes}",
+                f"--nproc-per-node={resources.gpus}", *entrypoint]
+    if step == "train" and resources.gpus > 1:
         return [python, "-m", "voxtune.train.launch",
-                f"--nproc-per-node={spec.resources.gpus}", *entrypoint]
+                f"--nproc-per-node={resources.gpus}", *entrypoint]
     return [python, *entrypoint]
 
 

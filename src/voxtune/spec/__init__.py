@@ -157,15 +157,32 @@ class PublishSpec(StrictModel):
         "none = no token (public models); write = your publishing token (only if you must).")
 
 
+# How a train step on more than one node is run: by Kubernetes' own engines, never a rendezvous
+# scheme of our own. auto = the first of trainjob, jobset whose API the cluster serves.
+Engine = Literal["auto", "job", "jobset", "trainjob"]
+
+
 class ResourcesSpec(StrictModel):
-    gpus: int = Field(1, ge=0, le=16, description="GPUs for the train step (data-parallel if >1).")
+    gpus: int = Field(1, ge=0, le=16, description="GPUs per node for the train step "
+                      "(data-parallel if >1); the plan refuses more than a node of the GPU "
+                      "profile has.")
+    nodes: int = Field(1, ge=1, le=64, description="Nodes (pods) the train step spreads over, "
+                       "each with `gpus` GPUs: more than 1 when one node's GPUs are not enough "
+                       "(full fine-tuning of Small-24B, a Granary-scale corpus). Needs "
+                       "Kubeflow Trainer or JobSet in the cluster and a ReadWriteMany volume.")
+    engine: Engine = Field(
+        "auto", description="What runs the train step in a cluster: job = one batch/v1 Job "
+        "(1 node only), trainjob = a Kubeflow Trainer TrainJob, jobset = a JobSet; auto = job "
+        "for 1 node, else trainjob if the cluster serves trainer.kubeflow.org, else jobset "
+        "if it serves jobset.x-k8s.io (the chart's jobs.engine sets the cluster's default).")
     gpu_profile: str | None = Field(
         None, description="GPU profile to plan and place the run on (24gb, 48gb, 80gb, 141gb "
         "or one of the chart's jobDefaults.gpuProfiles); default: the smallest that fits.")
     strategy: Literal["auto", "ddp", "fsdp"] = Field(
         "auto", description="How >1 GPU share the work: ddp copies the model to every GPU, fsdp "
-        "shards weights, gradients and optimizer states; auto = fsdp for full fine-tuning on "
-        ">1 GPU, else ddp (filled in when the run is created).")
+        "shards weights, gradients and optimizer states (across every node's GPUs); auto = "
+        "fsdp for full fine-tuning on >1 GPU in all, else ddp (filled in when the run is "
+        "created).")
     cpu: str | None = Field(None, description="CPU request, Kubernetes quantity (e.g. '8').")
     memory: str | None = Field(None, description="Memory request, Kubernetes quantity (e.g. 64Gi).")
 
@@ -215,11 +232,21 @@ class RunSpec(StrictModel):
         if isinstance(resources, ResourcesSpec):
             resources = resources.model_dump(exclude_unset=True)
         if isinstance(resources, dict) and resources.get("strategy", "auto") == "auto":
-            gpus = resources.get("gpus", 1)
-            several = isinstance(gpus, int) and gpus > 1
+            gpus, nodes = resources.get("gpus", 1), resources.get("nodes", 1)
+            several = isinstance(gpus, int) and isinstance(nodes, int) and gpus * nodes > 1
             data["resources"] = {**resources,
                                  "strategy": "fsdp" if mode == "full" and several else "ddp"}
         return data
+
+    @model_validator(mode="after")
+    def _one_node_per_job(self) -> RunSpec:
+        if self.resources.nodes > 1 and self.resources.engine == "job":
+            raise ValueError("resources.engine job runs one pod: use trainjob or jobset (or "
+                             "auto) for nodes > 1, or set nodes: 1")
+        if self.resources.nodes > 1 and self.resources.gpus == 0:
+            raise ValueError("resources.nodes > 1 trains on GPUs: set resources.gpus to 1 or "
+                             "more per node")
+        return self
 
     @model_validator(mode="after")
     def _qlora_needs_a_gpu(self) -> RunSpec:
