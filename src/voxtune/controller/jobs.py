@@ -9,8 +9,9 @@ the step's image with the shared volume at /data (VOXTUNE_HOME), so the run fold
 eviction (condition DisruptionTarget) is replaced without counting against backoffLimit, exit
 codes 2 (bad input/config) and 74 (the shared volume is full) fail the Job at once — retrying
 cannot help until someone acts — and anything else is retried up to backoffLimit.
-ttlSecondsAfterFinished is not set here: the controller adds it once it has recorded the step's
-result in the run's status (the log is already in the run folder).
+ttlSecondsAfterFinished is not set on the controller's Jobs: the controller adds it once it has
+recorded the step's result in the run's status (the log is already in the run folder). `render`
+(the plain Jobs of `make jobs`, which no controller will ever expire) sets it at once.
 
 What a pod gets comes from the resource plan (voxtune.plan.placement.place, against the GPU
 profiles of JobSettings): the train pod's memory (scaled with its GPUs), the chosen profile's
@@ -191,11 +192,14 @@ def build_jobs(spec: RunSpec, settings: JobSettings,
 
 def render(spec: RunSpec, settings: JobSettings, step: str | None = None) -> str:
     """Multi-document YAML of every step's Job, or of one `step` (what `voxtune render` prints;
-    no ownerReferences, so the Jobs can be applied without the controller)."""
+    no ownerReferences and a TTL, so the Jobs can be applied without the controller and still
+    go away when finished)."""
     placement = placement_for(spec, settings)
     documents = [ApiClient().sanitize_for_serialization(build_job(spec, each, settings,
                                                                   placement=placement))
                  for each in spec.steps if step in (None, each)]
+    for document in documents:  # nobody records their result first: the log is on the volume
+        document["spec"]["ttlSecondsAfterFinished"] = settings.ttl_seconds_after_finished
     return yaml.safe_dump_all(documents, sort_keys=False, allow_unicode=True, width=100)
 
 
