@@ -71,9 +71,11 @@ class Recipe:
 
 # --- 1–2. corpus and control ---------------------------------------------------------------------
 
-def digit_corpus(folder: Path, recipe: Recipe, on_clip: Any = lambda: None) -> Path:
+def digit_corpus(folder: Path, recipe: Recipe, on_clip: Any = lambda: None,
+                 on_prepare: Any = lambda: None) -> Path:
     """Speak and prepare the corpus once (reused while the recipe stays the same); returns the
-    prepared folder, held-out clips in the eval split.
+    prepared folder, held-out clips in the eval split. `on_clip` is called as each clip is
+    spoken, `on_prepare` when preparing them starts (progress bars).
 
     Held-out strings are drawn first and never trained on. Training strings may repeat in
     another voice or speed, so that short strings (ten one-digit ones exist) are common enough
@@ -101,6 +103,7 @@ def digit_corpus(folder: Path, recipe: Recipe, on_clip: Any = lambda: None) -> P
     # synthesize() reuses clips by file name, so each plan gets its own folder
     sources = [JsonlSource(path=speak(folder / key / "speech" / name, utterances, on_clip))
                for name, utterances in plans.items()]
+    on_prepare()
     with contextlib.redirect_stderr(io.StringIO()):  # its progress bars
         summary = prepare(DataSpec(sources=sources), prepared, language="en")
     if summary.rejected:
@@ -280,7 +283,8 @@ def run_demo(control: bool = False, recipe: Recipe = Recipe()) -> int:
           f"{len(GROUPS) * recipe.eval_clips} held-out ones, by {speaker}", flush=True)
     with tqdm(total=recipe.train_clips + len(GROUPS) * recipe.eval_clips, desc="speech",
               unit="clip", file=sys.stdout, mininterval=1.0) as bar:
-        prepared = digit_corpus(settings.home / "demo-data", recipe, lambda: bar.update())
+        prepared = digit_corpus(settings.home / "demo-data", recipe, lambda: bar.update(),
+                                lambda: bar.set_description("speech, now preparing it"))
     print(f"2. fine-tuning {recipe.model} from scratch, {recipe.steps:,} steps "
           f"(prepare → train → publish)", flush=True)
     status = run_with_progress(executor, run_spec(recipe, DEMO_RUN, prepared))

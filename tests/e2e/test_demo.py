@@ -12,6 +12,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from voxtune.data.manifest import read_manifest
 from voxtune.demo import BLIND_CER
 
@@ -24,6 +26,8 @@ def demo(home: Path) -> subprocess.CompletedProcess:
                           text=True, env={**os.environ, "VOXTUNE_HOME": str(home)})
 
 
+@pytest.mark.slow
+@pytest.mark.timeout(1800)  # ≈4 min on 2 idle cores; a shared machine made it 4× slower
 def test_demo_learns_and_says_what_it_means(voxtune_home: Path) -> None:
     done = demo(voxtune_home)
     print(done.stdout)
