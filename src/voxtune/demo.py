@@ -199,12 +199,13 @@ def run_with_progress(executor: Any, spec: Any) -> Any:
     finished = threading.Event()
 
     def follow() -> None:  # the train step's `progress N/M` lines reach status.json
-        while not finished.wait(0.5):
+        while not finished.wait(1.0):
             status = run.read_status()
             found = re.search(r"train (\d+)/(\d+)$", status.progress or "")
             bar.set_description(f"{spec.name}: {status.step or 'starting'}", refresh=False)
             if found:
-                bar.update(int(found[1]) - bar.n)
+                bar.n = int(found[1])
+            bar.refresh()  # also while no step moves: the elapsed time does
 
     def echo(line: str) -> None:
         if not re.search(r"\d+%\|", line):  # the libraries' own progress bars
