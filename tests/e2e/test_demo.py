@@ -15,7 +15,9 @@ from pathlib import Path
 import pytest
 
 from voxtune.data.manifest import read_manifest
-from voxtune.demo import BLIND_CER
+from voxtune.demo import BLIND_CER, Recipe, report
+from voxtune.run.layout import RunFolder
+from voxtune.run.status import RunStatus
 
 # bench/learn.py's bar for "listens": end at least this much (CER) below the blind control
 CLEARLY_BELOW = 0.25
@@ -58,3 +60,21 @@ def test_demo_learns_and_says_what_it_means(voxtune_home: Path) -> None:
     # running it again is idempotent: the corpus is reused and every step is skipped
     again = demo(voxtune_home)
     assert again.returncode == 0 and again.stdout.count("already succeeded") == 3, again.stdout
+
+
+def test_report_puts_base_tuned_and_control_side_by_side(tmp_path: Path) -> None:
+    run = RunFolder(tmp_path / "demo")
+    run.path.mkdir()
+    rows = [{"id": str(n), "reference": "one two", "base": "[AUDIO] x", "tuned": "one two"}
+            for n in range(40)]
+    run.metrics.write_text(json.dumps({"samples": rows}))
+    tuned = RunStatus(name="demo", metrics={"base_cer": 2.0, "cer": 0.05, "base_wer": 1.5,
+                                            "wer": 0.0})
+    control = RunStatus(name="demo-control", metrics={"cer": 0.71})
+    lines = "\n".join(report(run, tuned, control, Recipe()))
+    assert lines.startswith("40 held-out clips")
+    assert f"CER   {2.0:14.3f} {0.05:8.3f}   40× lower" in lines
+    assert f"WER   {1.5:14.3f} {0.0:8.3f}   perfect" in lines
+    assert "audio-blind control (same training, audio shuffled): CER 0.710" in lines
+    assert "stays near CER 0.71" in lines  # the measured control, not the recorded figure
+    assert f"stays near CER {BLIND_CER:.2f}" in "\n".join(report(run, tuned, None, Recipe()))
