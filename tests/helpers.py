@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import socket
 from pathlib import Path
 
 import numpy as np
@@ -26,3 +27,10 @@ def write_audio(path: Path, samples: np.ndarray, rate: int = 16_000,
     path.parent.mkdir(parents=True, exist_ok=True)
     soundfile.write(path, samples, rate, subtype=subtype)
     return path
+
+
+def free_port() -> int:
+    """A loopback TCP port nothing listens on right now."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -17,6 +16,7 @@ import yaml
 from tests.emulators import kube
 from tests.emulators.kube import KubeEmulator
 from tests.helm import CHART, RELEASE, container, env, find, render
+from tests.helpers import free_port
 from tests.integration.test_controller import eventually, http_status
 from voxtune.controller.crd import run_object
 from voxtune.controller.jobs import JobSettings
@@ -31,12 +31,6 @@ def answers(url: str) -> bool:
         return http_status(url) == 200
     except OSError:  # not listening yet
         return False
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def test_rendered_controller_starts_and_creates_the_first_job(kube_emulator: KubeEmulator,

@@ -1,10 +1,14 @@
-"""Synthetic speech: espeak-ng corpus, the bundled samples, and the error without espeak-ng."""
+"""Synthetic speech: espeak-ng corpus, the bundled samples and digit words, and the error without
+espeak-ng."""
 
 from __future__ import annotations
 
+import io
 import json
+import random
 import subprocess
 import sys
+from importlib import resources
 from pathlib import Path
 
 import soundfile
@@ -12,7 +16,17 @@ import soundfile
 from tests.helpers import requires_espeak
 from voxtune.data.manifest import read_manifest
 from voxtune.data.prepare import prepare
-from voxtune.data.synth import VOICES, copy_samples, plan
+from voxtune.data.synth import (
+    DIGIT_WORDS,
+    VOICES,
+    bundle_digit_words,
+    bundled_digit_voices,
+    compose,
+    copy_samples,
+    digit_utterances,
+    plan,
+)
+from voxtune.demo import Recipe
 from voxtune.spec import DataSpec
 
 
@@ -55,3 +69,35 @@ def test_bundled_samples_prepare_cleanly(tmp_path: Path) -> None:
     summary = prepare(DataSpec(sources=[str(manifest)]), tmp_path / "out", language="en")
     assert summary.kept == 12 and not summary.rejected
     assert len(read_manifest(tmp_path / "out", "eval")) >= 1
+
+
+def test_bundled_digit_words_cover_the_demo() -> None:
+    bundled = bundled_digit_voices()
+    for voice in (*Recipe().voices, Recipe().held_out_voice):
+        assert bundled[voice] == list(Recipe().speeds), voice
+
+
+def test_compose_says_digit_strings_without_espeak(tmp_path: Path) -> None:
+    recipe = Recipe()
+    utterances = digit_utterances(8, recipe.voices, recipe.speeds, random.Random(0), set(),
+                                  (1, 6))
+    manifest = compose(tmp_path / "composed", utterances)
+    assert compose(tmp_path / "composed", utterances) == manifest  # reused, same files
+    rows = [json.loads(line) for line in manifest.open()]
+    assert [row["text"] for row in rows] == [u.text for u in utterances]
+    for row in rows:  # about as long as espeak-ng says them: 0.3-0.6 s a word
+        words = len(row["text"].split())
+        assert 0.25 * words < soundfile.info(tmp_path / "composed" / row["audio_path"]).duration \
+            < 0.7 * words
+    summary = prepare(DataSpec(sources=[str(manifest)]), tmp_path / "out", language="en")
+    assert summary.kept == 8 and not summary.rejected
+
+
+@requires_espeak
+def test_bundled_digit_words_are_what_bundle_digit_words_makes(tmp_path: Path) -> None:
+    bundle_digit_words(tmp_path, ("en-us",), (160,))
+    bundled = resources.files("voxtune.data") / DIGIT_WORDS
+    for made in sorted(tmp_path.iterdir()):
+        again, rate = soundfile.read(made)
+        committed, _ = soundfile.read(io.BytesIO((bundled / made.name).read_bytes()))
+        assert rate == 16_000 and len(again) == len(committed), made.name

@@ -13,6 +13,7 @@ import sqlite3
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -20,11 +21,13 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from tests.helpers import free_port
 from tests.train_fixtures import (  # noqa: F401 (fixture)
     prepare_samples,
     shared_home,
     shared_tiny_home,
 )
+from voxtune.cli import build_parser
 from voxtune.data.manifest import read_manifest
 from voxtune.models.load import load
 from voxtune.run.status import PROGRESS
@@ -74,6 +77,8 @@ def test_lora_run_writes_loadable_outputs_and_no_training_state(prepared: Path,
                  "--max-steps", "6", "--save-steps", "2")
     assert done.returncode == 0, done.stderr[-3000:]
     assert "WER" in done.stdout and "smoke-test model" in done.stdout
+    # trackio's own hint (`trackio show`, on the UI's port) is replaced by ours
+    assert f"voxtune dashboard {output}" in done.stdout and "trackio show" not in done.stdout
     # the lines the controller turns into status.progress and an ETA
     assert PROGRESS.findall(done.stdout) == [(str(n), "6") for n in range(1, 7)]
 
@@ -107,6 +112,36 @@ def test_lora_run_writes_loadable_outputs_and_no_training_state(prepared: Path,
     with sqlite3.connect(databases[0]) as db:
         rows = db.execute("select count(*) from metrics").fetchone()[0]
     assert rows >= 6
+    assert_dashboard_serves(output)
+
+
+def assert_dashboard_serves(run: Path) -> None:
+    """`voxtune dashboard RUN --port P` answers HTTP on P until it is stopped."""
+    port = free_port()
+    dashboard = subprocess.Popen([sys.executable, "-m", "voxtune", "dashboard", str(run),
+                                  "--port", str(port)], stdout=subprocess.PIPE,
+                                 stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            assert dashboard.poll() is None, dashboard.stdout.read()
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=5) as page:
+                    assert page.status == 200
+                    break
+            except OSError:  # not listening yet
+                assert time.monotonic() < deadline, "the dashboard never answered"
+                time.sleep(0.2)
+    finally:
+        dashboard.terminate()
+        dashboard.communicate(timeout=30)
+
+
+def test_dashboard_ui_and_serve_can_run_at_once() -> None:
+    parser = build_parser()
+    ports = [parser.parse_args(argv).port
+             for argv in (["dashboard", "run"], ["ui"], ["serve", "model"])]
+    assert len(set(ports)) == 3, ports
 
 
 def test_full_fine_tuning_freezes_the_audio_encoder(prepared: Path, tmp_path: Path) -> None:

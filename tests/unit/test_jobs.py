@@ -63,7 +63,8 @@ def big_spec() -> RunSpec:
 
 
 CASES = {
-    # the example FineTuneRun with the chart's defaults: what `voxtune render` prints
+    # the example FineTuneRun with the chart's defaults: what the controller creates (and
+    # `voxtune render` prints, with a TTL)
     "finetunerun": lambda: build_jobs(load_user_spec(EXAMPLE, resolve_paths=False), JobSettings()),
     # full fine-tuning on 4 × 80 GB (torchrun; FSDP and 8-bit AdamW, as resolved), every
     # scheduling knob, owned by its run
@@ -317,10 +318,13 @@ def run_command(argv: list[str]) -> int:
 
 def test_render_prints_the_jobs_of_every_step(capsys: pytest.CaptureFixture[str]) -> None:
     assert run_command(["render", str(EXAMPLE)]) == 0
-    out = capsys.readouterr().out
-    assert out == (GOLDEN / "finetunerun.yaml").read_text()
-    names = [d["metadata"]["name"] for d in yaml.safe_load_all(out)]
-    assert names == ["my-voice-prepare", "my-voice-train", "my-voice-publish"]
+    jobs = list(yaml.safe_load_all(capsys.readouterr().out))
+    assert [job["metadata"]["name"] for job in jobs] == [
+        "my-voice-prepare", "my-voice-train", "my-voice-publish"]
+    # applied without the controller, nobody would add the TTL later: render sets it at once
+    ttl = JobSettings().ttl_seconds_after_finished
+    assert [job["spec"].pop("ttlSecondsAfterFinished") for job in jobs] == [ttl] * 3
+    assert jobs == list(yaml.safe_load_all((GOLDEN / "finetunerun.yaml").read_text()))
     assert run_command(["render", "--crd"]) == 0
     assert yaml.safe_load(capsys.readouterr().out)["kind"] == "CustomResourceDefinition"
     with pytest.raises(UserError, match="no such spec file"):

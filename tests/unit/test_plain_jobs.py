@@ -81,3 +81,12 @@ def test_header_is_a_runbook(step: str) -> None:
     assert ("GPU" in header.split("Needs")[0]) == bool(gpus)
     previous = STEPS[STEPS.index(step) - 1] if step != "prepare" else None
     assert previous is None or f"jobs/{previous}-job.yaml completed" in header
+
+
+@pytest.mark.parametrize("step", STEPS)
+def test_finished_jobs_expire_on_their_own(step: str) -> None:
+    # the controller sets the TTL after recording a result; no controller runs these
+    ttl = job(step)["spec"]["ttlSecondsAfterFinished"]
+    assert ttl == JobSettings().ttl_seconds_after_finished
+    header = " ".join(split(step)[0].replace("#", " ").split())
+    assert f"after {ttl // 86400} days (ttlSecondsAfterFinished" in header

@@ -12,7 +12,6 @@ import http.client
 import json
 import os
 import re
-import socket
 import subprocess
 import sys
 import time
@@ -24,7 +23,7 @@ from urllib.parse import quote, urlencode
 import pytest
 
 from tests.emulators.hub import HubEmulator
-from tests.helpers import speechlike, write_audio
+from tests.helpers import free_port, speechlike, write_audio
 from voxtune.ui.auth import user_key
 from voxtune.ui.workspace import Workspace
 
@@ -114,12 +113,6 @@ class UiServer:
             return "; ".join(cookie.split(";", 1)[0] for cookie in cookies)
         finally:
             connection.close()
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 @pytest.fixture

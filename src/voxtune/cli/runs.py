@@ -26,6 +26,9 @@ from voxtune.run.layout import RunFolder
 from voxtune.run.steps import STEPS, TERMINAL
 from voxtune.spec import RunSpec, load_user_spec, read_resolved_spec
 
+# The UI serves on 7860 (trackio's own default too) and `voxtune serve` on 7861.
+DASHBOARD_PORT = 7862
+
 
 def add_parsers(commands: argparse._SubParsersAction) -> None:
     """run, dashboard, demo, spec, submit, list, status, logs, cancel, delete."""
@@ -37,8 +40,14 @@ def add_parsers(commands: argparse._SubParsersAction) -> None:
                                     epilog="example: voxtune dashboard ~/.voxtune/runs/demo")
     dashboard.add_argument("run_dir", type=Path, help="Run folder (holds trackio/).")
     dashboard.add_argument("--host", default="127.0.0.1", help="Interface to serve on.")
+    dashboard.add_argument("--port", type=int, default=DASHBOARD_PORT,
+                           help="Port to serve on (default: beside the UI's 7860 and "
+                           "`voxtune serve`'s 7861, so all three can run at once).")
     dashboard.set_defaults(handler=_dashboard)
-    demo = commands.add_parser("demo", help="Run the whole pipeline on synthesized speech.")
+    demo = commands.add_parser("demo", help="Watch a tiny Voxtral learn spoken digits, through "
+                               "the whole pipeline (~4 min on 2 CPU cores).")
+    demo.add_argument("--control", action="store_true", help="Also train the audio-blind "
+                      "control (audio shuffled between clips), for its CER: twice the time.")
     demo.set_defaults(handler=_demo)
     spec = commands.add_parser("spec", help="Validate a spec file and print it resolved.")
     spec.add_argument("file", type=Path, nargs="?")
@@ -150,25 +159,36 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _dashboard(args: argparse.Namespace) -> int:
+    import functools
     import os
     import subprocess
+
+    from voxtune.processes import die_with_parent
 
     run = RunFolder(args.run_dir)
     spec_file = run.final_spec_file if run.final_spec_file.exists() else run.spec_file
     project = read_resolved_spec(spec_file).tracking.project if spec_file.exists() else "voxtune"
     if not run.trackio.is_dir():
         raise UserError(f"{args.run_dir}: no trackio/ folder; has the train step run there?")
-    # trackio reads TRACKIO_DIR once at import, so the dashboard runs in its own process.
+    # trackio reads TRACKIO_DIR once at import, so the dashboard runs in its own process; its
+    # own CLI (`trackio show`) has no port option, so the child calls trackio.show.
     env = {**os.environ, "TRACKIO_DIR": str(run.trackio)}
-    command = [sys.executable, "-m", "trackio.cli", "show", "--project", project,
-               "--host", args.host]
-    return subprocess.run(command, env=env).returncode
+    show = ("import sys, trackio; trackio.show(project=sys.argv[1], host=sys.argv[2], "
+            "server_port=int(sys.argv[3]), open_browser=False, block_thread=True)")
+    print(f"trackio dashboard of {run.path.name}: http://{args.host}:{args.port} (Ctrl+C stops)",
+          flush=True)
+    command = [sys.executable, "-c", show, project, args.host, str(args.port)]
+    try:
+        return subprocess.run(command, env=env, preexec_fn=functools.partial(
+            die_with_parent, parent=os.getpid())).returncode
+    except KeyboardInterrupt:  # the child got the same Ctrl+C
+        return ExitCode.OK
 
 
 def _demo(args: argparse.Namespace) -> int:
     from voxtune.demo import run_demo
 
-    return run_demo()
+    return run_demo(control=args.control)
 
 
 def _show_spec(args: argparse.Namespace) -> int:

@@ -251,7 +251,9 @@ def build_training_runtime(settings: JobSettings) -> dict[str, Any]:
 def render(spec: RunSpec, settings: JobSettings, step: str | None = None) -> str:
     """Multi-document YAML of every step's object, or of one `step` (what `voxtune render`
     prints; no ownerReferences, so they can be applied without the controller): Jobs, and for
-    a multi-node train step the TrainJob or JobSet its resources.engine names."""
+    a multi-node train step the TrainJob or JobSet its resources.engine names. The Jobs carry
+    a TTL: the controller adds one only once it has recorded their result, and here there is
+    no controller (their logs stay in the run folder on the volume)."""
     placement = placement_for(spec, settings)
     engine = choose_engine(spec, settings, served=None)
     documents = []
@@ -261,7 +263,9 @@ def render(spec: RunSpec, settings: JobSettings, step: str | None = None) -> str
         if each == "train" and engine is not None:
             documents.append(build_group(engine, spec, settings, placement))
         else:
-            documents.append(_plain(build_job(spec, each, settings, placement=placement)))
+            job = _plain(build_job(spec, each, settings, placement=placement))
+            job["spec"]["ttlSecondsAfterFinished"] = settings.ttl_seconds_after_finished
+            documents.append(job)
     return yaml.safe_dump_all(documents, sort_keys=False, allow_unicode=True, width=100)
 
 

@@ -9,8 +9,9 @@ the step's image with the shared volume at /data (VOXTUNE_HOME), so the run fold
 eviction (condition DisruptionTarget) is replaced without counting against backoffLimit, exit
 codes 2 (bad input/config) and 74 (the shared volume is full) fail the Job at once — retrying
 cannot help until someone acts — and anything else is retried up to backoffLimit.
-ttlSecondsAfterFinished is not set here: the controller adds it once it has recorded the step's
-result in the run's status (the log is already in the run folder).
+ttlSecondsAfterFinished is not set on the controller's Jobs: the controller adds it once it has
+recorded the step's result in the run's status (the log is already in the run folder). `render`
+(the plain Jobs of `make jobs`, which no controller will ever expire) sets it at once.
 
 What a pod gets comes from the resource plan (voxtune.plan.placement.place, against the GPU
 profiles of JobSettings): the train pod's memory (scaled with its GPUs), the chosen profile's

@@ -4,18 +4,32 @@
 
 Writes `audio/*.wav` and `data.jsonl` in the upstream format (`audio_path`, `text`), so the
 result is an ordinary `jsonl` source. Same arguments → same files (seeded, deterministic).
+
+Without espeak-ng, `compose` says digit strings from the bundled word clips (data/digits/: each
+digit word in every voice and speed of the demo, made by `bundle_digit_words`): a few hundred
+kilobytes instead of the megabytes that thousands of whole clips would take.
 """
 
 from __future__ import annotations
 
+import io
+import itertools
 import json
+import os
 import random
 import shutil
 import subprocess
+import tempfile
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
+import numpy as np
+import soundfile
+
+from voxtune.data.audio import SAMPLE_RATE, to_mono_16k
 from voxtune.errors import UserError
 from voxtune.files import write_atomic
 
@@ -46,6 +60,9 @@ SENTENCES = (
 VOICES = ("en-us", "en-us+f3", "en+m3", "en-us+f5", "en+m7", "en-us+m2")
 SPEEDS = (140, 160, 180)
 SAMPLES = "samples"  # package folder with a few committed clips, for machines without espeak-ng
+DIGIT_WORDS = "digits"  # package folder: every digit word per voice and speed, for `compose`
+SILENCE = 0.01  # peak level below which a word clip's edges count as silence
+PAUSE_S = (0.03, 0.12)  # pause between composed words: espeak-ng's own is about that long
 
 
 @dataclass(frozen=True)
@@ -57,6 +74,18 @@ class Utterance:
 
 def digit_string(rng: random.Random, length: int) -> str:
     return " ".join(rng.choice(DIGITS) for _ in range(length))
+
+
+def digit_utterances(count: int, voices: tuple[str, ...], speeds: tuple[int, ...],
+                     rng: random.Random, avoid: set[str],
+                     digits: tuple[int, int]) -> list[Utterance]:
+    """`count` different utterances of digit strings (`digits` words long) not in `avoid`."""
+    chosen: dict[Utterance, None] = {}  # ordered set: same arguments, same corpus
+    while len(chosen) < count:
+        text = digit_string(rng, rng.randint(*digits))
+        if text not in avoid:
+            chosen.setdefault(Utterance(text, rng.choice(voices), rng.choice(speeds)))
+    return list(chosen)
 
 
 def plan(count: int, kind: str = "mixed", voices: tuple[str, ...] = VOICES,
@@ -87,23 +116,107 @@ def speak(utterance: Utterance, path: Path, binary: str) -> None:
                     utterance.text], check=True, capture_output=True)
 
 
-def synthesize(output: Path, utterances: list[Utterance]) -> Path:
-    """Write the clips and data.jsonl; returns the JSONL path. Existing clips are reused."""
+def synthesize(output: Path, utterances: list[Utterance],
+               on_clip: Callable[[], None] = lambda: None) -> Path:
+    """Write the clips and data.jsonl; returns the JSONL path. Existing clips are reused.
+
+    One espeak-ng process per clip, as many at once as there are CPUs (each takes ~25 ms, most
+    of it starting up); `on_clip` is called as each clip is done (a progress bar).
+    """
     binary = espeak()
+
+    def render(target: Path, utterance: Utterance) -> None:
+        temporary = target.with_suffix(".tmp.wav")
+        speak(utterance, temporary, binary)
+        temporary.replace(target)
+
+    return _write_corpus(output, utterances, ".wav", render, on_clip, os.cpu_count() or 1)
+
+
+def compose(output: Path, utterances: list[Utterance],
+            on_clip: Callable[[], None] = lambda: None) -> Path:
+    """`synthesize` without espeak-ng: each utterance is its words' bundled clips in its voice
+    and speed, with short random pauses between them. Utterances must be digit strings in the
+    voices and speeds of `bundled_digit_voices()`."""
+    words = resources.files("voxtune.data") / DIGIT_WORDS
+    cache: dict[str, np.ndarray] = {}
+
+    def word(voice: str, speed: int, text: str) -> np.ndarray:
+        name = word_file(voice, speed, text)
+        if name not in cache:
+            entry = words / name
+            if not entry.is_file():
+                raise UserError(f"no bundled clip of {text!r} in voice {voice} at {speed} wpm; "
+                                f"the bundled voices and speeds: {bundled_digit_voices()}")
+            samples, rate = soundfile.read(io.BytesIO(entry.read_bytes()), dtype="float32")
+            cache[name] = to_mono_16k(samples, rate)
+        return cache[name]
+
+    def render(target: Path, utterance: Utterance) -> None:
+        rng = random.Random(repr(utterance))  # the same pauses whenever it is composed again
+        pieces = []
+        for text in utterance.text.split():
+            pieces += [word(utterance.voice, utterance.speed, text),
+                       np.zeros(int(rng.uniform(*PAUSE_S) * SAMPLE_RATE), np.float32)]
+        buffer = io.BytesIO()
+        soundfile.write(buffer, np.concatenate(pieces[:-1]), SAMPLE_RATE, format="FLAC")
+        write_atomic(target, buffer.getvalue())
+
+    return _write_corpus(output, utterances, ".flac", render, on_clip, 1)
+
+
+def _write_corpus(output: Path, utterances: list[Utterance], suffix: str,
+                  render: Callable[[Path, Utterance], None], on_clip: Callable[[], None],
+                  workers: int) -> Path:
     (output / "audio").mkdir(parents=True, exist_ok=True)
     rows = []
-    for index, utterance in enumerate(utterances):
-        relative = f"audio/{index:05d}.wav"
-        target = output / relative
+
+    def clip(index: int, utterance: Utterance) -> None:
+        target = output / rows[index]["audio_path"]
         if not target.exists():
-            temporary = target.with_suffix(".tmp.wav")
-            speak(utterance, temporary, binary)
-            temporary.replace(target)
-        rows.append({"audio_path": relative, "text": utterance.text,
+            render(target, utterance)
+        on_clip()
+
+    for index, utterance in enumerate(utterances):
+        rows.append({"audio_path": f"audio/{index:05d}{suffix}", "text": utterance.text,
                      "voice": utterance.voice, "speed": utterance.speed})
+    with ThreadPoolExecutor(workers) as pool:
+        list(pool.map(clip, range(len(utterances)), utterances))  # list(): raise what failed
     manifest = output / "data.jsonl"
     write_atomic(manifest, "".join(json.dumps(row) + "\n" for row in rows).encode())
     return manifest
+
+
+def word_file(voice: str, speed: int, word: str) -> str:
+    return f"{voice}_{speed}_{word}.ogg"
+
+
+def bundled_digit_voices() -> dict[str, list[int]]:
+    """The voices of the bundled digit words, each with its speeds (words per minute)."""
+    found: dict[str, set[int]] = {}
+    for entry in (resources.files("voxtune.data") / DIGIT_WORDS).iterdir():
+        voice, speed, _ = entry.name.rsplit("_", 2)
+        found.setdefault(voice, set()).add(int(speed))
+    return {voice: sorted(speeds) for voice, speeds in sorted(found.items())}
+
+
+def bundle_digit_words(output: Path, voices: tuple[str, ...], speeds: tuple[int, ...]) -> None:
+    """Speak every digit word in each voice and speed with espeak-ng, trimmed of the silence
+    around it, as small Ogg/Opus files: how data/digits/ was made (the demo's voices)."""
+    binary = espeak()
+    output.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory() as scratch:
+        for voice, speed, word in itertools.product(voices, speeds, DIGITS):
+            spoken = Path(scratch) / "word.wav"
+            speak(Utterance(word, voice, speed), spoken, binary)
+            samples, rate = soundfile.read(spoken, dtype="float32")
+            samples = to_mono_16k(samples, rate)
+            voiced = np.flatnonzero(np.abs(samples) > SILENCE)
+            margin = SAMPLE_RATE // 50  # 20 ms: keep the soft start and end of the word
+            samples = samples[max(0, voiced[0] - margin):voiced[-1] + margin]
+            # the lowest Opus bitrate: ~1 kB a word, and still a clear (robotic) voice
+            soundfile.write(output / word_file(voice, speed, word), samples, SAMPLE_RATE,
+                            format="OGG", subtype="OPUS", compression_level=1.0)
 
 
 def copy_samples(output: Path) -> Path:

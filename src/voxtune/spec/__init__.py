@@ -103,14 +103,19 @@ class TrainingSpec(StrictModel):
     save_steps: int = Field(50, ge=1, description="Checkpoint every N optimizer steps.")
     keep_checkpoints: int = Field(2, ge=1, description="Rolling checkpoints kept on disk.")
     precision: Literal["auto", "bf16", "fp16", "fp32"] = Field(
-        "auto", description="auto = bf16 where the hardware supports it natively, else fp16 on "
-        "GPUs, fp32 on CPUs.")
+        "auto", description="auto = bf16 on GPUs that support it and on CPUs with native bf16 "
+        "instructions (AVX512-BF16 or AMX), fp16 on older GPUs, fp32 on other CPUs; the train "
+        "log says which ran.")
     gradient_checkpointing: bool | None = Field(
         None, description="Trade compute for memory; default: on for full and qlora, off for "
         "lora (filled in when the run is created).")
     optimizer: Literal["auto", "adamw_torch", "adamw_8bit", "paged_adamw_8bit"] = Field(
         "auto", description="auto = adamw_8bit (bitsandbytes) for full fine-tuning on GPUs, "
         "adamw_torch otherwise; the one that ran is recorded in metrics.json.")
+    group_by_length: bool = Field(True, description="Batch clips of similar length (less "
+                                  "padding). Turn off to draw batches at random when training "
+                                  "from scratch (the demo): length-sorted batches kept a random "
+                                  "model guessing for 1,400+ steps.")
     freeze_audio_encoder: bool = Field(True, description="Keep the audio encoder frozen in full "
                                        "fine-tuning; needed to fit 80 GB GPUs.")
     freeze_embeddings: bool = Field(False, description="Also keep the token embeddings and the "

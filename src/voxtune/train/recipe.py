@@ -38,8 +38,7 @@ FEATURES = "features"
 
 
 def training_arguments(spec: RunSpec, output: Path, dtype_name: str, on_gpu: bool,
-                       group_by_length: bool = True, layers: Sequence[str] = (),
-                       optimizer: str | None = None) -> Any:
+                       layers: Sequence[str] = (), optimizer: str | None = None) -> Any:
     """The Trainer's arguments for `spec`. `layers`: the model's layer classes, which FSDP
     wraps when the run is sharded; `optimizer`: the Trainer's name for the spec's optimizer
     (`resources.trainer_optimizer`), by default the spec's own without checking it can run."""
@@ -75,8 +74,8 @@ def training_arguments(spec: RunSpec, output: Path, dtype_name: str, on_gpu: boo
         optim=optimizer or TRAINER_OPTIMIZERS[spec.optimizer_for(on_gpu)],
         use_cpu=not on_gpu,  # also what lets bf16 autocast run on CPUs that support it
         seed=training.seed,
-        # similar lengths per batch: less padding (see `main` for when not to)
-        train_sampling_strategy="group_by_length" if group_by_length else "random",
+        # similar lengths per batch: less padding (the spec field says when not to)
+        train_sampling_strategy="group_by_length" if training.group_by_length else "random",
         remove_unused_columns=False,  # our collator needs every field
         dataloader_num_workers=0,  # features are cached on disk; workers only add start-up
         report_to=[],  # trackio is driven by our callback so eval metrics join the same run
@@ -113,14 +112,14 @@ def evaluate_model(model: Any, processor: Any, spec: RunSpec, prepared: Path,
 # --- the recipe ---------------------------------------------------------------------------------
 
 
-def main(spec: RunSpec, prepared: Path, output: Path, extra_callbacks: Sequence[Any] = (),
-         group_by_length: bool = True) -> dict[str, Any]:
+def main(spec: RunSpec, prepared: Path, output: Path,
+         extra_callbacks: Sequence[Any] = ()) -> dict[str, Any]:
     """Train per `spec` on `prepared`, write into `output`, and return the metrics.
 
     `extra_callbacks`: more `TrainerCallback`s, e.g. bench/learn.py's held-out CER over time.
-    `group_by_length=False` draws batches at random instead of by length. A model trained from
-    scratch needs that: in bench/learn.py's pilots length-sorted batches still gave guessing-level
-    CER (0.72) after 1,400 steps, where random batches reached 0.17.
+    `training.group_by_length: false` draws batches at random instead of by length. A model
+    trained from scratch needs that: in bench/learn.py's pilots length-sorted batches still gave
+    guessing-level CER (0.72) after 1,400 steps, where random batches reached 0.17.
     """
     import torch
     from transformers import Trainer
@@ -211,8 +210,8 @@ def main(spec: RunSpec, prepared: Path, output: Path, extra_callbacks: Sequence[
     device = f"cuda:{os.environ.get('LOCAL_RANK', '0')}" if on_gpu else "cpu"
     print(f"features: {f'cached in {cache}' if cache else f'computed per batch on {device}'}")
     dataset = TranscriptionDataset(train_clips, prepared, processor, cache, spec.language)
-    args = training_arguments(spec, checkpoints, dtype_name, on_gpu, group_by_length,
-                              layer_classes(model), trainer_optimizer)
+    args = training_arguments(spec, checkpoints, dtype_name, on_gpu, layer_classes(model),
+                              trainer_optimizer)
     sigterm = StopOnSigterm()
     callbacks = [sigterm, Progress(optimizer), *([Trackio(tracking)] if tracking else []),
                  *extra_callbacks]

@@ -4,6 +4,7 @@ that really runs, and metrics in trackio (stored in the run folder, offline)."""
 from __future__ import annotations
 
 import contextlib
+import io
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,6 +14,9 @@ from transformers import TrainerCallback
 
 from voxtune.spec import RunSpec
 from voxtune.train.resources import optimizer_description
+
+# the lines of trackio.init's output that send users to trackio's own dashboard command
+TRACKIO_HINTS = ("View dashboard by running", "trackio show", "trackio.show(")
 
 
 class Progress(TrainerCallback):
@@ -61,10 +65,15 @@ def start_tracking(spec: RunSpec, store: Path) -> Any:
     # needs the Hub, so nothing goes (the label stays empty). Drop once trackio asks only for
     # Spaces.
     local = spec.tracking.space_id is None
-    with hub_offline() if local else contextlib.nullcontext():
+    with hub_offline() if local else contextlib.nullcontext(), \
+            contextlib.redirect_stdout(io.StringIO()) as said:
         trackio.init(project=spec.tracking.project, name=spec.name,
                      space_id=spec.tracking.space_id, config=spec.model_dump(mode="json"),
                      resume="allow", embed=False, auto_log_gpu=False)
+    # trackio's hint (`trackio show`) knows neither the run folder nor a port beside the UI's
+    print("\n".join(line for line in said.getvalue().splitlines()
+                    if not any(hint in line for hint in TRACKIO_HINTS)))
+    print(f"* Training curves: voxtune dashboard {store.parent}", flush=True)
     return trackio
 
 
