@@ -57,7 +57,9 @@ def full_run(prepared: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
         [sys.executable, "-m", "voxtune", "train", "--data", str(prepared), "--output",
          str(output), "--model", "tiny-random-4s", "--mode", "full", "--max-steps", "1",
          "--precision", "fp32", "--language", "en"],
-        capture_output=True, text=True, env={**os.environ, "VOXTUNE_HOME": str(shared_home())})
+        capture_output=True, text=True, env={**os.environ, "VOXTUNE_HOME": str(shared_home()),
+                                             # a random model never stops early: keep it short
+                                             "VOXTUNE_SPEC__EVAL__MAX_NEW_TOKENS": "16"})
     assert done.returncode == 0, done.stderr[-3000:]
     return output
 

@@ -34,7 +34,9 @@ def serve(source: str, *, name: str, host: str, port: int, base: BaseChoice = "a
           limits: Limits | None = None) -> None:
     """Load the model, open the port, print where, and serve until SIGTERM/SIGINT."""
     import uvicorn
+    from prometheus_client import disable_created_metrics
 
+    disable_created_metrics()  # a *_created per series only doubles what a scrape reads
     pair = load_pair(source, base, name)
     app = build_app(pair, limits or Limits())
     # our own socket: the port (also a free one, --port 0) is known and printed before serving
