@@ -218,7 +218,8 @@ def build_app(pair: Pair, limits: Limits) -> FastAPI:
             jobs.append(transcribe("base", clip, language))
         done = await asyncio.gather(*jobs)
         return {"tuned": done[0].text, "base": done[1].text if len(done) > 1 else None,
-                "model": pair.name, "base_model": pair.base_name,
+                "model": pair.name, "description": pair.tuned.description,
+                "base_model": pair.base_name,
                 "duration": round(clip.seconds, 3)}
 
     @app.get("/healthz")
