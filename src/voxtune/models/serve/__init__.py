@@ -27,18 +27,22 @@ from __future__ import annotations
 import socket
 
 from voxtune.models.serve.api import Limits, build_app
-from voxtune.models.serve.pair import BaseChoice, load_pair
+from voxtune.models.serve.pair import BaseChoice, Pair, load_pair
 
 
 def serve(source: str, *, name: str, host: str, port: int, base: BaseChoice = "auto",
           limits: Limits | None = None) -> None:
     """Load the model, open the port, print where, and serve until SIGTERM/SIGINT."""
+    serve_pair(load_pair(source, base, name), host=host, port=port, limits=limits or Limits())
+
+
+def serve_pair(pair: Pair, *, host: str, port: int, limits: Limits) -> None:
+    """Serve a loaded pair (bench/serve.py serves a preset this way) until SIGTERM/SIGINT."""
     import uvicorn
     from prometheus_client import disable_created_metrics
 
     disable_created_metrics()  # a *_created per series only doubles what a scrape reads
-    pair = load_pair(source, base, name)
-    app = build_app(pair, limits or Limits())
+    app = build_app(pair, limits)
     # our own socket: the port (also a free one, --port 0) is known and printed before serving
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     listener = socket.socket(family, socket.SOCK_STREAM)
