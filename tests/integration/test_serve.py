@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -28,6 +29,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from tests.helpers import speechlike, write_audio
 from tests.train_fixtures import prepare_samples, shared_home
 from voxtune.data.manifest import read_manifest
+from voxtune.publish.card import openai_section
 
 pytestmark = pytest.mark.slow
 LISTENING = re.compile(r"on (http://127\.0\.0\.1:\d+)")
@@ -163,6 +165,14 @@ def test_openai_clients_and_curl_transcribe_and_metrics_count_them(
                 clip.open("rb") as audio:
             client.audio.transcriptions.create(model="whisper-1", file=audio)
 
+        # the model card's and the Space's snippet, as published, pointed at this server
+        snippet = re.search(r"```python\n(.*?)```", openai_section(MODEL), re.S)[1]
+        shutil.copyfile(clip, tmp_path / "speech.wav")
+        ran = subprocess.run([sys.executable, "-c", snippet.replace("http://localhost:7861",
+                                                                    url)],
+                             cwd=tmp_path, capture_output=True, text=True, timeout=120)
+        assert ran.returncode == 0 and ran.stdout.strip(), ran.stderr
+
         code, body = curl(url, "/v1/audio/transcriptions", f"file=@{clip}", f"model={MODEL}",
                           "language=en")
         assert code == 200 and json.loads(body) == {"text": tuned.text}
@@ -185,7 +195,7 @@ def test_openai_clients_and_curl_transcribe_and_metrics_count_them(
 
     endpoint = "/v1/audio/transcriptions"
     assert value("voxtune_serve_requests", "voxtune_serve_requests_total", endpoint=endpoint,
-                 code="200") == 4  # client json, verbose, text; curl
+                 code="200") == 5  # client json, verbose, text; the card's snippet; curl
     assert value("voxtune_serve_requests", "voxtune_serve_requests_total", endpoint=endpoint,
                  code="400") == 3
     assert value("voxtune_serve_errors", "voxtune_serve_errors_total",
@@ -193,12 +203,15 @@ def test_openai_clients_and_curl_transcribe_and_metrics_count_them(
     assert value("voxtune_serve_errors", "voxtune_serve_errors_total",
                  reason="model_not_found") == 1
     assert value("voxtune_serve_request_duration_seconds",
-                 "voxtune_serve_request_duration_seconds_count", endpoint=endpoint) == 9
+                 "voxtune_serve_request_duration_seconds_count", endpoint=endpoint) == 10
     audio = value("voxtune_serve_audio_seconds", "voxtune_serve_audio_seconds_total",
                   model=MODEL)
-    assert audio == pytest.approx(4 * verbose.duration, rel=1e-3)  # 2 client, curl, compare
+    # json, text, the snippet, curl, compare (verbose asked the base)
+    assert audio == pytest.approx(5 * verbose.duration, rel=1e-3)
     assert value("voxtune_serve_queue_depth", "voxtune_serve_queue_depth") == 0
     assert value("voxtune_serve_batch_size", "voxtune_serve_batch_size_count") >= 6
+    assert value("voxtune_serve_audio_seconds", "voxtune_serve_audio_seconds_total",
+                 model="tiny-random-4s") == pytest.approx(2 * verbose.duration, rel=1e-3)
 
 
 @pytest.mark.parametrize(("flag", "base_from"), [("skip", "skip"), ("auto", "load")])
