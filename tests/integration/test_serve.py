@@ -178,6 +178,9 @@ def test_openai_clients_and_curl_transcribe_and_metrics_count_them(
         assert code == 200 and json.loads(body) == {"text": tuned.text}
         code, body = curl(url, "/v1/audio/transcriptions", f"file=@{noise}", f"model={MODEL}")
         assert code == 400 and json.loads(body)["error"]["code"] == "invalid_audio"
+        code, body = curl(url, "/v1/audio/transcriptions", f"file=@{clip}", f"model={MODEL}",
+                          "language=English")
+        assert code == 400 and "not an ISO 639-1 code" in json.loads(body)["error"]["message"]
         code, body = curl(url, "/compare", f"file=@{clip}", "language=en")
         compared = json.loads(body)
         assert code == 200 and compared["tuned"] == tuned.text
@@ -197,13 +200,13 @@ def test_openai_clients_and_curl_transcribe_and_metrics_count_them(
     assert value("voxtune_serve_requests", "voxtune_serve_requests_total", endpoint=endpoint,
                  code="200") == 5  # client json, verbose, text; the card's snippet; curl
     assert value("voxtune_serve_requests", "voxtune_serve_requests_total", endpoint=endpoint,
-                 code="400") == 3
+                 code="400") == 4  # too long, noise twice, a language name
     assert value("voxtune_serve_errors", "voxtune_serve_errors_total",
                  reason="audio_too_long") == 1
     assert value("voxtune_serve_errors", "voxtune_serve_errors_total",
                  reason="model_not_found") == 1
     assert value("voxtune_serve_request_duration_seconds",
-                 "voxtune_serve_request_duration_seconds_count", endpoint=endpoint) == 10
+                 "voxtune_serve_request_duration_seconds_count", endpoint=endpoint) == 11
     audio = value("voxtune_serve_audio_seconds", "voxtune_serve_audio_seconds_total",
                   model=MODEL)
     # json, text, the snippet, curl, compare (verbose asked the base)

@@ -61,9 +61,10 @@ def resolve_model(reference: str, home: Path) -> str:
 def _serve(args: argparse.Namespace) -> int:
     from voxtune.models.serve import Limits, serve
 
-    for flag in ("max_batch", "max_queue"):
-        if getattr(args, flag) < 1:
-            raise UserError(f"--{flag.replace('_', '-')} must be at least 1")
+    for flag, least in (("max_batch", 1), ("max_queue", 1), ("request_timeout", 0.001),
+                        ("max_upload_mb", 0.001), ("batch_wait_ms", 0)):
+        if getattr(args, flag) < least:
+            raise UserError(f"--{flag.replace('_', '-')} must be at least {least:g}")
     limits = Limits(max_upload_bytes=int(args.max_upload_mb * 2**20),
                     request_timeout_s=args.request_timeout, max_batch=args.max_batch,
                     max_wait_s=args.batch_wait_ms / 1000, max_queue=args.max_queue)

@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import io
 import logging
+import re
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -84,6 +85,19 @@ def decode_audio(data: bytes, filename: str) -> Clip:
     if len(samples) == 0:
         raise ApiError(400, f"{filename}: the audio is empty", "invalid_audio", "file")
     return Clip(rate, samples)
+
+
+def language_of(fields: dict[str, str]) -> str | None:
+    """The request's ISO 639-1 code, or None (detect); ApiError 400 for anything else. Any code
+    passes (a run may have taught the model a language beyond Voxtral's eight)."""
+    language = fields.get("language", "").strip().lower()
+    if language in ("", "auto"):
+        return None
+    if not re.fullmatch(r"[a-z]{2}", language):
+        raise ApiError(400, f"language {fields['language']!r} is not an ISO 639-1 code (two "
+                       "letters such as en, or omit it to detect the language)",
+                       "invalid_language", "language")
+    return language
 
 
 def check_length(clip: Clip, window_seconds: float, filename: str) -> None:
@@ -165,7 +179,7 @@ def build_app(pair: Pair, limits: Limits) -> FastAPI:
         try:
             result = await asyncio.wait_for(asyncio.wrap_future(future),
                                             limits.request_timeout_s)
-        except (TimeoutError, Expired):
+        except (TimeoutError, asyncio.TimeoutError, Expired):  # distinct before Python 3.11
             future.cancel()
             raise ApiError(504, f"no transcript within {limits.request_timeout_s:g} s (the "
                            "server is overloaded)", "timeout") from None
@@ -191,7 +205,7 @@ def build_app(pair: Pair, limits: Limits) -> FastAPI:
             raise ApiError(400, f"response_format {response_format!r} is not supported; use "
                            f"{', '.join(RESPONSE_FORMATS)}", "unsupported_format",
                            "response_format")
-        language = fields.get("language") or None
+        language = language_of(fields)
         transcript = await transcribe(names[model], clip, language)
         if response_format == "text":
             return PlainTextResponse(transcript.text)
@@ -212,7 +226,7 @@ def build_app(pair: Pair, limits: Limits) -> FastAPI:
     @app.post("/compare")
     async def compare(request: Request) -> dict[str, Any]:
         clip, fields = await upload(request)
-        language = fields.get("language") or None
+        language = language_of(fields)
         jobs = [transcribe("tuned", clip, language)]
         if pair.serves_base:
             jobs.append(transcribe("base", clip, language))
