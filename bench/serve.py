@@ -9,8 +9,8 @@ its own, serving the tiny-random preset (the real processor and its 30-s window,
 weights, so every transcript runs to `--max-new-tokens`); the clients are threads posting the
 bundled espeak-ng sample clips with the official `openai` client. Batching on and off each
 get a server of their own; both stay up and take turns, in alternating order, each turn after
-a few warm-up requests. The baseline is batching off, measured in the same run; the ratio is batching on's
-throughput against it. What batching gains depends on
+a few warm-up requests. The baseline is batching off, measured in the same run; the ratio is
+batching on's throughput against it. What batching gains depends on
 `voxtune.models.inference.transcribe_batch` doing one generate call for the batch (the batcher
 hands it the batch either way). Recorded figures: docs/benchmarks.md, "Serving".
 """
