@@ -272,7 +272,7 @@ class Controller:
                 created = self.custom.create_namespaced_custom_object(
                     engine.group, engine.version, ns, engine.plural, action.document)
                 self.groups[engine.name].put(created)
-                self.metrics.count("voxtune_jobs_created_total")
+                self.metrics.jobs_created.inc()
                 log.info("created %s %s/%s", engine.kind, ns, action.name)
             elif isinstance(action, DeleteObject):
                 engine = action.engine
