@@ -108,6 +108,7 @@ bench: $(STAMP) system-packages  ## benchmarks (print ratios against the upstrea
 	$(BIN)/python bench/train.py
 	$(BIN)/python bench/features.py
 	$(BIN)/python bench/controller.py
+	$(BIN)/python bench/serve.py
 	$(BIN)/python bench/memory.py
 
 .PHONY: learn

@@ -20,6 +20,7 @@ from typing import Any
 
 import pytest
 import yaml
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests.emulators import kube
 from tests.emulators.kube import KubeEmulator
@@ -256,7 +257,7 @@ def test_api_errors_back_off_and_recover(cluster: KubeEmulator,
         executor.submit(spec())
         job_appears(cluster, "r-prepare")
         assert [r.code for r in cluster.requests_matching("POST", r"/jobs$")] == [500, 500, 201]
-        assert "voxtune_reconcile_errors_total 2" in running.metrics.render([])
+        assert samples(running.metrics.render([]))[("voxtune_reconcile_errors_total", ())] == 2
     finally:
         running.stop()
 
@@ -300,9 +301,10 @@ def test_malformed_runs_fail_clearly_while_the_others_go_on(
 
     time.sleep(0.6)  # a resync later: each Job once, and no reconcile ever crashed
     assert sorted(created_jobs(cluster)) == ["good-prepare", "odd-prepare"]
-    text = controller.metrics.render(controller.runs.all())
-    assert "voxtune_reconcile_errors_total" not in text
-    assert 'voxtune_runs{phase="Failed"} 3' in text and 'phase="Succeeded"} 2' in text
+    scraped = samples(controller.metrics.render(controller.runs.all()))
+    assert scraped[("voxtune_reconcile_errors_total", ())] == 0
+    assert scraped[("voxtune_runs", (("phase", "Failed"),))] == 3
+    assert scraped[("voxtune_runs", (("phase", "Succeeded"),))] == 2
     assert controller.healthy()
 
 
@@ -450,11 +452,14 @@ def test_health_and_metrics(cluster: KubeEmulator, controller: Controller,
         def scrape() -> str:
             return urllib.request.urlopen(base + "/metrics", timeout=5).read().decode()
 
-        text = eventually(lambda: (t := scrape()) and 'voxtune_runs{phase="Succeeded"} 1' in t
-                          and t, what="metrics")
-        assert 'voxtune_step_duration_seconds_count{step="prepare"} 1' in text
-        assert 'voxtune_runs{phase="Failed"} 0' in text
-        assert "voxtune_jobs_created_total 1" in text
+        succeeded = ("voxtune_runs", (("phase", "Succeeded"),))
+        found = eventually(lambda: (s := samples(scrape())).get(succeeded) == 1 and s,
+                           what="metrics")
+        assert found[("voxtune_step_duration_seconds_count", (("step", "prepare"),))] == 1
+        assert found[("voxtune_step_duration_seconds_bucket",
+                      (("le", "+Inf"), ("step", "prepare")))] == 1
+        assert found[("voxtune_runs", (("phase", "Failed"),))] == 0
+        assert found[("voxtune_jobs_created_total", ())] == 1
     finally:
         server.shutdown()
 
@@ -487,6 +492,12 @@ def test_controller_command_serves_and_stops_on_sigterm(cluster: KubeEmulator,
     finally:
         if process.poll() is None:
             process.kill()
+
+
+def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """Prometheus text, read by prometheus_client's own parser: {(sample, labels): value}."""
+    return {(sample.name, tuple(sorted(sample.labels.items()))): sample.value
+            for family in text_string_to_metric_families(text) for sample in family.samples}
 
 
 def http_status(url: str) -> int:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
 import os
 import re
 import shutil
@@ -24,6 +25,7 @@ from pathlib import Path
 import pytest
 import soundfile
 import yaml
+from safetensors.torch import load_file
 
 from tests.emulators.hub import DEFAULT_TOKEN, HubEmulator, hub_emulator
 from tests.train_fixtures import prepare_samples, shared_home
@@ -46,9 +48,10 @@ TRAINING_STATE = ("optimizer.pt", "scheduler.pt", "rng_state.pth", "trainer_stat
 PROCESSOR = {"processor_config.json", "tekken.json"}
 CARD_FILES = {"README.md", "metrics.json", "spec.yaml"}
 ADAPTER = {"adapter_config.json", "adapter_model.safetensors"}
-ADAPTER_LAYOUT = ADAPTER | PROCESSOR | CARD_FILES | {"tokenizer_config.json"}
-MERGED_LAYOUT = ({"config.json", "generation_config.json", "model.safetensors"} | PROCESSOR
-                 | CARD_FILES | {f"adapter/{name}" for name in ADAPTER})
+ADAPTER_LAYOUT = (ADAPTER | PROCESSOR | CARD_FILES | {"tokenizer_config.json", "vllm.json"}
+                  | {f"vllm-adapter/{name}" for name in ADAPTER})
+MERGED_LAYOUT = ({"config.json", "generation_config.json", "model.safetensors", "vllm.json"}
+                 | PROCESSOR | CARD_FILES | {f"adapter/{name}" for name in ADAPTER})
 SPACE_FILES = {"README.md", "app.py", "requirements.txt", "voxtune_inference.py"}
 DATASET_FILES = {"README.md", "spec.yaml", "data/train-00000-of-00001.parquet",
                  "data/eval-00000-of-00001.parquet"}
@@ -169,6 +172,11 @@ def test_local_versions_hold_only_loadable_files_and_load_with_the_card_snippet(
     adapter_files = set(files_under(local_version))
     assert adapter_files == (ADAPTER_LAYOUT | {f"space/{name}" for name in SPACE_FILES}
                              | {f"dataset/{name}" for name in DATASET_FILES})
+    served = json.loads((local_version / "vllm.json").read_text())
+    assert served == {"model": "tiny-random-4s", "adapter": "vllm-adapter", "dtype": "bfloat16",
+                      "dropped": [], "note": ""}
+    assert set(load_file(local_version / "vllm-adapter/adapter_model.safetensors")) == set(
+        load_file(local_version / "adapter_model.safetensors"))  # already on the LM only
     before = digest(local_version)
 
     done = voxtune("publish", "--model", run, "--to", registry, "--merge")
@@ -176,6 +184,7 @@ def test_local_versions_hold_only_loadable_files_and_load_with_the_card_snippet(
     merged = registry / "my-voice" / "2"
     assert "version 2 (merged LoRA model)" in done.stdout and "WER" in done.stdout
     assert set(files_under(merged)) == MERGED_LAYOUT
+    assert json.loads((merged / "vllm.json").read_text())["model"] == "."
     assert digest(local_version) == before  # a version is never written again
     assert sorted(p.name for p in (registry / "my-voice").iterdir()) == ["1", "2"]  # no temp
 

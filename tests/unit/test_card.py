@@ -102,6 +102,9 @@ def test_loading_snippet_fits_the_layout(layout: str, revision: str | None) -> N
     else:
         assert "peft" not in snippet.lower()
         assert 'from_pretrained(model_id, dtype="auto"' in snippet
+    card = render_model_card(facts(layout, revision=revision))  # and the OpenAI client's call
+    assert card.index("from transformers import") < card.index("from openai import OpenAI")
+    assert "transcriptions.create(model='alice/my-voice'" in card
 
 
 @pytest.mark.parametrize(("on_hub", "private", "note"), [
@@ -168,6 +171,9 @@ def test_space_files(on_hub: bool) -> None:
     assert "DEFAULT_LANGUAGE = 'sv'" in app and "random weights" in app
     assert "import gradio" in app and "from voxtune_inference import" in app
     assert not re.search(r"token\s*=|hf_[A-Za-z]", app)  # the Space gets its token as a secret
+    readme = render_readme(space)  # the OpenAI-client call next to the Space's own use
+    assert f"voxtune serve {model} --port 7861" in readme
+    assert f"client.audio.transcriptions.create(model={model!r}" in readme
 
 
 def test_generated_app_is_lint_clean(tmp_path: Path) -> None:

@@ -359,7 +359,8 @@ def test_demo_serves_a_published_model() -> None:
     demo = container(documents, DEMO)
     assert demo["command"] == ["voxtune", "serve", "my-voice@2", "--host", "0.0.0.0",
                                "--port", "7861", "--base", "auto"]
-    assert demo["readinessProbe"]["httpGet"] == {"path": "/healthz", "port": "http"}
+    assert demo["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "http"}
+    assert demo["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "http"}
     assert env(demo)["HF_TOKEN"] == {"secretKeyRef": {"name": "hf-token", "key": "token",
                                                       "optional": True}}
     service = find(documents, "Service", DEMO)["spec"]["ports"][0]
@@ -368,6 +369,44 @@ def test_demo_serves_a_published_model() -> None:
     assert "VOXTUNE_UI_DEMO_URL" not in env(container(render(), UI))
     missing = helm_run("template", RELEASE, CHART, "--set", "demo.enabled=true")
     assert missing.returncode != 0 and "demo.model is required" in missing.stderr
+
+
+def test_demo_can_serve_the_published_model_with_vllm_on_a_gpu(tmp_path: Path) -> None:
+    documents = render(VALUES["demo-vllm"])
+    demo = container(documents, DEMO)
+    assert demo["image"] == "vllm/vllm-openai:v0.11.0"
+    assert demo["resources"]["limits"]["nvidia.com/gpu"] == 1
+    assert demo["readinessProbe"]["httpGet"] == {"path": "/health", "port": "http"}
+    python, flag, launcher, *arguments = demo["command"]
+    assert (python, flag) == ("python3", "-c")
+    assert arguments == ["/data/registry/my-voice/2", "my-voice@2", "7861"]
+    assert demo["args"] == ["--max-model-len", "8192"]
+    # the UI's Try-it points at the same Service, whichever engine answers behind it
+    assert env(container(documents, UI))["VOXTUNE_UI_DEMO_URL"].startswith(f"http://{DEMO}:")
+
+    # the launcher, run on what publish writes, execs the `vllm serve` line docs/operations.md
+    # shows (a stand-in `vllm` on PATH prints its arguments)
+    model = tmp_path / "model"
+    (model / "vllm-adapter").mkdir(parents=True)
+    (model / "vllm.json").write_text('{"model": "mistralai/Voxtral-Mini-3B-2507", "adapter": '
+                                     '"vllm-adapter", "dtype": "bfloat16", "note": ""}')
+    (model / "vllm-adapter" / "adapter_config.json").write_text('{"r": 32}')
+    stand_in = tmp_path / "bin" / "vllm"
+    stand_in.parent.mkdir()
+    stand_in.write_text('#!/bin/sh\necho "$@"\n')
+    stand_in.chmod(0o755)
+    done = subprocess.run([sys.executable, "-c", launcher, str(model), "my-voice@2", "7861",
+                           *demo["args"]], capture_output=True, text=True, timeout=60,
+                          env={"PATH": f"{stand_in.parent}:/usr/bin:/bin"})
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines()[-1] == (
+        f"serve mistralai/Voxtral-Mini-3B-2507 --enable-lora --max-lora-rank 32 --lora-modules "
+        f"my-voice@2={model}/vllm-adapter --served-model-name mistralai/Voxtral-Mini-3B-2507 "
+        "--host 0.0.0.0 --port 7861 --dtype bfloat16 --tokenizer-mode mistral --max-model-len 8192")
+
+    hub = helm_run("template", RELEASE, CHART, "-f", VALUES["demo-vllm"],
+                   "--set", "demo.model=alice/my-voice")
+    assert hub.returncode != 0 and "registry name@version or an absolute path" in hub.stderr
 
 
 @pytest.mark.parametrize(("values", "claim"), [(None, f"{RELEASE}-data"),

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from voxtune.models.serve import GIB, base_source, free_memory_bytes
+from voxtune.models.serve.pair import GIB, base_source, free_memory_bytes
 
 
 def test_an_adapter_never_needs_a_second_copy() -> None:

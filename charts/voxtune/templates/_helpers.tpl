@@ -192,3 +192,28 @@ imagePullSecrets:
 {{- end }}
 {{- toYaml $settings }}
 {{- end }}
+
+{{/* The vLLM demo's entrypoint: reads the published model's vllm.json (voxtune/publish/vllm.py)
+and execs `vllm serve` on the folder (merged or full weights) or on the base with the language
+model's adapter, named as demo.model either way. Arguments: folder, name, port, extra args. */}}
+{{- define "voxtune.vllmLauncher" -}}
+import json, os, sys
+folder, name, port, *extra = sys.argv[1:]
+with open(os.path.join(folder, "vllm.json")) as manifest:
+    plan = json.load(manifest)
+if plan["note"]:
+    print("voxtune:", plan["note"], flush=True)
+command = ["vllm", "serve"]
+if plan["adapter"]:
+    adapter = os.path.join(folder, plan["adapter"])
+    with open(os.path.join(adapter, "adapter_config.json")) as config:
+        rank = json.load(config)["r"]
+    command += [plan["model"], "--enable-lora", "--max-lora-rank", str(rank),
+                "--lora-modules", name + "=" + adapter, "--served-model-name", plan["model"]]
+else:
+    command += [folder, "--served-model-name", name]
+command += ["--host", "0.0.0.0", "--port", port, "--dtype", plan["dtype"],
+            "--tokenizer-mode", "mistral", *extra]
+print("voxtune:", " ".join(command), flush=True)
+os.execvp(command[0], command)
+{{- end }}

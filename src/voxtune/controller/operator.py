@@ -20,11 +20,11 @@ Run one replica (the Deployment uses strategy Recreate); there is no leader elec
 
 from __future__ import annotations
 
+import collections
 import logging
 import signal
 import threading
 import time
-from collections import Counter, defaultdict
 from collections.abc import Callable
 from datetime import datetime, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -32,6 +32,15 @@ from typing import Any
 
 from kubernetes.client import ApiClient, ApisApi, BatchV1Api, CoreV1Api, CustomObjectsApi
 from kubernetes.client.exceptions import ApiException
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    disable_created_metrics,
+    generate_latest,
+)
 
 from voxtune.controller.crd import GROUP, PLURAL, RUN_LABEL, VERSION, run_status
 from voxtune.controller.engines import ENGINES, Engine
@@ -59,47 +68,32 @@ DURATION_BUCKETS = (60, 300, 900, 1800, 3600, 7200, 14400, 28800, 86400, 259200)
 
 
 class Metrics:
-    """Counters and a step-duration histogram in the Prometheus text format."""
+    """The controller's Prometheus series: runs by phase (read from the cache at each scrape),
+    finished steps' durations, reconciles, API errors and Jobs created."""
 
     def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._counters: Counter[tuple[str, tuple[tuple[str, str], ...]]] = Counter()
-        self._durations: dict[str, list[float]] = defaultdict(list)
-
-    def count(self, name: str, amount: float = 1, **labels: str) -> None:
-        with self._lock:
-            self._counters[(name, tuple(sorted(labels.items())))] += amount
+        self.registry = CollectorRegistry()
+        on = {"registry": self.registry}
+        self._runs = Gauge("voxtune_runs", "FineTuneRuns by phase.", ["phase"], **on)
+        self._durations = Histogram("voxtune_step_duration_seconds", "Duration of finished "
+                                    "steps.", ["step"], buckets=DURATION_BUCKETS, **on)
+        self.api_errors = Counter("voxtune_api_errors", "Failed list/watch calls, by kind.",
+                                  ["kind"], **on)
+        self.reconcile_errors = Counter("voxtune_reconcile_errors", "Reconciles that failed "
+                                        "(retried with backoff).", **on)
+        self.reconciles = Counter("voxtune_reconciles", "Reconciles run.", **on)
+        self.reconcile_seconds = Counter("voxtune_reconcile_seconds", "Time spent "
+                                         "reconciling.", **on)
+        self.jobs_created = Counter("voxtune_jobs_created", "Jobs created.", **on)
 
     def step_finished(self, step: str, seconds: float) -> None:
-        with self._lock:
-            self._durations[step].append(seconds)
+        self._durations.labels(step).observe(seconds)
 
     def render(self, runs: list[dict]) -> str:
-        phases = Counter(run_phase(run) for run in runs)
-        lines = ["# HELP voxtune_runs FineTuneRuns by phase.", "# TYPE voxtune_runs gauge"]
-        lines += [f'voxtune_runs{{phase="{phase}"}} {phases.get(phase, 0)}'
-                  for phase in CLUSTER_PHASES]
-        lines += ["# HELP voxtune_step_duration_seconds Duration of finished steps.",
-                  "# TYPE voxtune_step_duration_seconds histogram"]
-        with self._lock:
-            for step, values in sorted(self._durations.items()):
-                for bound in DURATION_BUCKETS:
-                    below = sum(v <= bound for v in values)
-                    lines.append(f'voxtune_step_duration_seconds_bucket{{step="{step}",'
-                                 f'le="{bound}"}} {below}')
-                lines.append(f'voxtune_step_duration_seconds_bucket{{step="{step}",le="+Inf"}} '
-                             f"{len(values)}")
-                lines.append(f'voxtune_step_duration_seconds_sum{{step="{step}"}} {sum(values)}')
-                lines.append(f'voxtune_step_duration_seconds_count{{step="{step}"}} '
-                             f"{len(values)}")
-            seen: set[str] = set()
-            for (name, labels), value in sorted(self._counters.items()):
-                if name not in seen:
-                    seen.add(name)
-                    lines.append(f"# TYPE {name} counter")
-                text = ",".join(f'{k}="{v}"' for k, v in labels)
-                lines.append(f"{name}{{{text}}} {value:g}" if text else f"{name} {value:g}")
-        return "\n".join(lines) + "\n"
+        phases = collections.Counter(run_phase(run) for run in runs)
+        for phase in CLUSTER_PHASES:
+            self._runs.labels(phase).set(phases.get(phase, 0))
+        return generate_latest(self.registry).decode()
 
 
 def run_phase(run: dict) -> str:
@@ -119,7 +113,7 @@ class Controller:
         self.stop_event = threading.Event()
         self.queue = WorkQueue()
         self.metrics = Metrics()
-        self._failures: Counter[str] = Counter()
+        self._failures: collections.Counter[str] = collections.Counter()
 
         def by_name(obj: dict) -> str:
             return obj["metadata"]["name"]
@@ -133,7 +127,7 @@ class Controller:
                 if run_of(obj):
                     self.queue.add(run_of(obj))
             def count_error(kind: str) -> None:
-                self.metrics.count("voxtune_api_errors_total", kind=kind)
+                self.metrics.api_errors.labels(kind).inc()
             return Informer(kind, call, run_of, enqueue, self.stop_event, count_error,
                             watch_timeout_s)
 
@@ -227,15 +221,15 @@ class Controller:
                 self._failures.pop(name, None)
             except Exception as error:  # API trouble, or a bug: the other runs go on
                 self._failures[name] += 1
-                self.metrics.count("voxtune_reconcile_errors_total")
+                self.metrics.reconcile_errors.inc()
                 if isinstance(error, TRANSIENT):
                     log.warning("reconcile %s/%s failed (%s); retrying", self.namespace, name,
                                 error)
                 else:
                     log.exception("reconcile %s/%s crashed; retrying", self.namespace, name)
                 self.queue.add(name, backoff(self._failures[name]))
-            self.metrics.count("voxtune_reconciles_total")
-            self.metrics.count("voxtune_reconcile_seconds_total", time.perf_counter() - started)
+            self.metrics.reconciles.inc()
+            self.metrics.reconcile_seconds.inc(time.perf_counter() - started)
 
     # one run -----------------------------------------------------------------------------
     def reconcile_run(self, name: str) -> None:
@@ -278,7 +272,7 @@ class Controller:
                 created = self.custom.create_namespaced_custom_object(
                     engine.group, engine.version, ns, engine.plural, action.document)
                 self.groups[engine.name].put(created)
-                self.metrics.count("voxtune_jobs_created_total")
+                self.metrics.jobs_created.inc()
                 log.info("created %s %s/%s", engine.kind, ns, action.name)
             elif isinstance(action, DeleteObject):
                 engine = action.engine
@@ -288,7 +282,7 @@ class Controller:
                 log.info("deleted %s %s/%s", engine.kind, ns, action.name)
             elif isinstance(action, CreateJob):
                 self.jobs.put(raw(self.batch.create_namespaced_job, ns, action.job))
-                self.metrics.count("voxtune_jobs_created_total")
+                self.metrics.jobs_created.inc()
                 log.info("created Job %s/%s", ns, action.name)
             elif isinstance(action, DeleteJob):
                 self.batch.delete_namespaced_job(action.name, ns,
@@ -351,7 +345,7 @@ def serve_http(controller: Controller, host: str, port: int) -> ThreadingHTTPSer
         def do_GET(self) -> None:
             if self.path == "/metrics":
                 code, body = 200, controller.metrics.render(controller.runs.all())
-                kind = "text/plain; version=0.0.4"
+                kind = CONTENT_TYPE_LATEST
             elif self.path in ("/healthz", "/livez"):
                 ok = controller.healthy()
                 code, body, kind = (200 if ok else 503), ("ok\n" if ok else "unhealthy\n"), \
@@ -382,6 +376,7 @@ def run_forever(api: ApiClient, namespace: str, settings: JobSettings, host: str
                 port: int = 8080, resync_s: float = 60.0) -> int:
     """`voxtune controller`: run until SIGTERM/SIGINT, then stop cleanly."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    disable_created_metrics()  # the series /metrics had before prometheus-client, no *_created
     controller = Controller(api, namespace, settings, resync_s=resync_s).start()
     server = serve_http(controller, host, port)
     stop = threading.Event()

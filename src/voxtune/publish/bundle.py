@@ -2,10 +2,12 @@
 
 Layouts of a published model folder (local registry version or Hub repo):
 
-    adapter   LoRA run:           adapter_config.json, adapter_model.safetensors, processor files
+    adapter   LoRA run:           adapter_config.json, adapter_model.safetensors, processor files,
+                                  vllm-adapter/ (the adapter on the language model only)
     merged    LoRA run + --merge: config.json, model*.safetensors, processor files, adapter/
     full      full fine-tuning:   config.json, model*.safetensors, processor files
-    all:      README.md (card), metrics.json, spec.yaml
+    all:      README.md (card), metrics.json, spec.yaml, vllm.json (how vLLM serves it:
+              publish/vllm.py)
 
 Files are copied by an allow-list of what `from_pretrained` reads, so optimizer, scheduler, RNG
 and trainer state or checkpoints can never travel along, whatever lies in the run folder.
@@ -109,6 +111,9 @@ def stage_model(run: TrainedRun, target: Path, merge: bool) -> str:
     else:
         copy_files(loadable(run.final), target)
         layout = "adapter" if run.is_adapter else "full"
+    from voxtune.publish.vllm import write_vllm_files  # it reads this module's file names
+
+    write_vllm_files(run.final, target, run.spec.base_model if layout == "adapter" else None)
     if layout == "adapter" and not (target / "tokenizer_config.json").exists():
         (target / "tokenizer_config.json").write_text(json.dumps(TOKENIZER_HINT, indent=2) + "\n")
     shutil.copyfile(run.final / SPEC, target / SPEC)

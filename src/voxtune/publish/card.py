@@ -327,6 +327,20 @@ def loading_snippet(facts: ModelFacts) -> str:
     return "\n".join(lines)
 
 
+def openai_section(model_ref: str) -> str:
+    """Serving the model behind OpenAI's transcription API, and the official client's call
+    (the card's and the Space README's; voxtune.models.serve is what answers it)."""
+    return "\n".join([
+        "Or serve it behind OpenAI's transcription API (`pip install voxtune`; on GPUs vLLM "
+        "serves it too, from `vllm.json`) and call it with any OpenAI client:", "",
+        "```bash", f"voxtune serve {model_ref} --port 7861", "```", "", "```python",
+        "from openai import OpenAI", "",
+        'client = OpenAI(base_url="http://localhost:7861/v1", api_key="unused")',
+        'with open("speech.wav", "rb") as audio:',
+        f"    print(client.audio.transcriptions.create(model={model_ref!r}, file=audio).text)",
+        "```"])
+
+
 def usage_section(facts: ModelFacts) -> str:
     needs = "transformers, peft" if facts.layout == "adapter" else "transformers"
     if facts.base_preset and facts.layout == "adapter":
@@ -335,6 +349,7 @@ def usage_section(facts: ModelFacts) -> str:
              f"Needs {needs} and `mistral-common[audio]`. `language` is an ISO-639-1 code, or "
              "`None` to let the model detect it.", "", "```python", loading_snippet(facts),
              "```"]
+    lines += ["", openai_section(facts.model_ref)]
     if facts.layout == "merged":
         lines += ["", "The LoRA adapter is in `adapter/`: "
                   "`PeftModel.from_pretrained(base, model_id, subfolder=\"adapter\")`."]

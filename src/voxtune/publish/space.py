@@ -23,6 +23,7 @@ from pathlib import Path
 import yaml
 
 from voxtune.models import inference
+from voxtune.publish.card import openai_section
 from voxtune.spec import EvalSpec
 
 INFERENCE_MODULE = "voxtune_inference.py"
@@ -100,6 +101,10 @@ fine-tuned with voxtune. If that model cannot be loaded the app shows the error;
 falls back to the base model.
 {smoke}
 Run it locally: `pip install -r requirements.txt && python app.py`.
+
+## Use the model from code
+
+{openai_section(facts.model_ref)}
 
 ## Privacy
 

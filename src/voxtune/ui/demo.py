@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import atexit
 import functools
-import json
 import os
 import signal
 import socket
@@ -21,12 +20,10 @@ import subprocess
 import sys
 import threading
 import time
-import urllib.error
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlencode
 
 from voxtune.errors import UserError
 from voxtune.processes import die_with_parent
@@ -108,19 +105,45 @@ class DemoServers:
 
     @staticmethod
     def transcribe(url: str, audio: Path, language: str) -> dict[str, Any]:
-        """POST the clip to a `voxtune serve` API; its base/tuned transcripts."""
-        request = urllib.request.Request(
-            f"{url.rstrip('/')}/transcribe?{urlencode({'language': language or 'auto'})}",
-            data=audio.read_bytes(), method="POST",
-            headers={"Content-Type": "application/octet-stream"})
+        """Base and tuned transcripts of the clip from the model server at `url`: one /compare
+        call to `voxtune serve`, or OpenAI transcription calls to an engine without it (vLLM)."""
+        import httpx
+
+        language = "" if language in (None, "auto") else language
         try:
-            with urllib.request.urlopen(request, timeout=REQUEST_TIMEOUT_S) as response:
-                return json.loads(response.read())
-        except urllib.error.HTTPError as error:
-            try:
-                detail = json.loads(error.read()).get("error", "")
-            except ValueError:
-                detail = error.reason
-            raise UserError(f"the model server refused the clip: {detail}") from None
-        except OSError as error:
+            with httpx.Client(base_url=url.rstrip("/"), timeout=REQUEST_TIMEOUT_S) as http:
+                reply = http.post("/compare", data={"language": language},
+                                  files={"file": (audio.name, audio.read_bytes())})
+                if reply.status_code == 404:
+                    return openai_compare(http, audio, language)
+                return checked(reply).json()
+        except httpx.HTTPError as error:
             raise UserError(f"cannot reach the model server at {url}: {error}") from None
+
+
+def checked(reply: Any) -> Any:
+    """The reply, or UserError with the server's message (OpenAI's error shape)."""
+    if reply.is_success:
+        return reply
+    try:
+        detail = reply.json()["error"]["message"]
+    except (ValueError, KeyError, TypeError):
+        detail = reply.text.strip() or reply.reason_phrase
+    raise UserError(f"the model server refused the clip: {detail}")
+
+
+def openai_compare(http: Any, audio: Path, language: str) -> dict[str, Any]:
+    """/compare's answer from plain OpenAI calls: the tuned model is the one whose `parent` is
+    listed (a LoRA adapter on vLLM, served beside its base) or the only one (merged weights)."""
+    models = checked(http.get("/v1/models")).json()["data"]
+    tuned = next((m for m in models if m.get("parent")), models[0])
+    base = tuned.get("parent") if any(m["id"] == tuned.get("parent") for m in models) else None
+
+    def text(model: str) -> str:
+        fields = {"model": model, **({"language": language} if language else {})}
+        reply = http.post("/v1/audio/transcriptions", data=fields,
+                          files={"file": (audio.name, audio.read_bytes())})
+        return checked(reply).json()["text"]
+
+    return {"tuned": text(tuned["id"]), "base": text(base) if base else None,
+            "model": tuned["id"], "base_model": base or tuned.get("parent") or ""}

@@ -36,7 +36,8 @@ def layout(ctx: Context, user: UserOf, tab: gr.Tab) -> None:
     def run(chosen: str | None, path: str | None, code: str, request: gr.Request):
         started = time.monotonic()
         result = handlers.try_it(ctx, user(request), chosen or "", path, code)
-        return (result["base"], result["tuned"], f"{result['model']} vs {result['base_model']} "
+        model = result.get("description") or result["model"]  # vLLM's: only the name
+        return (result["base"], result["tuned"], f"{model} vs {result['base_model']} "
                 f"({time.monotonic() - started:.1f} s)")
 
     tab.select(models, None, model)
