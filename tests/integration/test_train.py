@@ -27,7 +27,7 @@ from tests.train_fixtures import (  # noqa: F401 (fixture)
 )
 from voxtune.data.manifest import read_manifest
 from voxtune.models.load import load
-from voxtune.run.status import PROGRESS
+from voxtune.run.progress import LINE
 from voxtune.spec import LoraSpec
 from voxtune.train.adapt import apply_lora
 
@@ -74,8 +74,13 @@ def test_lora_run_writes_loadable_outputs_and_no_training_state(prepared: Path,
                  "--max-steps", "6", "--save-steps", "2")
     assert done.returncode == 0, done.stderr[-3000:]
     assert "WER" in done.stdout and "smoke-test model" in done.stdout
-    # the lines the controller turns into status.progress and an ETA
-    assert PROGRESS.findall(done.stdout) == [(str(n), "6") for n in range(1, 7)]
+    # the lines both backends turn into status.current: every phase, training step by step
+    reports = [(m["phase"], m["done"], m["total"]) for m in LINE.finditer(done.stdout)]
+    trained = [(str(n), "6") for n in range(7)]
+    assert reports == [("load", "0", "1"), ("load", "1", "1"), ("base-eval", "0", "2"),
+                       ("base-eval", "2", "2"), *(("train", *step) for step in trained),
+                       ("tuned-eval", "0", "2"), ("tuned-eval", "2", "2")], reports
+    assert "remaining=" in done.stdout
 
     final = output / "final"
     assert {p.name for p in final.iterdir()} >= {"adapter_model.safetensors", "adapter_config.json",
