@@ -509,8 +509,8 @@ def test_what_could_not_be_read_is_reported_for_the_log(status: Any,
     ([pod("prepare", "Failed", exit_code=1)], ["r-prepare-abcde"]),
     ([pod("prepare", "Failed", exit_code=1, message="tail")], []),
     ([disrupted("train", "x")], []),
-], ids=["running train: progress", "running publish: progress", "failed, silent", "failed with message",
-        "disrupted"])
+], ids=["running train: progress", "running publish: progress", "failed, silent",
+        "failed with message", "disrupted"])
 def test_wanted_logs(pods: list[dict], wanted: list[str]) -> None:
     assert wanted_logs(run(status=recorded(running="train")), Observed(pods=pods)) == wanted
 
