@@ -116,9 +116,18 @@ def run_heading(page: RunPage) -> str:
     return f"{text}\n\n{page.explanation}" if page.explanation else text
 
 
+# Gradio types a plot's axes from the first frame's column dtypes, and an empty frame's are
+# `object`: a page that first saw a run before it had scores drew a categorical y-axis of raw
+# numbers and no bars (a reload, whose first frame had scores, looked right). Frames with
+# fixed dtypes draw the same however the page was reached.
+LOSS_TYPES = {"step": "int64", "value": "float64", "metric": "string"}
+SCORE_TYPES = {"score": "string", "model": "string", "percent": "float64"}
+
+
 def loss_curve(page: RunPage) -> pandas.DataFrame:
     return pandas.DataFrame([(step, value, "loss") for step, value in
-                             page.curves.get("loss", [])], columns=["step", "value", "metric"])
+                             page.curves.get("loss", [])], columns=list(LOSS_TYPES)
+                            ).astype(LOSS_TYPES)
 
 
 def _words(text: str) -> list[str]:
@@ -146,7 +155,7 @@ def marked(reference: str, hypothesis: str | None) -> str:
             out.append(f'<mark class="vt-wrong">{words}</mark>')
         if tag == "delete" or (tag == "replace" and ref_end - ref_start > end - start):
             out.append('<mark class="vt-missing">[…]</mark>')
-    return " ".join(out) or '<mark class="vt-missing">(nothing)</mark>'
+    return " ".join(out) if hyp else '<mark class="vt-missing">(nothing)</mark>'
 
 
 def samples_table(samples: list[dict[str, Any]]) -> str:
@@ -170,7 +179,7 @@ def samples_table(samples: list[dict[str, Any]]) -> str:
 def score_bars(metrics: dict[str, float]) -> pandas.DataFrame:
     return pandas.DataFrame(
         [(label, model, 100 * metrics[key]) for label, (model, key) in SCORE_BARS.items()
-         if key in metrics], columns=["score", "model", "percent"])
+         if key in metrics], columns=list(SCORE_TYPES)).astype(SCORE_TYPES)
 
 
 def published_text(record: Publication | None) -> str:
