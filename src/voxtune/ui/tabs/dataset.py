@@ -20,7 +20,7 @@ def layout(ctx: Context, user: UserOf, tab: gr.Tab) -> None:
         chosen = gr.Dropdown([], label="Clip", scale=2, elem_id="dataset-clip")
         refresh = gr.Button("Refresh", scale=1)
     playback = gr.Audio(type="filepath", label="Playback", interactive=False)
-    text = gr.Textbox(label="Transcript of this clip")
+    text = gr.Textbox(label="Transcript of this clip", elem_id="dataset-text")
     with gr.Row():
         save = gr.Button("Save transcript", elem_id="dataset-save")
         delete = gr.Button("Delete clip…", variant="stop", elem_id="dataset-delete")

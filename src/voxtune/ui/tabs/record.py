@@ -25,7 +25,8 @@ def layout(ctx: Context, user: UserOf, tab: gr.Tab) -> None:
                 "should learn). Listen back; record again to replace the take, then save.")
     with gr.Row():
         language = gr.Dropdown(RECORD_LANGUAGES, value="en", label="Language", scale=1)
-        index = gr.Number(0, label="Sentence number", precision=0, minimum=0, scale=1)
+        index = gr.Number(0, label="Sentence number", precision=0, minimum=0, scale=1,
+                          elem_id="record-index")
     counter = gr.Markdown(elem_id="record-counter")
     prompt = gr.Textbox(PHRASES["en"][0], label="Sentence to read (editable)", elem_id="prompt")
     audio = gr.Audio(sources=["microphone"], type="filepath", label="Recording",
