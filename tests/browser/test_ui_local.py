@@ -220,7 +220,8 @@ def test_record_upload_train_publish_and_try(start_ui, browser, speech_wav: Path
     shown = page.locator("#run-logs textarea").input_value().splitlines()
     newest = [line for line in (voxtune_home / "runs/local-first/logs/train.log").read_text()
               .splitlines() if not line.startswith("progress ")]
-    assert shown[-1].strip() == newest[-1].strip() and not any(line.startswith("progress ") for line in shown)
+    assert shown[-1].strip() == newest[-1].strip()
+    assert not any(line.startswith("progress ") for line in shown)
     assert len(read_curves(RunFolder(voxtune_home / "runs/local-first").trackio)["loss"]) >= 2
     # its settings go back into Train with one click
     page.locator("#run-clone").click()

@@ -40,8 +40,10 @@ GRADIO_FEATURES_OFF: dict[str, Any] = {"run_history": False, "enable_monitoring"
 CSS = """
 .vt-progress progress { width: 70%; height: 1.1em; accent-color: #f97316; }
 .vt-progress-label, .vt-progress-time { margin: 0.2em 0; }
-.vt-samples { border-collapse: collapse; width: 100%; }
-.vt-samples td, .vt-samples th { border: 1px solid #e5e7eb; padding: 0.3em 0.5em; }
+.vt-samples { border-collapse: collapse; width: 100%; table-layout: fixed; }
+.vt-samples td, .vt-samples th { border: 1px solid #e5e7eb; padding: 0.3em 0.5em;
+  overflow-wrap: anywhere; vertical-align: top; }
+.vt-samples th:first-child { width: 10em; }
 mark.vt-wrong { background: #fecaca; }
 mark.vt-missing { background: #fde68a; }
 #upload-table td { background: #fffbeb; cursor: text; }
