@@ -370,7 +370,11 @@ def cancel(ctx: Context, user: str, run: str) -> RunStatus:
 
 def resume(ctx: Context, user: str, run: str) -> RunStatus:
     """Submit a failed or cancelled run again: finished steps are kept, training resumes from
-    its last checkpoint."""
+    its last checkpoint. Local runs only: the controller does not restart a FineTuneRun that
+    has ended (submitting it again is a no-op there)."""
+    if ctx.kubernetes:
+        raise UserError("on Kubernetes a run that ended is not started again; clone its "
+                        "settings into Train and launch a new one")
     status = ctx.client.status(_mine(ctx, user, run))
     if status.phase not in ("Failed", "Cancelled"):
         raise UserError(f"run {run!r} is {status.phase}; only a failed or cancelled run is "

@@ -74,7 +74,7 @@ def layout(ctx: Context, user: UserOf, tab: gr.Tab, clone: gr.State, tabs: gr.Ta
     def buttons(view: handlers.RunPage | None):
         # Pending and Queued runs can be cancelled too
         return (gr.update(visible=view is not None and not view.finished),
-                gr.update(visible=view is not None and view.resumable))
+                gr.update(visible=view is not None and view.resumable and not ctx.kubernetes))
 
     @friendly
     def stop(run: str | None, request: gr.Request):
