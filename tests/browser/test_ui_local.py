@@ -138,6 +138,7 @@ def test_record_upload_train_publish_and_try(start_ui, browser, speech_wav: Path
     page.locator("#upload-transcripts input[type=file]").set_input_files(str(sheet))
     page.locator("#upload-files input[type=file]").set_input_files([str(f) for f in files])
     page.locator("#upload-table").get_by_text("the quick brown fox 5").wait_for()
+    expect(page.locator("#upload-table")).to_contain_text("click a transcript cell to type")
     # the sheet's columns were recognised, and can be picked when a sheet names them otherwise
     expect(page.locator("#upload-file-column input")).to_have_value("file_name")
     expect(page.locator("#upload-text-column input")).to_have_value("text")

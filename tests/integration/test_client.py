@@ -140,6 +140,7 @@ def test_cli_submit_wait_list_with_the_local_backend(
     assert run("submit", str(spec_file(tmp_path)), "--wait") == 0
     out = capsys.readouterr().out
     assert "run mine submitted: Pending" in out and "mine: Succeeded" in out
+    assert re.search(r"^mine: (Pending|Preparing) \((waiting|prepare)\) — ", out, re.MULTILINE)
     run("list")
     header, row = capsys.readouterr().out.splitlines()
     assert header.split() == ["NAME", "PHASE", "STEP", "PROGRESS", "WER", "UPDATED"]

@@ -36,7 +36,7 @@ def layout(ctx: Context, user: UserOf, tab: gr.Tab) -> None:
     def refresh(request: gr.Request):
         name = user(request)
         finished = handlers.finished_runs(ctx, name)
-        return (gr.update(choices=finished, value=finished[-1] if finished else None),
+        return (gr.update(choices=finished, value=finished[0] if finished else None),
                 views.models_text(handlers.my_models(ctx, name)))
 
     @friendly
