@@ -22,7 +22,7 @@ from voxtune.run.process import claim_run_folder, failure_message
 from voxtune.run.progress import PhaseProgress, describe, format_duration, parse, report
 from voxtune.run.status import Publication, RunStatus, StepStatus
 from voxtune.spec import RunSpec
-from voxtune.ui import handlers, views
+from voxtune.ui import handlers, sources, views
 from voxtune.ui.demo import DemoServers
 from voxtune.ui.handlers import Context, PublishForm
 from voxtune.ui.settings import UiSettings
@@ -159,12 +159,12 @@ def test_a_dataset_older_than_the_clips_is_refused_at_launch(voxtune_home: Path)
         workspace.add(write_audio(voxtune_home / f"in{index}.wav", speechlike(1.0, seed=index)),
                       f"clip {index}", "en")
     workspace.build("en")
-    assert not workspace.stale() and handlers.dataset_source(ctx, "local")
+    assert not workspace.stale() and sources.dataset_source(ctx, "local")
     workspace.add(write_audio(voxtune_home / "late.wav", speechlike(1.2, seed=5)), "late", "en")
     assert workspace.stale()
     assert "changed since the dataset was built" in views.dataset_total(workspace.clips(), True)
     with pytest.raises(UserError, match=r"now 3 clips\): rebuild it first"):
-        handlers.dataset_source(ctx, "local")
+        sources.dataset_source(ctx, "local")
 
 
 def test_a_new_take_of_a_sentence_replaces_its_clip(voxtune_home: Path) -> None:

@@ -17,7 +17,7 @@ from voxtune.client import Client
 from voxtune.errors import UserError
 from voxtune.plan import GpuProfile
 from voxtune.spec import LEARNING_RATES, RunSpec
-from voxtune.ui import handlers, training
+from voxtune.ui import hardware, training
 from voxtune.ui.demo import DemoServers
 from voxtune.ui.handlers import Context
 from voxtune.ui.settings import UiSettings
@@ -141,6 +141,6 @@ def test_gpus_are_detected_with_nvidia_smi(tmp_path: Path,
     fake.write_text("#!/bin/sh\necho 'NVIDIA H200, 143771'\necho 'NVIDIA H200, [N/A]'\n")
     fake.chmod(0o755)
     monkeypatch.setenv("PATH", f"{tmp_path}:/usr/bin:/bin")
-    assert handlers.detect_gpus() == [GpuProfile(name="NVIDIA H200", memory_gib=140.4)]
+    assert hardware.detect_gpus() == [GpuProfile(name="NVIDIA H200", memory_gib=140.4)]
     monkeypatch.setenv("PATH", str(tmp_path / "none"))
-    assert handlers.detect_gpus() == []
+    assert hardware.detect_gpus() == []

@@ -11,7 +11,8 @@ or its log lines:
 * run names are `<user>-<name>`, and each is claimed in VOXTUNE_HOME/ui/owners/<run> (created
   exclusively) before it is submitted, so two users can never get, list or overwrite one run;
 * a local folder as a data source must lie in the user's own workspace or the operator's
-  shared-data folder (VOXTUNE_UI_SHARED_DATA), checked when it is added and again at launch;
+  shared-data folder (VOXTUNE_UI_SHARED_DATA), checked when it is added and again at launch
+  (voxtune.ui.sources, which also refuses a dataset older than the clips);
 * a publish of a finished run is a run of its own (`steps: [publish]`) whose spec names the
   trained run (`publish.run`), so the publish step does the work on either backend and the UI
   writes no run folder.
@@ -19,18 +20,14 @@ or its log lines:
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import json
 import os
 import re
 import secrets
-import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-
-from pydantic import ValidationError
 
 from voxtune.client import Client
 from voxtune.errors import UserError
@@ -43,15 +40,12 @@ from voxtune.run.status import Publication, RunStatus
 from voxtune.run.steps import TERMINAL
 from voxtune.spec import (
     RUN_NAME,
-    GranarySource,
-    HubSource,
-    PreparedSource,
     PublishSpec,
     RunSpec,
-    format_validation_error,
     read_resolved_spec,
 )
 from voxtune.ui.demo import DemoServers
+from voxtune.ui.hardware import detect_gpus
 from voxtune.ui.settings import UiSettings
 from voxtune.ui.trackio_reader import Curves, read_curves
 from voxtune.ui.workspace import Workspace
@@ -90,24 +84,6 @@ class Context:
     def workspace(self, user: str) -> Workspace:
         return Workspace(self.home, user, self.settings.max_upload_mb * 2**20,
                          self.settings.max_clips)
-
-
-def detect_gpus() -> list[GpuProfile]:
-    """This machine's NVIDIA GPUs as plan profiles, from nvidia-smi (the UI never loads torch);
-    none when it is missing or fails."""
-    try:
-        done = subprocess.run(["nvidia-smi", "--query-gpu=name,memory.total",
-                               "--format=csv,noheader,nounits"], capture_output=True, text=True,
-                              timeout=10, check=True)
-    except (OSError, subprocess.SubprocessError):
-        return []
-    gpus = []
-    for line in done.stdout.splitlines():
-        name, _, mib = line.rpartition(",")
-        with contextlib.suppress(ValueError):  # a line nvidia-smi could not fill ("[N/A]")
-            gpus.append(GpuProfile(name=name.strip() or "GPU",
-                                   memory_gib=round(float(mib) / 1024, 1)))
-    return gpus
 
 
 # --- runs: names and ownership --------------------------------------------------------------
@@ -161,91 +137,6 @@ def _mine(ctx: Context, user: str, run: str) -> str:
     if not run or not owns(ctx, user, run):
         raise UserError(f"no run named {run!r} among your runs")
     return run
-
-
-# --- sources ---------------------------------------------------------------------------------
-
-
-def dataset_source(ctx: Context, user: str) -> PreparedSource:
-    """The user's built dataset as a source the run's prepare step takes as it is (nothing is
-    decoded twice); on Kubernetes relative to the shared volume. Refused when the clips have
-    changed since it was built: a run trains on the clips the Dataset tab shows."""
-    workspace = ctx.workspace(user)
-    if not workspace.manifest.is_file():
-        raise UserError("build the dataset first (Dataset tab → Build dataset)")
-    if workspace.stale():
-        raise UserError(f"your clips changed since the dataset was built (now "
-                        f"{len(workspace.clips())} clips): rebuild it first (Dataset tab → "
-                        "Build dataset), so the run trains on what you see")
-    folder = workspace.dataset
-    return PreparedSource(path=folder.relative_to(ctx.home) if ctx.kubernetes
-                          else folder.resolve())
-
-
-def _allowed_folder(ctx: Context, user: str, path: Path, what: str, other: str = "") -> Path:
-    """`path` with symlinks resolved, if it lies in the user's workspace or the shared-data
-    folder; the server can read every user's folders, so nothing else may be named."""
-    resolved = path.resolve()
-    roots = [ctx.workspace(user).root, ctx.settings.shared_data]
-    if not any(root is not None and resolved.is_relative_to(root.resolve()) for root in roots):
-        shared = f" or the shared data folder {ctx.settings.shared_data}" \
-            if ctx.settings.shared_data else ""
-        raise UserError(f"{what} {str(path)!r} is not a folder inside your workspace{shared}"
-                        f"{other}")
-    if not resolved.is_dir():
-        raise UserError(f"{what} {str(path)!r}: no such folder")
-    return resolved
-
-
-def _hub_id_or_folder(ctx: Context, user: str, dataset: str, what: str) -> str:
-    # A name that exists as a folder is read as that folder (datasets.load_dataset does the
-    # same, relative to the working directory the steps inherit), even when it looks like org/name.
-    if HUB_REPO.match(dataset) and not Path(dataset).exists():
-        return dataset
-    return str(_allowed_folder(ctx, user, Path(dataset), what, ", nor a Hub id (org/name)"))
-
-
-def checked_source(ctx: Context, user: str,
-                   source: HubSource | GranarySource) -> HubSource | GranarySource:
-    """`source` with its local folders resolved, or a UserError for one the user may not read."""
-    dataset = _hub_id_or_folder(ctx, user, source.dataset, "dataset")
-    if isinstance(source, HubSource):
-        return source.model_copy(update={"dataset": dataset})
-    return source.model_copy(update={
-        "dataset": dataset,
-        "audio_root": _allowed_folder(ctx, user, source.audio_root, "Granary audio root")})
-
-
-@dataclass(frozen=True)
-class SourceForm:
-    """The Dataset tab's "add a source" fields (which apply depends on `kind`)."""
-
-    kind: str = "hub"  # or "granary"
-    dataset: str = ""  # hub: a Hub id or a folder
-    config: str = ""
-    split: str = "train"
-    text_column: str = "text"
-    subset: str = ""  # granary: <lang>_<corpus>
-    audio_root: str = ""
-    max_samples: int = 1000  # 0: all
-
-    def source(self) -> HubSource | GranarySource:
-        """The source these fields describe; a UserError naming a field the spec refuses."""
-        limit = int(self.max_samples or 0) or None
-        try:
-            if self.kind == "hub":
-                return HubSource(dataset=self.dataset.strip(), config=self.config or None,
-                                 split=self.split or "train",
-                                 text_column=self.text_column or "text", max_samples=limit)
-            return GranarySource(subset=self.subset.strip(),
-                                 audio_root=Path(self.audio_root.strip()), max_samples=limit)
-        except ValidationError as error:
-            raise UserError(format_validation_error(error, f"{self.kind} source")) from None
-
-
-def add_source(ctx: Context, user: str, source: HubSource | GranarySource) -> None:
-    workspace = ctx.workspace(user)
-    workspace.set_sources([*workspace.sources(), checked_source(ctx, user, source)])
 
 
 def submit(ctx: Context, user: str, spec: RunSpec) -> RunStatus:

@@ -31,7 +31,8 @@ from voxtune.spec import (
     TrainingSpec,
     format_validation_error,
 )
-from voxtune.ui.handlers import Context, checked_source, dataset_source, run_name, submit
+from voxtune.ui.handlers import Context, run_name, submit
+from voxtune.ui.sources import checked_source, dataset_source
 
 BASE_MODELS = (DEFAULT_BASE_MODEL, "mistralai/Voxtral-Small-24B-2507", "tiny-random")
 GPU_COUNTS = {"CPU only": 0, "1 GPU": 1, "2 GPUs": 2, "4 GPUs": 4, "8 GPUs": 8}

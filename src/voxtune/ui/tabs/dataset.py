@@ -7,8 +7,10 @@ from __future__ import annotations
 import gradio as gr
 
 from voxtune.errors import UserError
-from voxtune.ui import handlers, views
-from voxtune.ui.handlers import Context, SourceForm
+from voxtune.ui import sources as user_sources
+from voxtune.ui import views
+from voxtune.ui.handlers import Context
+from voxtune.ui.sources import SourceForm
 from voxtune.ui.tabs.common import LANGUAGE_CHOICES, UserOf, friendly
 
 
@@ -90,7 +92,7 @@ def layout(ctx: Context, user: UserOf, tab: gr.Tab) -> None:
                   request: gr.Request):
         form = SourceForm(kind_value, dataset_value, config_value, split_value, column,
                           subset_value, root, int(limit or 0))
-        handlers.add_source(ctx, user(request), form.source())
+        user_sources.add_source(ctx, user(request), form.source())
         return show(request)
 
     def clear(request: gr.Request):
