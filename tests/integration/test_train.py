@@ -27,7 +27,7 @@ from tests.train_fixtures import (  # noqa: F401 (fixture)
 )
 from voxtune.data.manifest import read_manifest
 from voxtune.models.load import load
-from voxtune.run.progress import LINE
+from voxtune.run.progress import LINE, parse
 from voxtune.spec import LoraSpec
 from voxtune.train.adapt import apply_lora
 
@@ -218,9 +218,10 @@ def test_sigterm_to_one_rank_stops_every_rank_at_the_same_step(prepared: Path,
     assert process.stdout is not None
     lines = []
     try:
-        for line in process.stdout:  # the ranks are stepping once progress lines appear
+        for line in process.stdout:  # the ranks are stepping once training reports a step
             lines.append(line)
-            if line.startswith("progress "):
+            reported = parse(line, "train")
+            if reported and reported.phase == "train" and reported.done:  # not the model load
                 break
         ranks = [int(p.name) for p in Path("/proc").glob("[0-9]*")
                  if (p / "environ").exists() and _rank_of(p) == "1"
