@@ -252,7 +252,7 @@ def test_record_upload_train_publish_and_try(start_ui, browser, speech_wav: Path
 
     # 7. try it: base vs fine-tuned transcripts from `voxtune serve`
     open_tab(page, "Try it")
-    expect(page.locator("#try-model input")).to_have_value("local-first@1")
+    expect(page.locator("#try-model input")).to_have_value("local-first@1", timeout=20_000)
     expect(page.locator("#try-smoke")).to_contain_text("Smoke-test model")
     page.locator("#try-audio input[type=file]").set_input_files(str(speech_wav))
     page.locator("#try-button").click()

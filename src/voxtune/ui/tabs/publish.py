@@ -63,4 +63,5 @@ def layout(ctx: Context, user: UserOf, tab: gr.Tab) -> None:
     destination.change(hub_fields, destination, [repo, private])  # only the Hub needs them
     button.click(start, [run, destination, repo, private, dataset, space],
                  [status, pending, timer])
-    timer.tick(follow, pending, [status, run, models, pending, timer], show_progress="hidden")
+    timer.tick(follow, pending, [status, run, models, pending, timer], show_progress="hidden",
+               trigger_mode="once")

@@ -103,8 +103,10 @@ def layout(ctx: Context, user: UserOf, tab: gr.Tab, clone: gr.State, tabs: gr.Ta
         return run, gr.Tabs(selected="train")
 
     outputs = [phase, bar, loss, scores, samples, published, logs, cancel, again]
-    timer.tick(listing, chosen, [table, chosen], show_progress="hidden")
-    timer.tick(page, chosen, outputs, show_progress="hidden")
+    # a tick that finds the previous one still running is dropped: a slow machine never
+    # queues up polls ahead of what the user clicks
+    timer.tick(listing, chosen, [table, chosen], show_progress="hidden", trigger_mode="once")
+    timer.tick(page, chosen, outputs, show_progress="hidden", trigger_mode="once")
     tab.select(opened, None, [table, chosen])
     chosen.change(page, chosen, outputs)
     cancel.click(stop, chosen, phase)
