@@ -71,7 +71,8 @@ def synthetic(index: int) -> tuple[dict, Observed]:
     if state == "training":
         return run, Observed([job("prepare", "Complete"), job("train")],
                              [pod("train", "Running")], log_tails={
-                                 f"{name}-train-x": "{'loss': 0.5}\nprogress 120/300\n"})
+                                 f"{name}-train-x": "{'loss': 0.5}\nprogress train 120/300 "
+                                                    "elapsed=60.0s remaining=90.0s\n"})
     if state == "unschedulable":
         message = "0/3 nodes are available: 3 Insufficient nvidia.com/gpu."
         return run, Observed([job("train")], [pod("train", "Pending", conditions=[

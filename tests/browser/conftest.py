@@ -122,6 +122,12 @@ def choose(page, elem_id: str, value: str) -> None:
     expect(field).to_have_value(value)
 
 
+def choose_option(page, elem_id: str, start: str) -> None:
+    """Pick the dropdown option whose label starts with `start` (options named by content)."""
+    page.locator(f"#{elem_id} input").click()
+    page.get_by_role("option").filter(has_text=start).first.click()
+
+
 def fill_train_form(page, name: str, gpus: str, max_steps: int) -> None:
     """Train tab: a tiny-random run named `name`, then Preview."""
     open_tab(page, "Train")

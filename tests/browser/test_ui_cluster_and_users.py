@@ -51,7 +51,8 @@ def test_launch_creates_the_finetunerun_from_the_form(
     assert spec["data"]["sources"][0] == {"kind": "prepared", "path": "users/local/dataset"}
 
     open_tab(page, "Runs")  # no controller here: the run waits, and the page says so
-    expect(page.locator("#run-phase")).to_contain_text("local-cluster: Pending")
+    expect(page.locator("#run-phase")).to_contain_text("local-cluster: Pending",
+                                                       timeout=20_000)
     screenshot(page, "ui-cluster-runs")
 
 

@@ -89,10 +89,12 @@ def test_cancel_stops_the_running_step_and_submit_resumes(
     assert [s.state for s in resumed.steps.values()] == ["succeeded", "succeeded"]
 
 
-def test_local_status_reports_progress_and_eta_like_the_controller(
+def test_local_status_reports_progress_and_time_left_like_the_controller(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     def command(spec: RunSpec, step: str, run_dir: Path, python: str = sys.executable):
-        return [python, "-c", "import time; print('progress 1/4', flush=True); time.sleep(60)"]
+        return [python, "-c", "import time; from voxtune.run.progress import report; "
+                "report('prepare', 0, 4); time.sleep(0.2); report('prepare', 1, 4); "
+                "time.sleep(60)"]
     monkeypatch.setattr(local, "step_command", command)
     executor = LocalExecutor(Settings(home=tmp_path / "home"))
     runner = threading.Thread(target=lambda: executor.run(
@@ -100,15 +102,19 @@ def test_local_status_reports_progress_and_eta_like_the_controller(
     runner.start()
     deadline = time.monotonic() + 30
     status_file = executor.folder("counting").status_file
-    while not (status_file.exists() and " prepare " in executor.status("counting").progress):
+    while not (status_file.exists() and "prepare 1/4" in executor.status("counting").progress):
         assert time.monotonic() < deadline, "no progress reached status.json"
         time.sleep(0.05)
     status = executor.status("counting")
     assert status.progress == "0/2 prepare 1/4"
-    assert status.eta and status.eta.endswith("Z")  # 3 more units at the pace of the first
+    current = status.current
+    assert current and current.elapsed_s and current.elapsed_s >= 0.2
+    # 3 more units at the pace of the first: seconds left, not a clock time
+    assert current.remaining_s == pytest.approx(3 * current.elapsed_s, abs=0.15)
     executor.cancel("counting")
     runner.join(30)
-    assert "progress 1/4" in executor.logs("counting", "prepare")  # kept in the log
+    assert executor.status("counting").current is None  # nothing to estimate once cancelled
+    assert "progress prepare 1/4" in executor.logs("counting", "prepare")  # kept in the log
 
 
 def test_cancel_without_a_runner_and_wait_timeout(tmp_path: Path) -> None:
@@ -134,6 +140,7 @@ def test_cli_submit_wait_list_with_the_local_backend(
     assert run("submit", str(spec_file(tmp_path)), "--wait") == 0
     out = capsys.readouterr().out
     assert "run mine submitted: Pending" in out and "mine: Succeeded" in out
+    assert re.search(r"^mine: (Pending|Preparing) \((waiting|prepare)\) — ", out, re.MULTILINE)
     run("list")
     header, row = capsys.readouterr().out.splitlines()
     assert header.split() == ["NAME", "PHASE", "STEP", "PROGRESS", "WER", "UPDATED"]

@@ -524,8 +524,10 @@ def test_cli_verbs_with_the_kubernetes_backend(cluster: KubeEmulator, controller
     job_appears(cluster, "my-voice-prepare")
     eventually(lambda: run_command(["list", *backend]) == 0 and
                "Pending" in (out := capsys.readouterr().out) and "0/3" in out)
-    run_command(["status", "my-voice", *backend])
+    run_command(["status", "my-voice", "--json", *backend])
     assert json.loads(capsys.readouterr().out)["steps"]["prepare"]["state"] == "running"
+    run_command(["status", "my-voice", *backend])
+    assert "steps: prepare running, train pending" in capsys.readouterr().out
     run_command(["cancel", "my-voice", *backend])
     assert "cancel requested" in capsys.readouterr().out
     eventually(lambda: cluster.get("finetuneruns", NS, "my-voice")["status"]["phase"] ==

@@ -30,7 +30,7 @@ from tests.train_fixtures import (  # noqa: F401 (fixture)
 from voxtune.cli import build_parser
 from voxtune.data.manifest import read_manifest
 from voxtune.models.load import load
-from voxtune.run.status import PROGRESS
+from voxtune.run.progress import LINE, parse
 from voxtune.spec import LoraSpec
 from voxtune.train.adapt import apply_lora
 
@@ -79,8 +79,13 @@ def test_lora_run_writes_loadable_outputs_and_no_training_state(prepared: Path,
     assert "WER" in done.stdout and "smoke-test model" in done.stdout
     # trackio's own hint (`trackio show`, on the UI's port) is replaced by ours
     assert f"voxtune dashboard {output}" in done.stdout and "trackio show" not in done.stdout
-    # the lines the controller turns into status.progress and an ETA
-    assert PROGRESS.findall(done.stdout) == [(str(n), "6") for n in range(1, 7)]
+    # the lines both backends turn into status.current: every phase, training step by step
+    reports = [(m["phase"], m["done"], m["total"]) for m in LINE.finditer(done.stdout)]
+    trained = [(str(n), "6") for n in range(7)]
+    assert reports == [("load", "0", "1"), ("load", "1", "1"), ("base-eval", "0", "2"),
+                       ("base-eval", "2", "2"), *(("train", *step) for step in trained),
+                       ("tuned-eval", "0", "2"), ("tuned-eval", "2", "2")], reports
+    assert "remaining=" in done.stdout
 
     final = output / "final"
     assert {p.name for p in final.iterdir()} >= {"adapter_model.safetensors", "adapter_config.json",
@@ -248,9 +253,10 @@ def test_sigterm_to_one_rank_stops_every_rank_at_the_same_step(prepared: Path,
     assert process.stdout is not None
     lines = []
     try:
-        for line in process.stdout:  # the ranks are stepping once progress lines appear
+        for line in process.stdout:  # the ranks are stepping once training reports a step
             lines.append(line)
-            if line.startswith("progress "):
+            reported = parse(line, "train")
+            if reported and reported.phase == "train" and reported.done:  # not the model load
                 break
         ranks = [int(p.name) for p in Path("/proc").glob("[0-9]*")
                  if (p / "environ").exists() and _rank_of(p) == "1"

@@ -327,13 +327,19 @@ CASES = [
     Case("a Job still being deleted", run(status=recorded(running="prepare")),
          Observed(jobs=[job("prepare", deleting=True)]), reason="Starting",
          message="waiting for the old Job r-prepare to be deleted"),
-    Case("progress and ETA from the train log",
+    Case("progress and time left from the train log",
          run(status=recorded("prepare", running="train")),
-         Observed(jobs=[job("train")], pods=[pod("train")],
-                  log_tails={"r-train-abcde": "{'loss': 1.2}\nprogress 100/400\n"}),
+         Observed(jobs=[job("train")], pods=[pod("train")], log_tails={
+             "r-train-abcde": "{'loss': 1.2}\nprogress train 100/400 elapsed=50.0s "
+                              "remaining=150.0s\n"}),
          phase="Training",
-         check=lambda s: s.progress == "1/3 train 100/400" and s.eta == "2026-03-01T15:01:00Z",
-         timeless=False),
+         check=lambda s: s.progress == "1/3 train 100/400" and s.current is not None
+         and (s.current.phase, s.current.remaining_s) == ("train", 150.0), timeless=False),
+    Case("the publish pod's progress too", run(status=recorded("prepare", "train",
+                                                                running="publish")),
+         Observed(jobs=[job("publish")], pods=[pod("publish")], log_tails={
+             "r-publish-abcde": "progress publish 0/1 elapsed=0.0s\n"}),
+         phase="Publishing", check=lambda s: s.progress == "2/3 publish 0/1"),
 ]
 
 
@@ -499,12 +505,12 @@ def test_what_could_not_be_read_is_reported_for_the_log(status: Any,
 
 @pytest.mark.parametrize(("pods", "wanted"), [
     ([pod("train")], ["r-train-abcde"]),
-    ([pod("prepare")], []),
+    ([pod("publish")], ["r-publish-abcde"]),
     ([pod("prepare", "Failed", exit_code=1)], ["r-prepare-abcde"]),
     ([pod("prepare", "Failed", exit_code=1, message="tail")], []),
     ([disrupted("train", "x")], []),
-], ids=["running train: progress", "running prepare", "failed, silent", "failed with message",
-        "disrupted"])
+], ids=["running train: progress", "running publish: progress", "failed, silent",
+        "failed with message", "disrupted"])
 def test_wanted_logs(pods: list[dict], wanted: list[str]) -> None:
     assert wanted_logs(run(status=recorded(running="train")), Observed(pods=pods)) == wanted
 
@@ -516,7 +522,7 @@ def test_wanted_logs_and_events_survive_null_sections() -> None:
             pod("train", name="r-train-3"), unschedulable("train")]
     jobs = [broken(job("prepare"), spec=None), job("train", suspend=True)]
     observed = Observed(jobs=jobs, pods=pods)
-    assert wanted_logs(run(status="garbage"), observed) == ["r-train-3"]
+    assert wanted_logs(run(status="garbage"), observed) == ["r-train-2", "r-train-3"]
     assert wanted_events(observed) == ["r-train-abcde", "r-train"]
 
 

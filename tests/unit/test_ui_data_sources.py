@@ -16,7 +16,7 @@ from tests.helpers import speechlike, write_audio
 from voxtune.client import Client
 from voxtune.errors import UserError
 from voxtune.spec import GranarySource, HubSource
-from voxtune.ui import handlers, training
+from voxtune.ui import sources, training
 from voxtune.ui.app import launch, login_options
 from voxtune.ui.auth import LOCAL_USER, user_key
 from voxtune.ui.demo import DemoServers
@@ -47,7 +47,7 @@ def folders(voxtune_home: Path, tmp_path: Path) -> dict[str, Path]:
 
 
 def add_hub(ctx: Context, dataset: str) -> list:
-    handlers.add_source(ctx, ALICE, HubSource(dataset=dataset))
+    sources.add_source(ctx, ALICE, HubSource(dataset=dataset))
     return ctx.workspace(ALICE).sources()
 
 
@@ -89,9 +89,9 @@ def test_granary_audio_must_be_shared_or_own(folders: dict[str, Path], voxtune_h
                                              tmp_path: Path) -> None:
     ctx = context(voxtune_home, shared_data=tmp_path / "shared")
     with pytest.raises(UserError, match="Granary audio root"):
-        handlers.add_source(ctx, ALICE, GranarySource(subset="sv_voxpopuli",
+        sources.add_source(ctx, ALICE, GranarySource(subset="sv_voxpopuli",
                                                       audio_root=folders["bob"]))
-    handlers.add_source(ctx, ALICE, GranarySource(subset="sv_voxpopuli",
+    sources.add_source(ctx, ALICE, GranarySource(subset="sv_voxpopuli",
                                                   audio_root=folders["shared"]))
     assert ctx.workspace(ALICE).sources()[0].audio_root == folders["shared"].resolve()
 

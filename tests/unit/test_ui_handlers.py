@@ -21,7 +21,7 @@ from voxtune.client import Client
 from voxtune.data.audio import AudioRejected
 from voxtune.errors import UserError
 from voxtune.spec import GranarySource, HubSource
-from voxtune.ui import handlers, training, views
+from voxtune.ui import handlers, sources, training, views
 from voxtune.ui.app import build_app
 from voxtune.ui.auth import check_bind, password_check, read_users
 from voxtune.ui.demo import DemoServers
@@ -357,27 +357,27 @@ def test_uploads_are_added_with_their_transcripts_and_refused_with_a_reason(
 
 
 @pytest.mark.parametrize(("form", "expected"), [
-    (handlers.SourceForm("hub", dataset=" org/speech ", max_samples=0),
+    (sources.SourceForm("hub", dataset=" org/speech ", max_samples=0),
      HubSource(dataset="org/speech")),
-    (handlers.SourceForm("granary", subset="sv_voxpopuli", audio_root="/audio",
+    (sources.SourceForm("granary", subset="sv_voxpopuli", audio_root="/audio",
                          max_samples=5),
      GranarySource(subset="sv_voxpopuli", audio_root=Path("/audio"), max_samples=5)),
 ], ids=["hub", "granary"])
-def test_source_fields_become_a_source(form: handlers.SourceForm, expected: object) -> None:
+def test_source_fields_become_a_source(form: sources.SourceForm, expected: object) -> None:
     assert form.source() == expected
 
 
 def test_bad_source_fields_are_a_clear_error() -> None:
     with pytest.raises(UserError, match=r"(?s)granary source.*subset: String should match"):
-        handlers.SourceForm("granary", subset="swedish", audio_root="/audio").source()
+        sources.SourceForm("granary", subset="swedish", audio_root="/audio").source()
 
 
 @pytest.mark.parametrize(("names", "current", "chosen"), [
-    (["a", "b"], "a", "a"), (["a", "b"], "gone", "b"), ([], None, None)],
+    (["b", "a"], "a", "a"), (["b", "a"], "gone", "b"), ([], None, None)],
     ids=["kept", "newest", "none"])
 def test_the_run_being_looked_at_stays_chosen(names: list[str], current: str | None,
                                               chosen: str | None) -> None:
-    assert views.chosen_run(names, current) == chosen
+    assert views.chosen_run(names, current, names[0] if names else None) == chosen
 
 
 def test_sentences_wrap_around() -> None:

@@ -15,8 +15,9 @@ from tests.emulators.kube import KubeEmulator
 from tests.helpers import speechlike, write_audio
 from voxtune.client import Client
 from voxtune.errors import UserError
+from voxtune.plan import GpuProfile
 from voxtune.spec import LEARNING_RATES, RunSpec
-from voxtune.ui import training
+from voxtune.ui import hardware, training
 from voxtune.ui.demo import DemoServers
 from voxtune.ui.handlers import Context
 from voxtune.ui.settings import UiSettings
@@ -119,8 +120,27 @@ def test_local_runs_are_planned_against_this_machines_memory(voxtune_home: Path)
     assert cpu.host_limit_gib == ctx.host_memory_gib
     assert not cpu.fits and cpu.advice
     assert f"| {ctx.host_memory_gib:.0f} GiB |" in training.plan_text(cpu)
-    # so the form moves off CPU only to a GPU setup this machine's pod memory also holds
+    # a machine without GPUs is offered no GPU (a local run could not use one) ...
+    ctx.local_gpus = []
+    offered = training.offer(ctx, TrainForm(base_model=SMALL, mode="lora", gpus="1 GPU"))
+    assert offered.gpus == ["CPU only"] and offered.form.gpus == "CPU only"
+    assert "CPU only, " in training.hardware_text(ctx)
+    # ... and one with an 80 GB GPU moves off CPU only to it, planned against that GPU
+    ctx.local_gpus = [GpuProfile(name="NVIDIA H100 80GB HBM3", memory_gib=79.6)]
     offered = training.offer(ctx, TrainForm(base_model=SMALL, mode="lora", gpus="CPU only"))
-    assert "CPU only" not in offered.gpus and offered.form.gpus != "CPU only"
+    assert offered.gpus == ["1 GPU"] and offered.form.gpus == "1 GPU"
     assert offered.plan is not None and offered.plan.fits
+    assert offered.plan.profile == ctx.local_gpus[0] and offered.profiles == [AUTO_PROFILE]
+    assert "NVIDIA H100 80GB HBM3 (79.6 GiB)" in training.hardware_text(ctx)
     assert "CPU only" in training.offer(ctx, TrainForm(base_model="tiny-random")).gpus
+
+
+def test_gpus_are_detected_with_nvidia_smi(tmp_path: Path,
+                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    fake = tmp_path / "nvidia-smi"  # what the real one prints for these query flags
+    fake.write_text("#!/bin/sh\necho 'NVIDIA H200, 143771'\necho 'NVIDIA H200, [N/A]'\n")
+    fake.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path}:/usr/bin:/bin")
+    assert hardware.detect_gpus() == [GpuProfile(name="NVIDIA H200", memory_gib=140.4)]
+    monkeypatch.setenv("PATH", str(tmp_path / "none"))
+    assert hardware.detect_gpus() == []

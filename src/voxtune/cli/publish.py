@@ -8,6 +8,7 @@ from pathlib import Path
 from voxtune.cli.arguments import add_spec_arguments, spec_from_arguments
 from voxtune.errors import ExitCode, UserError
 from voxtune.run.layout import SPEC, registry_dir
+from voxtune.run.progress import phase
 from voxtune.spec import Settings
 
 
@@ -65,7 +66,8 @@ def _publish(args: argparse.Namespace) -> int:
         "dataset": True if args.dataset is not None else None,
         "space": True if args.space is not None else None, "space_id": args.space or None,
         "space_hardware": args.space_hardware}})
-    main(model, spec.publish, prepared=Path(args.dataset) if args.dataset else None)
+    with phase("publish"):
+        main(model, spec.publish, prepared=Path(args.dataset) if args.dataset else None)
     return ExitCode.OK
 
 

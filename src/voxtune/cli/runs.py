@@ -3,7 +3,8 @@
 
     voxtune run my-run.yaml                                       # local, waits, prints the steps
     voxtune submit jobs/finetunerun.yaml [--backend local|kubernetes] [--namespace NS] [--wait]
-    voxtune list | status RUN | logs RUN [--step train] [--follow] | cancel RUN | delete RUN
+    voxtune list | status RUN [--json] | logs RUN [--step train] [--follow]
+    voxtune cancel RUN | delete RUN
 
 The backend is --backend, else $VOXTUNE_BACKEND, else local. Kubernetes commands use
 --kubeconfig (else $KUBECONFIG, ~/.kube/config, or the pod's service account) and --namespace
@@ -15,19 +16,24 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 
 import yaml
 
 from voxtune.cli.arguments import add_backend_arguments, client_from_arguments
+from voxtune.client import Client
 from voxtune.errors import ExitCode, UserError
 from voxtune.run.layout import RunFolder
+from voxtune.run.progress import PhaseProgress, describe, worth_showing
+from voxtune.run.status import RunStatus, format_percent
 from voxtune.run.steps import STEPS, TERMINAL
 from voxtune.spec import RunSpec, load_user_spec, read_resolved_spec
 
 # The UI serves on 7860 (trackio's own default too) and `voxtune serve` on 7861.
 DASHBOARD_PORT = 7862
+WATCH_POLL_S = 1.0  # how often `submit --wait` looks at the run
 
 
 def add_parsers(commands: argparse._SubParsersAction) -> None:
@@ -66,7 +72,10 @@ def add_parsers(commands: argparse._SubParsersAction) -> None:
     add_backend_arguments(listing)
     listing.set_defaults(handler=_list)
 
-    _run_verb(commands, "status", "Show a run's status.", _status)
+    status = _run_verb(commands, "status", "Show a run's status: phase, progress and time "
+                       "left, scores, what went wrong.", _status)
+    status.add_argument("--json", action="store_true", help="The whole status as JSON (for "
+                        "scripts), instead of the summary.")
     logs = _run_verb(commands, "logs", "Print a run's step logs.", _logs)
     logs.add_argument("--step", choices=STEPS)
     logs.add_argument("-f", "--follow", action="store_true", help="Keep printing until the "
@@ -95,9 +104,24 @@ def _submit(args: argparse.Namespace) -> int:
     print(f"  follow it:  voxtune logs {status.name} --follow --backend {args.backend}")
     if not args.wait:
         return ExitCode.OK
-    final = client.wait(status.name)
+    final = _watch(client, status.name)
     print(f"{final.name}: {final.phase} — {final.message}")
     return ExitCode.OK if final.phase == "Succeeded" else ExitCode.FAILURE
+
+
+def _watch(client: Client, name: str) -> RunStatus:
+    """Wait for the run to end, printing each step and each tenth of every long phase."""
+    shown: tuple[str | None, PhaseProgress | None] = (None, None)
+    while (status := client.status(name)).phase not in TERMINAL:
+        if status.step != shown[0]:
+            print(f"{name}: {status.phase} ({status.step or 'waiting'}) — {status.message}",
+                  flush=True)
+            shown = (status.step, None)
+        if worth_showing(status.current, shown[1]):
+            print(f"  {bar(status.current)} {describe(status.current)}", flush=True)
+            shown = (status.step, status.current)
+        time.sleep(WATCH_POLL_S)
+    return status
 
 
 def _list(args: argparse.Namespace) -> int:
@@ -115,8 +139,37 @@ def _list(args: argparse.Namespace) -> int:
 
 
 def _status(args: argparse.Namespace) -> int:
-    print(client_from_arguments(args).status(args.run).model_dump_json(indent=2, by_alias=True))
+    status = client_from_arguments(args).status(args.run)
+    print(status.model_dump_json(indent=2, by_alias=True) if args.json else summary(status))
     return ExitCode.OK
+
+
+def bar(progress: PhaseProgress, width: int = 20) -> str:
+    filled = round(width * progress.fraction)
+    return f"[{'#' * filled}{'.' * (width - filled)}]"
+
+
+def summary(status: RunStatus) -> str:
+    """`voxtune status`'s text: phase and why, the running phase's bar and time left, each
+    step, the scores and where the model went."""
+    why = f" ({status.reason})" if status.reason and status.reason != status.phase else ""
+    lines = [f"{status.name}: {status.phase}{why}"]
+    if status.message:
+        lines += [f"  {line}" for line in status.message.splitlines()]
+    if status.current:
+        lines.append(f"  {bar(status.current)} {describe(status.current)}")
+    if status.steps:
+        lines.append("  steps: " + ", ".join(f"{step} {state.state}"
+                                             for step, state in status.steps.items()))
+    metrics = status.metrics
+    scores = [f"{name.upper()} {format_percent(metrics.get(f'base_{name}'))} → "
+              f"{format_percent(metrics[name])}" for name in ("wer", "cer") if name in metrics]
+    if scores:
+        lines.append(f"  base → tuned: {', '.join(scores)}")
+    if status.published:
+        lines.append(f"  published: {status.published.name} → {status.published.model}")
+    lines.append(f"  updated {status.updated}")
+    return "\n".join(lines)
 
 
 def _logs(args: argparse.Namespace) -> int:

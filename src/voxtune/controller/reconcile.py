@@ -157,8 +157,8 @@ def reconcile(run: dict[str, Any], observed: Observed, settings: JobSettings,
 
 
 def wanted_logs(run: dict[str, Any], observed: Observed) -> list[str]:
-    """Pods whose log tail the loop should fetch before reconciling: the running pod of the
-    train step (its progress) and failed pods that left no termination message."""
+    """Pods whose log tail the loop should fetch before reconciling: running pods (their
+    progress lines) and failed pods that left no termination message."""
     if run_status(run).phase in TERMINAL:
         return []
     wanted = []
@@ -166,9 +166,8 @@ def wanted_logs(run: dict[str, Any], observed: Observed) -> list[str]:
         phase = phase_of(pod)
         silent = not (terminated_state(pod) or {}).get("message")
         failed = phase == "Failed" and not is_disrupted(pod) and silent
-        training = phase == "Running" and part(pod["metadata"], "labels").get(STEP_LABEL) == \
-            "train" and node_of(pod) in (None, 0)  # a group's progress is in node 0's log
-        if failed or training:
+        # running pods report their progress; a group's is in node 0's log
+        if failed or (phase == "Running" and node_of(pod) in (None, 0)):
             wanted.append(pod["metadata"]["name"])
     return wanted
 
@@ -261,7 +260,7 @@ def _advance(run: dict[str, Any], spec: RunSpec, status: FineTuneRunStatus,
         else:
             waiting(status, reason, message, stamp)
         return []
-    status.step, status.eta = None, None
+    status.step, status.current = None, None
     finish(status, "Succeeded", "Completed", "all steps succeeded", stamp)
     return []
 

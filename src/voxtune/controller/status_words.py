@@ -12,8 +12,8 @@ from pydantic import ValidationError
 
 from voxtune.controller.crd import Condition, FineTuneRunStatus, KubeStepStatus
 from voxtune.controller.jobs import JobSettings
-from voxtune.controller.observe import iso, newest, parse_time, phase_of, terminated_state
-from voxtune.run.status import Publication, progress_and_eta
+from voxtune.controller.observe import iso, newest, phase_of, terminated_state
+from voxtune.run.status import Publication, step_progress
 from voxtune.run.steps import PHASE_OF_STEP
 from voxtune.spec import RunSpec
 
@@ -33,13 +33,13 @@ def running(status: FineTuneRunStatus, spec: RunSpec, step: str, state: KubeStep
     done = sum(s.state == "succeeded" for s in status.steps.values())
     pod = newest([p for p in pods if phase_of(p) == "Running"])
     output = log_tails.get(pod["metadata"]["name"], "") if pod else ""
-    status.progress, status.eta = progress_and_eta(done, len(spec.steps), step, output,
-                                                   parse_time(state.started), now)
+    status.progress, status.current = step_progress(done, len(spec.steps), step, output)
     set_condition(status, "Waiting", False, "Running", "", iso(now))
 
 
 def waiting(status: FineTuneRunStatus, reason: str, message: str, stamp: str) -> None:
-    status.phase, status.reason, status.message, status.eta = "Pending", reason, message, None
+    status.phase, status.reason, status.message, status.current = ("Pending", reason, message,
+                                                                   None)
     done = sum(s.state == "succeeded" for s in status.steps.values())
     status.progress = f"{done}/{len(status.steps)}"
     set_condition(status, "Waiting", True, reason, message, stamp)
@@ -47,7 +47,7 @@ def waiting(status: FineTuneRunStatus, reason: str, message: str, stamp: str) ->
 
 def finish(status: FineTuneRunStatus, phase: str, reason: str, message: str,
            stamp: str) -> None:
-    status.phase, status.reason, status.message, status.eta = phase, reason, message, None
+    status.phase, status.reason, status.message, status.current = phase, reason, message, None
     if status.steps:
         done = sum(s.state == "succeeded" for s in status.steps.values())
         status.progress = f"{done}/{len(status.steps)}"

@@ -27,20 +27,13 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
-from datetime import datetime, timezone
 from pathlib import Path
 
 from voxtune.errors import UserError
 from voxtune.run.layout import RunFolder, runs_dir
 from voxtune.run.process import claim_run_folder, failure_message, run_logged, step_command, tail
-from voxtune.run.status import (
-    PROGRESS,
-    RunStatus,
-    StepStatus,
-    headline_metrics,
-    now,
-    progress_and_eta,
-)
+from voxtune.run.progress import PhaseProgress, describe, parse, worth_showing
+from voxtune.run.status import RunStatus, StepStatus, headline_metrics, now, step_progress
 from voxtune.run.steps import PHASE_OF_STEP, TERMINAL
 from voxtune.spec import RUN_NAME, RunSpec, Settings, load_user_spec
 
@@ -111,7 +104,7 @@ class LocalExecutor:
         _cancel_file(run).unlink(missing_ok=True)  # submitting again resumes a cancelled run
         # A new attempt starts now: `wait` must not mistake the previous attempt's Failed or
         # Cancelled for this one's result.
-        status.phase, status.step, status.message, status.eta = (
+        status.phase, status.step, status.message, status.current = (
             "Pending", None, "submitted; starting", None)
         run.write_status(status)
         return status
@@ -164,7 +157,7 @@ class LocalExecutor:
             if status.phase in ("Failed", "Cancelled"):
                 return status
         status.phase, status.step, status.message = "Succeeded", None, "all steps succeeded"
-        status.progress, status.eta = f"{len(spec.steps)}/{len(spec.steps)}", None
+        status.progress, status.current = f"{len(spec.steps)}/{len(spec.steps)}", None
         run.write_status(status)
         return status
 
@@ -174,21 +167,21 @@ class LocalExecutor:
         status.steps[step] = StepStatus(state="running", started=now())
         spec = run.read_spec()
         command = step_command(spec, step, run.path)
-        started = datetime.now(timezone.utc)
         done = sum(s.state == "succeeded" for s in status.steps.values())
-        status.progress, status.eta = progress_and_eta(done, len(spec.steps), step, "",
-                                                       started, started)
+        status.progress, status.current = step_progress(done, len(spec.steps), step, "")
         run.write_status(status)
+        shown: list[PhaseProgress] = []  # the last progress the terminal was told
 
         def on_line(line: str) -> None:
-            if not PROGRESS.match(line):
+            if parse(line, step) is None:
                 echo(f"[{step}] {line}")
                 return
-            # for status.json (the terminal has the trainer's own lines): the same progress
-            # and ETA the controller reports
-            status.progress, status.eta = progress_and_eta(
-                done, len(spec.steps), step, line, started, datetime.now(timezone.utc))
+            # into status.json, the same progress the controller reports from a pod's log
+            status.progress, status.current = step_progress(done, len(spec.steps), step, line)
             run.write_status(status)
+            if worth_showing(status.current, shown[-1] if shown else None):
+                shown.append(status.current)
+                echo(f"[{step}] {describe(status.current)}")
 
         try:
             code = run_logged(command, run.log(step), on_line,
@@ -204,7 +197,7 @@ class LocalExecutor:
         if _cancel_file(run).exists() and code != 0:
             return self._cancelled(run, status)
         if code != 0:
-            status.phase = "Failed"
+            status.phase, status.current = "Failed", None
             status.message = failure_message(step, code, tail(run.log(step)))
         run.write_status(status)
         return status
@@ -212,6 +205,7 @@ class LocalExecutor:
     @staticmethod
     def _cancelled(run: RunFolder, status: RunStatus) -> RunStatus:
         status.phase, status.message = "Cancelled", "cancelled; submit again to resume"
+        status.current = None
         run.write_status(status)
         return status
 

@@ -1,22 +1,19 @@
-"""RunStatus, the status every backend reports, and what goes into it: progress, ETA, metrics,
+"""RunStatus, the status every backend reports, and what goes into it: progress, metrics,
 whether the run holds a trained model, and what its publish step published."""
 
 from __future__ import annotations
 
 import json
 import math
-import re
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, model_validator
 
-from voxtune.run.steps import Phase
+from voxtune.run.progress import PhaseProgress, parse
+from voxtune.run.steps import TERMINAL, Phase
 
-# A step may print `progress 120/300` lines (done/total units of its work, e.g. optimizer
-# steps); both backends turn the newest one into RunStatus.progress and an ETA.
-PROGRESS = re.compile(r"^progress (\d+)/(\d+)\s*$", re.MULTILINE)
 HEADLINE = ("wer", "cer", "base_wer", "base_cer")
 
 
@@ -24,20 +21,14 @@ def now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
-def progress_and_eta(steps_done: int, steps: int, step: str, output: str,
-                     started: datetime | None, at: datetime) -> tuple[str, str | None]:
-    """("1/3 train 120/300", estimated end of the step) from the newest progress line in the
-    step's `output` and when it started; the end is rounded up to the minute (UTC)."""
-    progress, eta = f"{steps_done}/{steps}", None
-    found = PROGRESS.findall(output)
-    if found:
-        current, total = (int(n) for n in found[-1])
-        progress += f" {step} {current}/{total}"
-        if current and total > current and started:
-            end = at + (at - started) * (total - current) / current
-            eta = (end.replace(second=0, microsecond=0) + timedelta(minutes=1)).astimezone(
-                timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-    return progress, eta
+def step_progress(steps_done: int, steps: int, step: str,
+                  output: str) -> tuple[str, PhaseProgress | None]:
+    """("1/3 train 120/300", the running phase) from the newest progress line (voxtune.run.
+    progress) in the running step's `output`; the same on both backends."""
+    current = parse(output, step)
+    text = f"{steps_done}/{steps}"
+    return (f"{text} {current.phase} {current.done}/{current.total}" if current else text,
+            current)
 
 
 def headline_metrics(metrics_file: Path) -> dict[str, float]:
@@ -89,10 +80,18 @@ class RunStatus(BaseModel):
     message: str = ""
     steps: dict[str, StepStatus] = Field(default_factory=dict)
     metrics: dict[str, float] = Field(default_factory=dict)
-    progress: str = Field("", description="Steps done / steps, and the train step's own "
-                          "progress when it reports one.")
-    eta: str | None = Field(None, description="Estimated end of the running step (UTC).")
+    progress: str = Field("", description="Steps done / steps, and the running phase's units "
+                          "done / total when its step reports them (kubectl's column).")
+    current: PhaseProgress | None = Field(None, description="The running step's phase (model "
+                                          "load, evaluation, training, publish): done / total, "
+                                          "seconds elapsed and left. None once the run ended.")
     trained: bool = Field(False, description="The train step left a trained model (final/): "
                           "the run can be published and tried.")
     published: Publication | None = Field(None, description="What the publish step published.")
     updated: str = Field(default_factory=now)
+
+    @model_validator(mode="after")
+    def _no_estimate_once_ended(self) -> RunStatus:
+        if self.phase in TERMINAL:  # a finished or cancelled run has nothing left to estimate
+            self.current = None
+        return self

@@ -32,6 +32,7 @@ from voxtune.data.manifest import Clip, read_manifest
 from voxtune.errors import RetryableError, UserError
 from voxtune.files import write_atomic
 from voxtune.run.layout import RunFolder
+from voxtune.run.progress import phase
 from voxtune.spec import CHECKPOINTING, LEARNING_RATES, RunSpec
 
 FEATURES = "features"
@@ -164,7 +165,8 @@ def main(spec: RunSpec, prepared: Path, output: Path,
 
     # 3. the base, straight onto this rank's GPU (4-bit for qlora); under FSDP rank 0 alone
     # reads it, into host memory, and the others build it empty
-    model, processor = resources.base_model(spec, compute, on_gpu)
+    with phase("load"):
+        model, processor = resources.base_model(spec, compute, on_gpu)
     sharded_load = loads_on_rank_zero(spec, processes())
     if is_smoke_model(model):
         print("NOTE: tiny-random is a randomly initialised smoke-test model, not Voxtral")
@@ -182,7 +184,8 @@ def main(spec: RunSpec, prepared: Path, output: Path,
     # 5. the base model's WER/CER once (cached, so a resumed run does not pay again)
     base_file = run.base_eval
     if main_process and eval_clips and not base_file.exists():
-        with resources.out_of_memory_is_user_error(spec, "evaluating the base model"):
+        with resources.out_of_memory_is_user_error(spec, "evaluating the base model"), \
+                phase("base-eval", len(eval_clips)):
             # a sharded run's base waits in host memory to be sent out: a GPU evaluates a copy
             evaluated = (load(spec.base_model, compute, device_map={"": rank})[0]
                          if sharded_load and on_gpu else model)
@@ -253,7 +256,8 @@ def main(spec: RunSpec, prepared: Path, output: Path,
     base: dict[str, Any] = json.loads(base_file.read_text()) if base_file.exists() else {}
     tuned_text: list[Any] = []
     if eval_clips:
-        with resources.out_of_memory_is_user_error(spec, "evaluating the tuned model"):
+        with resources.out_of_memory_is_user_error(spec, "evaluating the tuned model"), \
+                phase("tuned-eval", len(eval_clips)):
             tuned_scores, tuned_text = evaluate_model(ready_to_transcribe(model), processor,
                                                       spec, prepared, eval_clips)
         metrics.update(as_metrics("", tuned_scores))

@@ -1,5 +1,6 @@
-"""What a run reports while it trains: `progress N/M` lines for the controller, the optimizer
-that really runs, and metrics in trackio (stored in the run folder, offline)."""
+"""What a run reports while it trains: its progress (voxtune.run.progress lines, which both
+backends read), the optimizer that really runs, and metrics in trackio (stored in the run
+folder, offline)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from typing import Any
 
 from transformers import TrainerCallback
 
+from voxtune.run.progress import report
 from voxtune.spec import RunSpec
 from voxtune.train.resources import optimizer_description
 
@@ -20,7 +22,7 @@ TRACKIO_HINTS = ("View dashboard by running", "trackio show", "trackio.show(")
 
 
 class Progress(TrainerCallback):
-    """`progress N/M` lines (about 100 per run): the controller reads them for progress/ETA."""
+    """The train phase's progress, about 100 reports per run: status and the time left."""
 
     def __init__(self, optimizer: str) -> None:
         self.optimizer = optimizer  # the spec's name; the class is read from the Trainer's
@@ -32,12 +34,13 @@ class Progress(TrainerCallback):
             print(f"training: max_steps {state.max_steps}, {clips} clips per step", flush=True)
             print(f"optimizer: {self.optimizer} ({optimizer_description(optimizer)})",
                   flush=True)
+            report("train", state.global_step, state.max_steps)  # a resumed run's start
 
     def on_step_end(self, args, state, control, **kwargs):
         every = max(1, state.max_steps // 100)
         if state.is_world_process_zero and (state.global_step % every == 0
                                             or state.global_step == state.max_steps):
-            print(f"progress {state.global_step}/{state.max_steps}", flush=True)
+            report("train", state.global_step, state.max_steps)
 
 
 class Trackio(TrainerCallback):

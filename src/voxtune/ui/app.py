@@ -24,7 +24,7 @@ from voxtune.ui.auth import (
     user_of,
 )
 from voxtune.ui.demo import DemoServers
-from voxtune.ui.handlers import Context
+from voxtune.ui.handlers import Context, where_runs_are
 from voxtune.ui.settings import UiSettings
 from voxtune.ui.tabs import dataset, publish, record, runs, train, try_it, upload
 
@@ -36,6 +36,20 @@ GRADIO_FEATURES_OFF: dict[str, Any] = {"run_history": False, "enable_monitoring"
                                        "mcp_server": False, "share": False, "ssr_mode": False}
 
 
+# the run page's progress bar, the per-clip table's error marks, the editable upload cells
+CSS = """
+.vt-progress progress { width: 70%; height: 1.1em; accent-color: #f97316; }
+.vt-progress-label, .vt-progress-time { margin: 0.2em 0; }
+.vt-samples { border-collapse: collapse; width: 100%; table-layout: fixed; }
+.vt-samples td, .vt-samples th { border: 1px solid #e5e7eb; padding: 0.3em 0.5em;
+  overflow-wrap: anywhere; vertical-align: top; }
+.vt-samples th:first-child { width: 10em; }
+mark.vt-wrong { background: #fecaca; }
+mark.vt-missing { background: #fde68a; }
+#upload-table td { background: #fffbeb; cursor: text; }
+"""
+
+
 def build_app(ctx: Context) -> gr.Blocks:
     def user(request: gr.Request) -> str:
         return user_of(request, ctx.settings)
@@ -43,23 +57,24 @@ def build_app(ctx: Context) -> gr.Blocks:
     def greet(request: gr.Request) -> str:
         return (f"# voxtune\nFine-tune Voxtral on your own voice — signed in as "
                 f"**{signed_in_name(request, ctx.settings)}**, runs on "
-                f"**{ctx.client.backend}**.")
+                f"**{ctx.client.backend}** ({where_runs_are(ctx)}).")
 
     # no usage reports to Gradio's servers: which features a clinic's UI uses is not theirs
     with gr.Blocks(title="voxtune", analytics_enabled=False) as app:
         header = gr.Markdown("# voxtune\nFine-tune Voxtral speech recognition on your own voice.")
         app.load(greet, None, header)
-        with gr.Tabs():
-            with gr.Tab("Record", id="record"):
-                record.layout(ctx, user)
+        clone = gr.State(None)  # a run whose settings Runs hands to Train
+        with gr.Tabs() as tabs:
+            with gr.Tab("Record", id="record") as record_tab:
+                record.layout(ctx, user, record_tab)
             with gr.Tab("Upload", id="upload"):
                 upload.layout(ctx, user)
             with gr.Tab("Dataset", id="dataset") as dataset_tab:
                 dataset.layout(ctx, user, dataset_tab)
             with gr.Tab("Train", id="train"):
-                train.layout(ctx, user)
-            with gr.Tab("Runs", id="runs"):
-                runs.layout(ctx, user)
+                train.layout(ctx, user, clone)
+            with gr.Tab("Runs", id="runs") as runs_tab:
+                runs.layout(ctx, user, runs_tab, clone, tabs)
             with gr.Tab("Publish", id="publish") as publish_tab:
                 publish.layout(ctx, user, publish_tab)
             with gr.Tab("Try it", id="try") as try_tab:
@@ -86,7 +101,7 @@ def launch(ctx: Context, host: str, port: int, login: dict[str, Any],
     app = build_app(ctx)
     app.queue(default_concurrency_limit=16)  # many users; handlers only wait on I/O
     app.launch(server_name=host, server_port=port, quiet=True, prevent_thread_lock=not block,
-               **login, **GRADIO_FEATURES_OFF)
+               css=CSS, **login, **GRADIO_FEATURES_OFF)
     return app
 
 

@@ -11,7 +11,8 @@ or its log lines:
 * run names are `<user>-<name>`, and each is claimed in VOXTUNE_HOME/ui/owners/<run> (created
   exclusively) before it is submitted, so two users can never get, list or overwrite one run;
 * a local folder as a data source must lie in the user's own workspace or the operator's
-  shared-data folder (VOXTUNE_UI_SHARED_DATA), checked when it is added and again at launch;
+  shared-data folder (VOXTUNE_UI_SHARED_DATA), checked when it is added and again at launch
+  (voxtune.ui.sources, which also refuses a dataset older than the clips);
 * a publish of a finished run is a run of its own (`steps: [publish]`) whose spec names the
   trained run (`publish.run`), so the publish step does the work on either backend and the UI
   writes no run folder.
@@ -19,6 +20,8 @@ or its log lines:
 
 from __future__ import annotations
 
+import functools
+import json
 import os
 import re
 import secrets
@@ -26,30 +29,32 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pydantic import ValidationError
-
 from voxtune.client import Client
 from voxtune.errors import UserError
-from voxtune.run.layout import RunFolder, registry_dir
+from voxtune.plan import GpuProfile
+from voxtune.plan.geometry import TINY_PRESET
+from voxtune.run.layout import SPEC, RunFolder, registry_dir
+from voxtune.run.progress import LINE as PROGRESS_LINE
+from voxtune.run.progress import format_duration
 from voxtune.run.status import Publication, RunStatus
 from voxtune.run.steps import TERMINAL
 from voxtune.spec import (
     RUN_NAME,
-    GranarySource,
-    HubSource,
-    PreparedSource,
     PublishSpec,
     RunSpec,
-    format_validation_error,
+    read_resolved_spec,
 )
 from voxtune.ui.demo import DemoServers
+from voxtune.ui.hardware import detect_gpus
 from voxtune.ui.settings import UiSettings
 from voxtune.ui.trackio_reader import Curves, read_curves
 from voxtune.ui.workspace import Workspace
 
 OWNERS = Path("ui") / "owners"
+PUBLISHES = Path("ui") / "publishes"  # <publish run> holds the name of the run it publishes
 HUB_REPO = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*$")
-LOG_TAIL = 200  # lines of log shown on the run page
+LOG_TAIL = 20  # lines of log the run page shows, all visible at once: the latest
+ERROR_LINE = re.compile(r"^(error|fatal)\b|Error\b|Exception\b|^\S+: error:", re.IGNORECASE)
 
 
 @dataclass
@@ -70,6 +75,11 @@ class Context:
         if self.kubernetes:
             return None
         return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+
+    @functools.cached_property
+    def local_gpus(self) -> list[GpuProfile]:
+        """The GPUs local runs get (none on a cluster: its GPU profiles are the plan's)."""
+        return [] if self.kubernetes else detect_gpus()
 
     def workspace(self, user: str) -> Workspace:
         return Workspace(self.home, user, self.settings.max_upload_mb * 2**20,
@@ -107,8 +117,20 @@ def claim(ctx: Context, user: str, run: str) -> None:
 
 
 def owns(ctx: Context, user: str, run: str) -> bool:
+    """Whether `run` is `user`'s. Without sign-in there is one user, so the runs and models
+    made with the CLI under the same VOXTUNE_HOME are theirs too."""
     path = _owner_file(ctx, run)
-    return path.is_file() and path.read_text(encoding="utf-8") == user
+    if not path.is_file():
+        return ctx.settings.auth == "none"
+    return path.read_text(encoding="utf-8") == user
+
+
+def where_runs_are(ctx: Context) -> str:
+    """Where this UI looks for runs and models, for people who made some elsewhere."""
+    if ctx.kubernetes:
+        return (f"FineTuneRuns in namespace `{ctx.client.executor.namespace}`, the models in "
+                f"`{registry_dir(ctx.home)}`")
+    return f"runs in `{ctx.home / 'runs'}`, models in `{registry_dir(ctx.home)}`"
 
 
 def _mine(ctx: Context, user: str, run: str) -> str:
@@ -117,109 +139,53 @@ def _mine(ctx: Context, user: str, run: str) -> str:
     return run
 
 
-# --- sources ---------------------------------------------------------------------------------
-
-
-def dataset_source(ctx: Context, user: str) -> PreparedSource:
-    """The user's built dataset as a source the run's prepare step takes as it is (nothing is
-    decoded twice); on Kubernetes relative to the shared volume."""
-    workspace = ctx.workspace(user)
-    if not workspace.manifest.is_file():
-        raise UserError("build the dataset first (Dataset tab → Build dataset)")
-    folder = workspace.dataset
-    return PreparedSource(path=folder.relative_to(ctx.home) if ctx.kubernetes
-                          else folder.resolve())
-
-
-def _allowed_folder(ctx: Context, user: str, path: Path, what: str, other: str = "") -> Path:
-    """`path` with symlinks resolved, if it lies in the user's workspace or the shared-data
-    folder; the server can read every user's folders, so nothing else may be named."""
-    resolved = path.resolve()
-    roots = [ctx.workspace(user).root, ctx.settings.shared_data]
-    if not any(root is not None and resolved.is_relative_to(root.resolve()) for root in roots):
-        shared = f" or the shared data folder {ctx.settings.shared_data}" \
-            if ctx.settings.shared_data else ""
-        raise UserError(f"{what} {str(path)!r} is not a folder inside your workspace{shared}"
-                        f"{other}")
-    if not resolved.is_dir():
-        raise UserError(f"{what} {str(path)!r}: no such folder")
-    return resolved
-
-
-def _hub_id_or_folder(ctx: Context, user: str, dataset: str, what: str) -> str:
-    # A name that exists as a folder is read as that folder (datasets.load_dataset does the
-    # same, relative to the working directory the steps inherit), even when it looks like org/name.
-    if HUB_REPO.match(dataset) and not Path(dataset).exists():
-        return dataset
-    return str(_allowed_folder(ctx, user, Path(dataset), what, ", nor a Hub id (org/name)"))
-
-
-def checked_source(ctx: Context, user: str,
-                   source: HubSource | GranarySource) -> HubSource | GranarySource:
-    """`source` with its local folders resolved, or a UserError for one the user may not read."""
-    dataset = _hub_id_or_folder(ctx, user, source.dataset, "dataset")
-    if isinstance(source, HubSource):
-        return source.model_copy(update={"dataset": dataset})
-    return source.model_copy(update={
-        "dataset": dataset,
-        "audio_root": _allowed_folder(ctx, user, source.audio_root, "Granary audio root")})
-
-
-@dataclass(frozen=True)
-class SourceForm:
-    """The Dataset tab's "add a source" fields (which apply depends on `kind`)."""
-
-    kind: str = "hub"  # or "granary"
-    dataset: str = ""  # hub: a Hub id or a folder
-    config: str = ""
-    split: str = "train"
-    text_column: str = "text"
-    subset: str = ""  # granary: <lang>_<corpus>
-    audio_root: str = ""
-    max_samples: int = 1000  # 0: all
-
-    def source(self) -> HubSource | GranarySource:
-        """The source these fields describe; a UserError naming a field the spec refuses."""
-        limit = int(self.max_samples or 0) or None
-        try:
-            if self.kind == "hub":
-                return HubSource(dataset=self.dataset.strip(), config=self.config or None,
-                                 split=self.split or "train",
-                                 text_column=self.text_column or "text", max_samples=limit)
-            return GranarySource(subset=self.subset.strip(),
-                                 audio_root=Path(self.audio_root.strip()), max_samples=limit)
-        except ValidationError as error:
-            raise UserError(format_validation_error(error, f"{self.kind} source")) from None
-
-
-def add_source(ctx: Context, user: str, source: HubSource | GranarySource) -> None:
-    workspace = ctx.workspace(user)
-    workspace.set_sources([*workspace.sources(), checked_source(ctx, user, source)])
-
-
 def submit(ctx: Context, user: str, spec: RunSpec) -> RunStatus:
     """Claim the run's name for `user`, then submit it."""
     claim(ctx, user, spec.name)
     return ctx.client.submit(spec)
 
 
-# --- runs: list, page, cancel --------------------------------------------------------------------
+# --- runs: list, page, cancel, resume, delete ---------------------------------------------------
+
+
+def submitted_at(status: RunStatus) -> str:
+    """When the run was last started (its first step's start, else its last update)."""
+    starts = [step.started for step in status.steps.values() if step.started]
+    return min(starts) if starts else status.updated
 
 
 def my_runs(ctx: Context, user: str) -> list[RunStatus]:
-    return [status for status in ctx.client.list() if owns(ctx, user, status.name)]
+    """The user's runs, newest first."""
+    mine = [status for status in ctx.client.list() if owns(ctx, user, status.name)]
+    return sorted(mine, key=submitted_at, reverse=True)
+
+
+def publish_of(ctx: Context, run: str) -> str | None:
+    """The trained run a publish-only run publishes (None for any other run)."""
+    path = ctx.home / PUBLISHES / run
+    return path.read_text(encoding="utf-8") if path.is_file() else None
+
+
+def newest_training_run(ctx: Context, runs: list[RunStatus]) -> str | None:
+    """What the Runs tab opens on: the newest run that trains (a publish is looked at on the
+    run it publishes)."""
+    return next((s.name for s in runs if publish_of(ctx, s.name) is None),
+                runs[0].name if runs else None)
 
 
 def progress(status: RunStatus) -> str:
-    """Steps done, the train step's own progress and its ETA (same on both backends)."""
+    """Steps done and the running phase with the time left (same on both backends); nothing
+    is estimated for a run that has ended."""
     text = status.progress or "not started"
-    if status.eta:
-        text += f", ends ≈ {status.eta[11:16]} UTC"
+    current = status.current
+    if current and current.remaining_s is not None:
+        text += f", ~{format_duration(current.remaining_s)} left"
     return text
 
 
 def finished_runs(ctx: Context, user: str) -> list[str]:
-    """The user's runs that succeeded with a trained model: what can be published."""
+    """The user's runs that succeeded with a trained model, newest first: what can be
+    published."""
     return [status.name for status in my_runs(ctx, user)
             if status.phase == "Succeeded" and status.trained]
 
@@ -229,15 +195,23 @@ class RunPage:
     status: RunStatus
     logs: str
     curves: Curves
+    samples: list[dict[str, Any]]  # per held-out clip: id, reference, base, tuned
 
     @property
     def finished(self) -> bool:
         return self.status.phase in TERMINAL
 
     @property
+    def resumable(self) -> bool:
+        return self.status.phase in ("Failed", "Cancelled")
+
+    @property
     def explanation(self) -> str:
-        """Why it waits or failed, or what it is doing."""
+        """Why it waits or failed, or what it is doing; for a failure the error itself first,
+        then the rest of the log tail."""
         reason, message = self.status.reason, self.status.message
+        if self.status.phase == "Failed":
+            message = error_first(message)
         return f"{reason}: {message}" if reason else message
 
     @property
@@ -245,16 +219,65 @@ class RunPage:
         return self.status.published
 
 
+def error_first(message: str) -> str:
+    """A failure message ("train failed (…):" + log tail) with the tail's last error line
+    moved up front: the tail ends in the error, after lines of retries and warnings."""
+    head, _, tail = message.partition("\n")
+    lines = tail.splitlines()
+    errors = [line for line in lines if ERROR_LINE.search(line)]
+    if not errors:
+        return message
+    return "\n".join([f"{head} {errors[-1].strip()}", "", "log tail:", *lines])
+
+
 def run_page(ctx: Context, user: str, run: str) -> RunPage:
     status = ctx.client.status(_mine(ctx, user, run))
-    tail = "\n".join(ctx.client.logs(run).splitlines()[-LOG_TAIL:])
-    # the training curves are the train step's trackio store on the shared volume (the one
-    # thing the status does not carry: it grows with every logged step)
-    return RunPage(status, tail, read_curves(RunFolder.named(ctx.home, run).trackio))
+    # the progress lines are the bar above; the box shows the rest, newest at the bottom
+    lines = [line for line in ctx.client.logs(run).splitlines() if not PROGRESS_LINE.match(line)]
+    # the curves and per-clip transcripts are the train step's files on the shared volume (the
+    # status carries neither: one grows with every logged step, the other with the eval set)
+    folder = RunFolder.named(ctx.home, publish_of(ctx, run) or run)
+    return RunPage(status, "\n".join(lines[-LOG_TAIL:]), read_curves(folder.trackio),
+                   read_samples(folder.metrics))
+
+
+def read_samples(metrics_file: Path) -> list[dict[str, Any]]:
+    try:
+        samples = json.loads(metrics_file.read_text(encoding="utf-8")).get("samples")
+    except (OSError, ValueError, AttributeError):
+        return []  # not written yet (or being replaced)
+    return [row for row in samples if isinstance(row, dict)] if isinstance(samples, list) \
+        else []
+
+
+def spec_of(ctx: Context, user: str, run: str) -> RunSpec:
+    """The spec one of the user's runs was submitted with (Clone into Train)."""
+    return ctx.client.spec(_mine(ctx, user, run))
 
 
 def cancel(ctx: Context, user: str, run: str) -> RunStatus:
     return ctx.client.cancel(_mine(ctx, user, run))
+
+
+def resume(ctx: Context, user: str, run: str) -> RunStatus:
+    """Submit a failed or cancelled run again: finished steps are kept, training resumes from
+    its last checkpoint. Local runs only: the controller does not restart a FineTuneRun that
+    has ended (submitting it again is a no-op there)."""
+    if ctx.kubernetes:
+        raise UserError("on Kubernetes a run that ended is not started again; clone its "
+                        "settings into Train and launch a new one")
+    status = ctx.client.status(_mine(ctx, user, run))
+    if status.phase not in ("Failed", "Cancelled"):
+        raise UserError(f"run {run!r} is {status.phase}; only a failed or cancelled run is "
+                        "launched again")
+    return ctx.client.submit(ctx.client.spec(run))
+
+
+def delete(ctx: Context, user: str, run: str) -> None:
+    """Remove the run (a running one is cancelled first) and its ownership record."""
+    ctx.client.delete(_mine(ctx, user, run))
+    _owner_file(ctx, run).unlink(missing_ok=True)
+    (ctx.home / PUBLISHES / run).unlink(missing_ok=True)
 
 
 # --- publish -------------------------------------------------------------------------------------
@@ -279,6 +302,10 @@ def publish(ctx: Context, user: str, run: str, form: PublishForm) -> RunStatus:
     if form.destination == "hub":
         if not HUB_REPO.match(form.hub_repo.strip()):
             raise UserError(f"Hub repository {form.hub_repo!r}: use owner/name")
+        if not ctx.kubernetes:  # a local publish step reads this process's token
+            from voxtune.publish.hub import PublishSettings, read_token
+
+            read_token(PublishSettings())  # the UserError that says how to provide one
         to = f"hf://{form.hub_repo.strip()}"
     else:
         to = None
@@ -286,7 +313,23 @@ def publish(ctx: Context, user: str, run: str, form: PublishForm) -> RunStatus:
         "name": f"{run[:34]}-p{secrets.token_hex(2)}", "steps": ["publish"],
         "publish": PublishSpec(to=to, private=form.private, dataset=form.dataset,
                                space=form.space, run=run)})
-    return submit(ctx, user, spec)
+    claim(ctx, user, spec.name)
+    record = ctx.home / PUBLISHES / spec.name
+    record.parent.mkdir(parents=True, exist_ok=True)
+    record.write_text(run, encoding="utf-8")
+    return ctx.client.submit(spec)
+
+
+def publish_outcome(ctx: Context, user: str, run: str) -> str | None:
+    """What became of a publish run, once it has ended (None while it runs)."""
+    status = ctx.client.status(_mine(ctx, user, run))
+    if status.phase not in TERMINAL:
+        return None
+    if status.phase == "Succeeded" and status.published:
+        where = status.published
+        return (f"Published **{where.name}**" + (f" version {where.version}" if where.version
+                                                 else "") + f": `{where.model}`")
+    return f"Publishing **{run}** {status.phase.lower()}: {error_first(status.message)}"
 
 
 def my_models(ctx: Context, user: str) -> list[str]:
@@ -296,6 +339,16 @@ def my_models(ctx: Context, user: str) -> list[str]:
     entries = Registry(registry_dir(ctx.home)).entries()
     return [f"{entry.name}@{entry.version}" for entry in reversed(entries)
             if owns(ctx, user, entry.name)]
+
+
+def is_smoke_test(ctx: Context, model: str) -> bool:
+    """Whether registry model `name@version` was trained from the tiny random preset (a smoke
+    test of the pipeline, whose transcripts are noise by design), from the spec beside it."""
+    spec_file = registry_dir(ctx.home) / model.replace("@", os.sep) / SPEC
+    try:
+        return bool(TINY_PRESET.match(read_resolved_spec(spec_file).base_model))
+    except (OSError, UserError, ValueError):
+        return False
 
 
 # --- try it -----------------------------------------------------------------------------------

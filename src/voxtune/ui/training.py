@@ -31,7 +31,8 @@ from voxtune.spec import (
     TrainingSpec,
     format_validation_error,
 )
-from voxtune.ui.handlers import Context, checked_source, dataset_source, run_name, submit
+from voxtune.ui.handlers import Context, run_name, submit
+from voxtune.ui.sources import checked_source, dataset_source
 
 BASE_MODELS = (DEFAULT_BASE_MODEL, "mistralai/Voxtral-Small-24B-2507", "tiny-random")
 GPU_COUNTS = {"CPU only": 0, "1 GPU": 1, "2 GPUs": 2, "4 GPUs": 4, "8 GPUs": 8}
@@ -60,6 +61,20 @@ class TrainForm:
     lora_alpha: int = 32
     eval_fraction: float = 0.1
     publish_after: bool = False
+
+
+def form_of(spec: RunSpec) -> TrainForm:
+    """The form that makes a run like `spec` (Clone into Train); the name is left for the new
+    run."""
+    gpus = next((label for label, count in GPU_COUNTS.items()
+                 if count == spec.resources.gpus), TrainForm.gpus)
+    training = spec.training
+    return TrainForm(
+        "", spec.base_model, spec.mode, spec.language or "auto", gpus,
+        spec.resources.gpu_profile or AUTO_PROFILE, training.max_steps or 0, training.epochs,
+        training.learning_rate or 0.0, training.batch_size, training.grad_accum,
+        training.lora.rank, training.lora.alpha, spec.data.eval_fraction,
+        "publish" in spec.steps)
 
 
 def learning_rate_label() -> str:
@@ -108,7 +123,30 @@ def plan_of(ctx: Context, spec: RunSpec, geometry: Geometry | None = None) -> Pl
     against this machine's memory for local runs. UserError when the model's config is not
     known here (a custom model id that is not cached)."""
     profile = PROFILES.get(spec.resources.gpu_profile or "")
+    if ctx.local_gpus and spec.resources.gpus:  # a local run gets this machine's GPU
+        profile = ctx.local_gpus[0]
     return plan_run(spec, profile, host_limit_gib=ctx.host_memory_gib, geometry=geometry)
+
+
+def gpu_counts(ctx: Context) -> list[str]:
+    """The GPU counts a run can ask for here: on this machine, no more than it has."""
+    if ctx.kubernetes:
+        return list(GPU_COUNTS)
+    return [label for label, count in GPU_COUNTS.items() if count <= len(ctx.local_gpus)]
+
+
+def hardware_text(ctx: Context) -> str:
+    """What the runs launched here will run on."""
+    if ctx.kubernetes:
+        profiles = ", ".join(f"{p.name} ({p.memory_gib:g} GiB)" for p in PROFILES.values())
+        return (f"**Runs on:** the cluster's GPU nodes — profiles {profiles}; the controller "
+                "checks the plan again against its own profiles.")
+    memory = f"{ctx.host_memory_gib:.0f} GiB RAM"
+    if not ctx.local_gpus:
+        return (f"**Runs on:** this machine — CPU only, {memory}. Training the real Voxtral "
+                "on a CPU is very slow; `tiny-random` is the smoke test.")
+    gpus = ", ".join(f"{gpu.name} ({gpu.memory_gib:g} GiB)" for gpu in ctx.local_gpus)
+    return f"**Runs on:** this machine — {gpus}, {memory}."
 
 
 def _fits(ctx: Context, form: TrainForm, geometry: Geometry) -> bool:
@@ -145,21 +183,25 @@ def offer(ctx: Context, form: TrainForm) -> Offer:
         return [value for value in values
                 if _fits(ctx, replace(form, **{field: value, **others}), geometry)]
 
+    counts = gpu_counts(ctx)
+    if form.gpus not in counts:  # more GPUs than this machine has
+        form = replace(form, gpus=counts[-1])
     modes = fitting("mode", list(MODES), gpu_profile=AUTO_PROFILE)
     if modes and form.mode not in modes:
         form = replace(form, mode=modes[0])
-    gpus = fitting("gpus", list(GPU_COUNTS), gpu_profile=AUTO_PROFILE)
+    gpus = fitting("gpus", counts, gpu_profile=AUTO_PROFILE)
     if gpus and form.gpus not in gpus:
         form = replace(form, gpus=gpus[0])
-    profiles = [AUTO_PROFILE] + (fitting("gpu_profile", list(PROFILES))
-                                 if GPU_COUNTS.get(form.gpus) else [])
+    # a local run has this machine's GPU, not a profile to choose
+    choosable = GPU_COUNTS.get(form.gpus) and ctx.kubernetes
+    profiles = [AUTO_PROFILE] + (fitting("gpu_profile", list(PROFILES)) if choosable else [])
     if form.gpu_profile not in profiles:
         form = replace(form, gpu_profile=AUTO_PROFILE)
     try:
         plan = plan_of(ctx, _spec(PLAN_NAME, form, []), geometry)
     except ValidationError as error:
         return Offer(form, modes, gpus, profiles, None, format_validation_error(error, "form"))
-    return Offer(form, modes or list(MODES), gpus or list(GPU_COUNTS), profiles, plan)
+    return Offer(form, modes or list(MODES), gpus or counts, profiles, plan)
 
 
 def plan_text(plan: Plan | None, problem: str = "") -> str:

@@ -4,11 +4,16 @@ call them directly."""
 
 from __future__ import annotations
 
+import difflib
+import html
+import re
 from typing import Any
 
 import pandas
 
+from voxtune.run.progress import format_duration
 from voxtune.run.status import Publication, RunStatus, format_percent
+from voxtune.run.steps import TERMINAL
 from voxtune.ui.handlers import RunPage, progress
 from voxtune.ui.workspace import Rejected
 
@@ -17,15 +22,31 @@ SCORE_BARS = {"WER base": ("base", "base_wer"), "WER tuned": ("tuned", "wer"),
               "CER base": ("base", "base_cer"), "CER tuned": ("tuned", "cer")}
 CLIP_COLUMNS = ["id", "file", "seconds", "language", "transcript"]
 RUN_COLUMNS = ["run", "phase", "progress", "WER base → tuned", "updated"]
+GOOD_START = 50  # phrases: where a personal model starts to pay off (about 5 minutes)
 REJECTED_COLUMNS = ["source", "reason", "detail"]
 
 
 # --- dataset ---------------------------------------------------------------------------------
 
 
-def dataset_total(clips: dict[str, dict[str, Any]]) -> str:
-    minutes = sum(row.get("duration", 0) for row in clips.values()) / 60
-    return f"**{len(clips)} clips, {minutes:.1f} minutes** in your workspace"
+def minutes_of(clips: dict[str, dict[str, Any]]) -> float:
+    return sum(row.get("duration", 0) for row in clips.values()) / 60
+
+
+def dataset_total(clips: dict[str, dict[str, Any]], stale: bool = False) -> str:
+    text = f"**{len(clips)} clips, {minutes_of(clips):.1f} minutes** in your workspace"
+    if clips and stale:
+        text += " — changed since the dataset was built: **Build dataset** again before Launch"
+    return text
+
+
+def record_count(clips: dict[str, dict[str, Any]], sentence: int, sentences: int) -> str:
+    """"Sentence 13 of 30 · 12 clips recorded (1.4 min) — ~50 phrases is a good start"."""
+    recorded = sum(row.get("name") == "recording.wav" for row in clips.values())
+    goal = (f"~{GOOD_START} phrases is a good start" if len(clips) < GOOD_START
+            else "enough for a first run; more helps")
+    return (f"Sentence {sentence + 1} of {sentences} · **{recorded} recorded**, {len(clips)} "
+            f"clips in all ({minutes_of(clips):.1f} min) — {goal}")
 
 
 def clips_table(clips: dict[str, dict[str, Any]]) -> pandas.DataFrame:
@@ -58,9 +79,36 @@ def runs_table(runs: list[RunStatus]) -> pandas.DataFrame:
                              for s in runs], columns=RUN_COLUMNS)
 
 
-def chosen_run(names: list[str], current: str | None) -> str | None:
+def chosen_run(names: list[str], current: str | None, newest: str | None) -> str | None:
     """Keep the run being looked at; else the newest."""
-    return current if current in names else (names[-1] if names else None)
+    return current if current in names else newest
+
+
+def progress_bar(status: RunStatus) -> str:
+    """The run's progress as HTML: steps done, the running phase's bar, time spent and left.
+    A run that has ended shows where it ended, with no estimate."""
+    steps = len(status.steps) or 1
+    done = sum(step.state == "succeeded" for step in status.steps.values())
+    current = None if status.phase in TERMINAL else status.current
+    if current is None:
+        fraction = done / steps
+        label = (f"{status.phase}: {done} of {steps} steps done" if status.steps
+                 else status.phase)
+        timing = ""
+    else:
+        fraction = (done + current.fraction) / steps
+        label = (f"step {done + 1} of {steps} ({status.step}): {current.label} "
+                 f"{current.done}/{current.total}")
+        spent = "" if current.elapsed_s is None else \
+            f"{format_duration(current.elapsed_s)} elapsed"
+        left = ("estimating the time left…" if current.remaining_s is None
+                else f"about {format_duration(current.remaining_s)} left")
+        timing = " · ".join(part for part in (spent, left) if part)
+    percent = round(100 * fraction)
+    return (f'<div class="vt-progress"><div class="vt-progress-label">{html.escape(label)}'
+            f'</div><progress max="100" value="{percent}" aria-label="run progress">{percent}%'
+            f'</progress> <span class="vt-progress-percent">{percent}%</span>'
+            f'<div class="vt-progress-time">{html.escape(timing)}</div></div>')
 
 
 def run_heading(page: RunPage) -> str:
@@ -68,15 +116,70 @@ def run_heading(page: RunPage) -> str:
     return f"{text}\n\n{page.explanation}" if page.explanation else text
 
 
+# Gradio types a plot's axes from the first frame's column dtypes, and an empty frame's are
+# `object`: a page that first saw a run before it had scores drew a categorical y-axis of raw
+# numbers and no bars (a reload, whose first frame had scores, looked right). Frames with
+# fixed dtypes draw the same however the page was reached.
+LOSS_TYPES = {"step": "int64", "value": "float64", "metric": "string"}
+SCORE_TYPES = {"score": "string", "model": "string", "percent": "float64"}
+
+
 def loss_curve(page: RunPage) -> pandas.DataFrame:
     return pandas.DataFrame([(step, value, "loss") for step, value in
-                             page.curves.get("loss", [])], columns=["step", "value", "metric"])
+                             page.curves.get("loss", [])], columns=list(LOSS_TYPES)
+                            ).astype(LOSS_TYPES)
+
+
+def _words(text: str) -> list[str]:
+    return text.split()
+
+
+def _plain(word: str) -> str:
+    return re.sub(r"[^\w']", "", word.lower())
+
+
+def marked(reference: str, hypothesis: str | None) -> str:
+    """`hypothesis` as HTML with the words that differ from `reference` marked (case and
+    punctuation aside), and `[…]` where reference words are missing."""
+    if hypothesis is None:
+        return "<i>not evaluated</i>"
+    ref, hyp = _words(reference), _words(hypothesis)
+    matcher = difflib.SequenceMatcher(a=[_plain(w) for w in ref], b=[_plain(w) for w in hyp],
+                                      autojunk=False)
+    out = []
+    for tag, ref_start, ref_end, start, end in matcher.get_opcodes():
+        words = html.escape(" ".join(hyp[start:end]))
+        if tag == "equal":
+            out.append(words)
+        elif words:
+            out.append(f'<mark class="vt-wrong">{words}</mark>')
+        if tag == "delete" or (tag == "replace" and ref_end - ref_start > end - start):
+            out.append('<mark class="vt-missing">[…]</mark>')
+    return " ".join(out) if hyp else '<mark class="vt-missing">(nothing)</mark>'
+
+
+def samples_table(samples: list[dict[str, Any]]) -> str:
+    """Per held-out clip: the reference, and the base and tuned transcripts with their errors
+    marked; what people look at first."""
+    if not samples:
+        return "<p>Per-clip transcripts appear here when the tuned model has been evaluated.</p>"
+    rows = "".join(
+        f"<tr><td>{html.escape(str(row.get('id', '')))}</td>"
+        f"<td>{html.escape(str(row.get('reference', '')))}</td>"
+        f"<td>{marked(str(row.get('reference', '')), row.get('base'))}</td>"
+        f"<td>{marked(str(row.get('reference', '')), row.get('tuned'))}</td></tr>"
+        for row in samples)
+    return ('<table class="vt-samples"><thead><tr><th>clip</th><th>reference</th>'
+            '<th>base model</th><th>tuned model</th></tr></thead>'
+            f'<tbody>{rows}</tbody></table><p class="vt-legend"><mark class="vt-wrong">'
+            'marked</mark>: words that differ from the reference; <mark class="vt-missing">'
+            '[…]</mark>: words missing</p>')
 
 
 def score_bars(metrics: dict[str, float]) -> pandas.DataFrame:
     return pandas.DataFrame(
         [(label, model, 100 * metrics[key]) for label, (model, key) in SCORE_BARS.items()
-         if key in metrics], columns=["score", "model", "percent"])
+         if key in metrics], columns=list(SCORE_TYPES)).astype(SCORE_TYPES)
 
 
 def published_text(record: Publication | None) -> str:

@@ -16,6 +16,7 @@ same files: <key> is voxtune.ui.auth.user_key of the exact name a user signed in
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import json
 import re
@@ -37,7 +38,9 @@ from voxtune.ui.auth import USER_KEY
 
 CLIPS = "clips"
 SOURCES = "sources.json"
+BUILT_FROM = "built-from.sha256"  # in dataset/: the recordings log it was built from
 FILE_COLUMNS = ("file_name", "file", "audio_path", "audio", "path")
+RECORDING = "recording.wav"  # the name every take from the Record tab is kept under
 UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 _append_lock = threading.Lock()  # one writer per process; lines are short, O_APPEND keeps order
 
@@ -104,6 +107,12 @@ class Workspace:
         self._append(row)
         return row
 
+    def take_of(self, text: str) -> str | None:
+        """The id of the recorded clip of this sentence, if there is one (a new take of it
+        replaces that clip)."""
+        return next((key for key, row in self.clips().items()
+                     if row["text"] == text.strip() and row.get("name") == RECORDING), None)
+
     def edit(self, clip_id: str, text: str) -> None:
         clip = self._clip(clip_id)
         if not text.strip():
@@ -143,11 +152,22 @@ class Workspace:
 
         if not self.clips():
             raise UserError("no clips yet: record or upload some speech first")
+        fingerprint = self._fingerprint()  # before prepare reads: a clip added meanwhile counts
         data = DataSpec(sources=[RecordingsSource(path=self.recordings)])
         summary = prepare(data, self.dataset, language, workers)
+        write_atomic(self.dataset / BUILT_FROM, fingerprint.encode())
         rejected = [Rejected(row["source"], row["reason"], row["detail"])
                     for row in read_jsonl(self.dataset / REJECTED)]
         return summary, rejected
+
+    def stale(self) -> bool:
+        """Whether clips were added, edited or deleted since the dataset was built."""
+        built = self.dataset / BUILT_FROM
+        return not built.is_file() or built.read_text(encoding="utf-8") != self._fingerprint()
+
+    def _fingerprint(self) -> str:
+        log = self.recordings / RECORDINGS_LOG
+        return hashlib.sha256(log.read_bytes() if log.is_file() else b"").hexdigest()
 
 
 def add_uploads(workspace: Workspace, paths: list[Path], texts: dict[str, Any],
@@ -164,37 +184,57 @@ def add_uploads(workspace: Workspace, paths: list[Path], texts: dict[str, Any],
     return added, refused
 
 
-def transcript_rows(names: list[str], sheet: Path | None) -> list[tuple[str, str]]:
-    """(file, transcript) per uploaded file name, the transcript from `sheet` where it has one."""
-    known = transcripts_file(sheet.name, sheet.read_bytes()) if sheet else {}
+def transcript_rows(names: list[str], sheet: Path | None, file_column: str | None = None,
+                    text_column: str | None = None) -> list[tuple[str, str]]:
+    """(file, transcript) per uploaded file name, the transcript from `sheet` where it has one;
+    the sheet's columns are the ones named, else the usual names."""
+    known = transcripts_file(sheet.name, sheet.read_bytes(), file_column, text_column) \
+        if sheet else {}
     return [(name, known.get(safe_name(name), "")) for name in names]
 
 
-def transcripts_file(name: str, content: bytes) -> dict[str, str]:
-    """File name → transcript from an uploaded CSV (header row) or JSONL file."""
+def sheet_rows(name: str, content: bytes) -> list[dict[str, Any]]:
+    """The rows of an uploaded CSV (header row) or JSONL file, as mappings."""
     try:
         text = content.decode("utf-8-sig")
     except UnicodeDecodeError:
         raise UserError(f"{name}: not UTF-8 text") from None
-    if name.lower().endswith(".jsonl"):
-        rows = []
-        for number, line in enumerate(text.splitlines(), start=1):
-            if line.strip():
-                try:
-                    rows.append(json.loads(line))
-                except json.JSONDecodeError:
-                    raise UserError(f"{name}:{number}: not valid JSON") from None
-    else:
-        rows = list(csv.DictReader(io.StringIO(text)))
+    if not name.lower().endswith(".jsonl"):
+        return list(csv.DictReader(io.StringIO(text)))
+    rows = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        if line.strip():
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError:
+                raise UserError(f"{name}:{number}: not valid JSON") from None
+    return [row for row in rows if isinstance(row, dict)]
+
+
+def sheet_columns(rows: list[dict[str, Any]]) -> list[str]:
+    """Every column name in `rows`, in the order they first appear."""
+    return list(dict.fromkeys(key for row in rows for key in row))
+
+
+def guess_column(columns: list[str], usual: tuple[str, ...]) -> str | None:
+    return next((name for name in usual if name in columns), None)
+
+
+def transcripts_file(name: str, content: bytes, file_column: str | None = None,
+                     text_column: str | None = None) -> dict[str, str]:
+    """File name → transcript from an uploaded CSV or JSONL file, read from `file_column` and
+    `text_column` (unset: per row, the first of the usual names it has)."""
     found: dict[str, str] = {}
-    for row in rows:
-        if not isinstance(row, dict):
-            continue
-        file = next((row[key] for key in FILE_COLUMNS if row.get(key)), None)
-        text_value = next((row[key] for key in TEXT_COLUMNS if row.get(key)), None)
-        if file and isinstance(text_value, str):
-            found[safe_name(str(file))] = text_value
+    for row in sheet_rows(name, content):
+        file_key = file_column or guess_column(list(row), FILE_COLUMNS)
+        text_key = text_column or guess_column(list(row), TEXT_COLUMNS)
+        file, text = row.get(file_key or ""), row.get(text_key or "")
+        if file and isinstance(text, str):
+            found[safe_name(str(file))] = text
     if not found:
-        raise UserError(f"{name}: no rows with a file column ({', '.join(FILE_COLUMNS)}) and a "
-                        f"text column ({', '.join(TEXT_COLUMNS)})")
+        columns = ", ".join(sheet_columns(sheet_rows(name, content))) or "none"
+        raise UserError(f"{name}: no rows with a file column "
+                        f"({file_column or ', '.join(FILE_COLUMNS)}) and a text column "
+                        f"({text_column or ', '.join(TEXT_COLUMNS)}); it has {columns}: pick "
+                        "its columns above the table")
     return found

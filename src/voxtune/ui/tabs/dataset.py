@@ -1,12 +1,16 @@
-"""Dataset: the workspace's clips (play, fix a transcript, delete), extra Hub / Granary sources,
-and "Build dataset" (the prepare step over the clips; the run then takes it as it is)."""
+"""Dataset: the workspace's clips (play, fix a transcript, delete after a confirmation), extra
+Hub / Granary sources, and "Build dataset" (the prepare step over the clips; the run then takes
+it as it is, and Launch refuses a dataset older than the clips)."""
 
 from __future__ import annotations
 
 import gradio as gr
 
-from voxtune.ui import handlers, views
-from voxtune.ui.handlers import Context, SourceForm
+from voxtune.errors import UserError
+from voxtune.ui import sources as user_sources
+from voxtune.ui import views
+from voxtune.ui.handlers import Context
+from voxtune.ui.sources import SourceForm
 from voxtune.ui.tabs.common import LANGUAGE_CHOICES, UserOf, friendly
 
 
@@ -18,10 +22,15 @@ def layout(ctx: Context, user: UserOf, tab: gr.Tab) -> None:
         chosen = gr.Dropdown([], label="Clip", scale=2, elem_id="dataset-clip")
         refresh = gr.Button("Refresh", scale=1)
     playback = gr.Audio(type="filepath", label="Playback", interactive=False)
-    text = gr.Textbox(label="Transcript of this clip")
+    text = gr.Textbox(label="Transcript of this clip", elem_id="dataset-text")
     with gr.Row():
-        save = gr.Button("Save transcript")
-        delete = gr.Button("Delete clip", variant="stop")
+        save = gr.Button("Save transcript", elem_id="dataset-save")
+        delete = gr.Button("Delete clip…", variant="stop", elem_id="dataset-delete")
+    with gr.Row(visible=False) as confirm_row:
+        asked = gr.Markdown()
+        confirm = gr.Button("Yes, delete it", variant="stop", elem_id="dataset-delete-confirm")
+        keep = gr.Button("Keep it", elem_id="dataset-delete-keep")
+    done = gr.Markdown(elem_id="dataset-edit-status")
     defaults = SourceForm()
     with gr.Accordion("Add a Hugging Face or Granary source", open=False):
         kind = gr.Radio(["hub", "granary"], value=defaults.kind, label="Kind")
@@ -51,7 +60,7 @@ def layout(ctx: Context, user: UserOf, tab: gr.Tab) -> None:
         workspace = ctx.workspace(user(request))
         rows = workspace.clips()
         extra = [source.model_dump(mode="json") for source in workspace.sources()]
-        return (views.dataset_total(rows), views.clips_table(rows),
+        return (views.dataset_total(rows, workspace.stale()), views.clips_table(rows),
                 gr.update(choices=views.clip_choices(rows), value=None), extra)
 
     def pick(key: str | None, request: gr.Request):
@@ -63,12 +72,19 @@ def layout(ctx: Context, user: UserOf, tab: gr.Tab) -> None:
     @friendly
     def edit(key: str | None, value: str, request: gr.Request):
         ctx.workspace(user(request)).edit(key or "", value)
-        return show(request)
+        return (*show(request), f"Saved the transcript of clip `{key}`: {value.strip()}")
+
+    @friendly
+    def ask(key: str | None, request: gr.Request):
+        row = ctx.workspace(user(request)).clips().get(key or "")
+        if row is None:
+            raise UserError("choose a clip first")
+        return gr.update(visible=True), f"Delete clip `{key}` ({row['text'][:60]})?"
 
     @friendly
     def remove(key: str | None, request: gr.Request):
         ctx.workspace(user(request)).delete(key or "")
-        return show(request)
+        return (*show(request), gr.update(visible=False), f"Deleted clip `{key}`.")
 
     @friendly  # Gradio injects gr.Request only into a parameter it can see, so all are spelled out
     def add_extra(kind_value: str, dataset_value: str, config_value: str, split_value: str,
@@ -76,7 +92,7 @@ def layout(ctx: Context, user: UserOf, tab: gr.Tab) -> None:
                   request: gr.Request):
         form = SourceForm(kind_value, dataset_value, config_value, split_value, column,
                           subset_value, root, int(limit or 0))
-        handlers.add_source(ctx, user(request), form.source())
+        user_sources.add_source(ctx, user(request), form.source())
         return show(request)
 
     def clear(request: gr.Request):
@@ -92,9 +108,11 @@ def layout(ctx: Context, user: UserOf, tab: gr.Tab) -> None:
     tab.select(show, None, outputs)
     refresh.click(show, None, outputs)
     chosen.change(pick, chosen, [playback, text])
-    save.click(edit, [chosen, text], outputs)
-    delete.click(remove, chosen, outputs)
+    save.click(edit, [chosen, text], [*outputs, done])
+    delete.click(ask, chosen, [confirm_row, asked])
+    keep.click(lambda: gr.update(visible=False), None, confirm_row)
+    confirm.click(remove, chosen, [*outputs, confirm_row, done])
     add_source.click(add_extra, [kind, dataset, config, split, text_column, subset, audio_root,
                                  max_samples], outputs)
     clear_sources.click(clear, None, outputs)
-    build.click(prepare, language, [built, rejected])
+    build.click(prepare, language, [built, rejected]).then(show, None, outputs)

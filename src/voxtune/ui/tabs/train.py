@@ -1,5 +1,7 @@
-"""Train: the run's settings, the resource plan they lead to (updated as they change), and
-Preview (the exact spec, and on Kubernetes the FineTuneRun) before Launch."""
+"""Train: what runs launched here run on, the run's settings, the resource plan they lead to
+(updated as they change) with its verdict, and Preview (the exact spec, and on Kubernetes the
+FineTuneRun) before Launch. Launch's answer sits right under the button; Runs' "Clone settings
+into Train" fills the form from another run."""
 
 from __future__ import annotations
 
@@ -8,7 +10,7 @@ from typing import Any
 
 import gradio as gr
 
-from voxtune.ui import training
+from voxtune.ui import handlers, training
 from voxtune.ui.auth import MAX_KEY_LENGTH
 from voxtune.ui.handlers import Context
 from voxtune.ui.tabs.common import LANGUAGE_CHOICES, UserOf, friendly
@@ -21,9 +23,10 @@ def _mode_choices(modes: list[str]) -> list[tuple[str, str]]:
     return [(MODES[mode], mode) for mode in modes]
 
 
-def layout(ctx: Context, user: UserOf) -> None:
+def layout(ctx: Context, user: UserOf, clone: gr.State) -> None:
     defaults = TrainForm()
-    start = training.offer(ctx, defaults)  # the first choices already fit
+    start = training.offer(ctx, defaults)  # the first choices already fit, on this hardware
+    gr.Markdown(training.hardware_text(ctx), elem_id="train-hardware")
     with gr.Row():
         name = gr.Textbox(label="Run name (optional; prefixed with your user name)",
                           max_length=RUN_NAME_ROOM, elem_id="train-name")
@@ -66,11 +69,11 @@ def layout(ctx: Context, user: UserOf) -> None:
     with gr.Row():
         preview = gr.Button("Preview", elem_id="train-preview")
         launch = gr.Button("Launch", variant="primary", elem_id="train-launch")
+    launched = gr.Markdown(elem_id="train-status")  # beside Launch, not below the YAML
     spec_view = gr.Code(language="yaml", label="Run spec", lines=12, max_lines=80,
                         elem_id="train-spec")
     run_view = gr.Code(language="yaml", label="FineTuneRun (Kubernetes)", lines=12, max_lines=80,
                        visible=ctx.kubernetes, elem_id="train-run-yaml")
-    launched = gr.Markdown(elem_id="train-status")
     inputs = [name, base_model, mode, language, gpus, gpu_profile, max_steps, epochs,
               learning_rate, batch_size, grad_accum, lora_rank, lora_alpha, eval_fraction,
               publish_after]
@@ -97,7 +100,23 @@ def layout(ctx: Context, user: UserOf) -> None:
 
     def start_run(name: str, form: TrainForm) -> str:
         status = training.launch(ctx, name, form)
+        gr.Info(f"Launched {status.name}")
         return f"Launched **{status.name}** ({status.phase}); follow it in the Runs tab."
+
+    @friendly
+    def fill(run: str | None, request: gr.Request):
+        if not run:
+            return [gr.update()] * (len(inputs) + 1)
+        form = training.form_of(handlers.spec_of(ctx, user(request), run))
+        offered = training.offer(ctx, form)
+        form = offered.form
+        return (form.name, form.base_model,
+                gr.update(choices=_mode_choices(offered.modes), value=form.mode),
+                form.language, gr.update(choices=offered.gpus, value=form.gpus),
+                gr.update(choices=offered.profiles, value=form.gpu_profile), form.max_steps,
+                form.epochs, form.learning_rate, form.batch_size, form.grad_accum,
+                form.lora_rank, form.lora_alpha, form.eval_fraction, form.publish_after,
+                f"Settings of **{run}** — name the new run, then Preview and Launch.")
 
     # `input`, not `change`, for the fields refit sets, so its own updates do not re-run it
     gr.on([base_model.change, mode.input, gpus.input, gpu_profile.input, batch_size.release],
@@ -105,3 +124,4 @@ def layout(ctx: Context, user: UserOf) -> None:
     preview.click(with_form(lambda name, form: training.preview(ctx, name, form)), inputs,
                   [spec_view, run_view])
     launch.click(with_form(start_run), inputs, launched)
+    clone.change(fill, clone, [*inputs, launched])
