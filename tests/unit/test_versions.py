@@ -73,6 +73,10 @@ def test_make_install_uses_the_constraints() -> None:
     makefile = (ROOT / "Makefile").read_text()
     assert re.search(r"^CONSTRAINTS := constraints.txt$", makefile, re.M)
     assert "TORCH_VERSION ?= $(shell sed -n 's/^torch==//p' $(CONSTRAINTS))" in makefile
-    assert re.search(r"^\t\$\(BIN\)/pip install -q -c \$\(CONSTRAINTS\) .*-e '\.\[dev\]'$",
+    # one install macro, used by `make install` (dev: every extra) and `make demo` (fewer)
+    assert re.search(r"^\t\$\(BIN\)/pip install -q -c \$\(CONSTRAINTS\) .*-e '\.\[\$\(1\)\]'$",
                      makefile, re.M)
-    assert re.search(r"^\$\(STAMP\): pyproject.toml \$\(CONSTRAINTS\)$", makefile, re.M)
+    assert re.search(r"^\$\(STAMP\): pyproject.toml \$\(CONSTRAINTS\)\n\t\$\(call install,dev\)$",
+                     makefile, re.M)
+    assert re.search(r"^\$\(DEMO_STAMP\): pyproject.toml \$\(CONSTRAINTS\)\n"
+                     r"\t\$\(call install,\$\(DEMO_EXTRAS\)\)$", makefile, re.M)
