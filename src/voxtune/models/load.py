@@ -222,8 +222,8 @@ def load_tuned(model: str, dtype: torch.dtype | None = None
     `model` is a run folder (its final/ is loaded), a final/ or registry version folder, a Hub
     id, or any name `load` takes. With `dtype` None a LoRA adapter goes on its base in the
     dtype it was trained under where this device runs it (`inference_dtype`), so transcripts
-    match the run's metrics.json, and full or merged weights keep their own (bf16 for what
-    voxtune saves); a `dtype` (merging asks for bf16) is used for either.
+    match the run's metrics.json (and a merge keeps them: `merge.export_merged`), and full or
+    merged weights keep their own; a `dtype` is used for either.
     Returns the model and the RunSpec it was trained with (None for models from elsewhere).
     """
     path = Path(model).expanduser()

@@ -54,7 +54,10 @@ def check_export(run: TrainedRun, staged: Path, layout: str, max_points: float) 
     evaluated = run.metrics.get("wer")
     if layout not in EXPORTS or not isinstance(evaluated, (int, float)):
         return {}  # the evaluated weights themselves, or nothing to compare with
+    # the run's own prepared/, else the folder it was trained from (recorded by the train step)
     prepared = RunFolder(run.run_dir).prepared
+    if not (prepared / MANIFEST).is_file() and run.metrics.get("prepared"):
+        prepared = Path(run.metrics["prepared"])
     scored = {sample["id"] for sample in run.metrics.get("samples") or []}
     clips = [clip for clip in read_manifest(prepared, "eval") if clip.id in scored] \
         if (prepared / MANIFEST).is_file() else []

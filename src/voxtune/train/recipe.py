@@ -315,7 +315,9 @@ def main(spec: RunSpec, prepared: Path, output: Path,
                                "skipped_long_transcripts": skipped + skipped_eval,
                                "train_samples_per_second":
                                    result.metrics.get("train_samples_per_second"),
-                               "optimizer": optimizer}
+                               "optimizer": optimizer,
+                               # where the eval clips are, for publish's export gate
+                               "prepared": str(prepared.resolve())}
     base: dict[str, Any] = json.loads(base_file.read_text()) if base_file.exists() else {}
     metrics.update(evaluation_metrics(spec, tuned, base, limit))
     for name, evaluated in tuned.items():
