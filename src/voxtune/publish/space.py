@@ -141,7 +141,7 @@ DEFAULT_LANGUAGE = {language!r}
 TITLE = {title!r}
 SMOKE_TEST = {smoke!r}  # random weights (voxtune's tiny-random preset): transcripts are noise
 # tokens per second of audio, at least the longest eval reference: as the card's WER was measured
-TOKEN_LIMIT = TokenLimit.from_dict({limit!r})
+TOKEN_LIMIT = {limit!r}
 
 
 @functools.cache  # a failed load is not cached: the next request tries again
@@ -202,7 +202,7 @@ if __name__ == "__main__":
 def render_app(facts: SpaceFacts) -> str:
     return APP_TEMPLATE.format(title=f"{facts.name} demo", model_ref=facts.model_ref,
                                revision=facts.revision, language=facts.language or "auto",
-                               smoke=facts.smoke, limit=facts.limit.as_dict())
+                               smoke=facts.smoke, limit=facts.limit)
 
 
 def render_requirements() -> str:
