@@ -3,27 +3,30 @@
 No I/O here. The YAML front matter is what the Hub indexes (`huggingface_hub.ModelCard` parses
 it); every value comes from the run — nothing is a template default. `base_model` is left out
 when the base is not a Hub model (a local folder or the tiny-random preset), because the Hub
-rejects cards whose `base_model` names no Hub model.
+rejects cards whose `base_model` names no Hub model. The numbers (Results, `model-index`) are
+`card_results`.
 """
 
 from __future__ import annotations
 
-import math
-import re
 from dataclasses import dataclass
 from typing import Any, Literal
 
 import yaml
 
-from voxtune.models.inference import TokenLimit
+from voxtune.publish.card_results import (
+    cell,
+    clips_text,
+    finite,
+    generation_limit,
+    is_hub_id,
+    model_index,
+    results_section,
+)
 from voxtune.publish.dataset import DataSummary
-from voxtune.run.status import format_percent
 from voxtune.spec import GranarySource, HubSource, RunSpec
 
 Layout = Literal["adapter", "merged", "full"]
-HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
-SAMPLE_ROWS = 5
-SAMPLE_CHARS = 120
 LAYOUT_WORDS = {"adapter": "a LoRA adapter (load it on top of the base model with peft)",
                 "merged": "a merged model (the LoRA adapter folded into the base weights; "
                           "the adapter itself is in `adapter/`)",
@@ -60,7 +63,7 @@ class ModelFacts:
 
     @property
     def evaluated(self) -> bool:
-        return all(_finite(self.metrics.get(key)) for key in ("wer", "cer"))
+        return all(finite(self.metrics.get(key)) for key in ("wer", "cer"))
 
 
 def default_language(spec: RunSpec, data: DataSummary | None) -> str | None:
@@ -70,27 +73,7 @@ def default_language(spec: RunSpec, data: DataSummary | None) -> str | None:
     return data.languages[0]
 
 
-def clips_text(count: Any) -> str:
-    return f"{count} clip" if count == 1 else f"{count} clips"
-
-
 # --- front matter -------------------------------------------------------------------------------
-
-
-def _finite(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-
-
-def _in_table(value: Any) -> str:
-    return format_percent(value, unit=" %", missing="—")
-
-
-def percent(value: Any) -> float | None:
-    return round(100 * value, 2) if _finite(value) else None
-
-
-def is_hub_id(value: str | None) -> bool:
-    return bool(value) and HUB_ID.match(value) is not None and not value.startswith((".", "~"))
 
 
 def license_of(facts: ModelFacts) -> str:
@@ -124,45 +107,6 @@ def tags(facts: ModelFacts) -> list[str]:
     return names
 
 
-def normalizer_words(facts: ModelFacts) -> str:
-    """The normaliser the numbers were scored with, as metrics.json names it."""
-    return str(facts.metrics.get("normalizer") or f"{facts.spec.eval.normalizer}")
-
-
-def _result(task_name: str, dataset: dict[str, Any], wer: Any, cer: Any,
-            normalizer: str) -> dict[str, Any]:
-    args = {"normalizer": normalizer}
-    return {"task": {"type": "automatic-speech-recognition", "name": task_name},
-            "dataset": dataset,
-            "metrics": [{"type": "wer", "value": percent(wer), "name": "WER (%)", "args": args},
-                        {"type": "cer", "value": percent(cer), "name": "CER (%)", "args": args}]}
-
-
-def model_index(facts: ModelFacts) -> list[dict[str, Any]]:
-    """The Hub's evaluation results: the user's eval split (of the weights published: the
-    merged model's own numbers when it was merged) and the general set, each with its
-    normaliser."""
-    metrics = facts.metrics
-    clips = metrics.get("clips")
-    held_out = f"held-out eval split ({clips_text(clips)})" if clips else "held-out eval split"
-    dataset = {"type": facts.dataset_ref if facts.on_hub and facts.dataset_ref else "custom",
-               "name": f"{facts.name} {held_out}", "split": "eval"}
-    prefix = "merged_" if facts.layout == "merged" and _finite(metrics.get("merged_wer")) else ""
-    results = [_result("Speech Recognition", dataset, metrics[f"{prefix}wer"],
-                       metrics[f"{prefix}cer"], normalizer_words(facts))]
-    general = facts.spec.eval.general
-    if general is not None and _finite(metrics.get("general_wer")):
-        general_set = {"type": general.dataset if is_hub_id(general.dataset) else "custom",
-                       "name": f"{general.dataset} ({clips_text(metrics.get('general_clips'))})",
-                       "split": general.split}
-        if general.config:
-            general_set["config"] = general.config
-        results.append(_result("Speech Recognition (general speech)", general_set,
-                               metrics["general_wer"], metrics["general_cer"],
-                               str(metrics.get("general_normalizer") or normalizer_words(facts))))
-    return [{"name": facts.name, "results": results}]
-
-
 def front_matter(facts: ModelFacts) -> dict[str, Any]:
     matter: dict[str, Any] = {}
     if is_hub_id(facts.spec.base_model) and not facts.base_preset:
@@ -189,14 +133,6 @@ def with_front_matter(matter: dict[str, Any], body: str) -> str:
 
 
 # --- body ---------------------------------------------------------------------------------------
-
-
-def _cell(text: Any) -> str:
-    """A table cell: one line, pipes escaped, long outputs cut (smoke models babble)."""
-    if text is None:
-        return "—"
-    flat = " ".join(str(text).split()).replace("|", "\\|")
-    return flat if len(flat) <= SAMPLE_CHARS else flat[:SAMPLE_CHARS - 1] + "…"
 
 
 def smoke_banner(facts: ModelFacts) -> str:
@@ -268,95 +204,16 @@ def training_section(facts: ModelFacts) -> str:
              ("eval loss", _number(metrics.get("eval_loss"))),
              ("hardware", metrics.get("hardware")),
              ("peak memory", f"{metrics['peak_memory_gb']:g} GB"
-              if _finite(metrics.get("peak_memory_gb")) else None),
+              if finite(metrics.get("peak_memory_gb")) else None),
              ("wall time", f"{metrics['wall_time_s']:g} s"
-              if _finite(metrics.get("wall_time_s")) else None)]
+              if finite(metrics.get("wall_time_s")) else None)]
     lines = ["## Training", "", "| setting | value |", "|---|---|"]
-    lines += [f"| {key} | {_cell(value)} |" for key, value in rows if value is not None]
+    lines += [f"| {key} | {cell(value)} |" for key, value in rows if value is not None]
     return "\n".join(lines) + "\n"
 
 
 def _number(value: Any) -> str | None:
-    return f"{value:.4g}" if _finite(value) else None
-
-
-def _score_rows(metrics: dict[str, Any], prefix: str, base_name: str,
-                merged: bool) -> list[str]:
-    rows = ["| model | WER | CER |", "|---|---:|---:|",
-            f"| base `{base_name}` | {_in_table(metrics.get(f'base_{prefix}wer'))} | "
-            f"{_in_table(metrics.get(f'base_{prefix}cer'))} |",
-            f"| **fine-tuned** | **{_in_table(metrics.get(f'{prefix}wer'))}** | "
-            f"**{_in_table(metrics.get(f'{prefix}cer'))}** |"]
-    if merged:
-        rows.append(f"| merged (these weights, re-scored) | {_in_table(metrics['merged_wer'])} "
-                    f"| {_in_table(metrics.get('merged_cer'))} |")
-    return rows
-
-
-def general_section(facts: ModelFacts) -> list[str]:
-    """"Did it forget?": the general set, base vs tuned."""
-    metrics, general = facts.metrics, facts.spec.eval.general
-    if general is None or not _finite(metrics.get("general_wer")):
-        return []
-    lines = ["", "### General speech (did fine-tuning hurt other speech?)", "",
-             f"{clips_text(metrics.get('general_clips', '?'))} of `{general.dataset}` "
-             f"(split {general.split}), never trained on:", ""]
-    lines += _score_rows(metrics, "general_", facts.base_preset or facts.spec.base_model, False)
-    base = metrics.get("base_general_wer")
-    if _finite(base):
-        change = 100 * (metrics["general_wer"] - base)
-        lines += ["", f"WER change on general speech: {change:+.1f} points."]
-    return lines
-
-
-def results_section(facts: ModelFacts) -> str:
-    metrics = facts.metrics
-    if not facts.evaluated:
-        return "## Results\n\nNot evaluated: the run had no held-out clips.\n"
-    base_name = facts.base_preset or facts.spec.base_model
-    merged = facts.layout == "merged" and _finite(metrics.get("merged_wer"))
-    lines = ["## Results", "",
-             f"Word and character error rates in percent on "
-             f"{clips_text(metrics.get('clips', '?'))} held out: corpus rates (all edits over "
-             f"all reference words or characters), greedy decoding, up to "
-             f"{_limit_words(facts)}; references and transcripts normalised with "
-             f"{normalizer_words(facts)}. Lower is better.", ""]
-    lines += _score_rows(metrics, "", base_name, merged)
-    if _finite(metrics.get("base_wer")) and metrics["base_wer"] > 0:
-        change = 100 * (metrics["wer"] - metrics["base_wer"]) / metrics["base_wer"]
-        lines += ["", f"Relative WER change: {change:+.1f} %."]
-    if merged:
-        lines += ["", f"The merged weights were transcribed again on the same clips before "
-                  f"publishing: {metrics.get('merged_wer_drift', 0):g} points from the "
-                  "evaluated adapter."]
-    degenerate = [f"{metrics[key]} {label}" for key, label in
-                  (("empty", "empty"), ("repetitive", "repetitive"),
-                   ("max_length", "cut at the length limit")) if metrics.get(key)]
-    if degenerate:
-        lines += ["", f"Degenerate fine-tuned outputs: {', '.join(degenerate)}."]
-    if metrics.get("cut_off"):
-        lines += ["", "Cut off at the token limit (scored as they are): "
-                  + ", ".join(f"`{clip}`" for clip in metrics["cut_off"]) + "."]
-    lines += general_section(facts)
-    samples = metrics.get("samples") or []
-    if samples:
-        lines += ["", "### Sample transcripts (held-out clips, as generated)", "",
-                  "| reference | base | fine-tuned |", "|---|---|---|"]
-        lines += [f"| {_cell(row.get('reference'))} | {_cell(row.get('base'))} | "
-                  f"{_cell(row.get('tuned'))} |" for row in samples[:SAMPLE_ROWS]]
-    return "\n".join(lines) + "\n"
-
-
-def _limit_words(facts: ModelFacts) -> str:
-    limit = generation_limit(facts)
-    if limit.fixed is not None:
-        return f"{limit.fixed} new tokens per clip"
-    return (f"{limit.per_second:g} new tokens per second of audio (at least {limit.floor}, "
-            "the longest reference and then some)")
-
-
-def generation_limit(facts: ModelFacts) -> TokenLimit:
-    return TokenLimit.from_dict(facts.metrics.get("generation"), facts.spec.eval.max_new_tokens)
+    return f"{value:.4g}" if finite(value) else None
 
 
 def loading_snippet(facts: ModelFacts) -> str:
