@@ -1,7 +1,7 @@
 """Evaluation in a real train run: the general set ("did it forget?") scored for the base and
 the tuned model, in metrics.json and in what `voxtune status` reads.
 
-One tiny LoRA run (2 steps, the real `voxtune train` in a subprocess, ~40 s on 2 cores): it is
+One tiny LoRA run (1 step, the real `voxtune train` in a subprocess): it is
 the only way to see the general set go through prepare, base and tuned transcription, and the
 metrics file together.
 """
@@ -30,7 +30,7 @@ def hub_format_copy(prepared: Path, folder: Path) -> Path:
     the way a LibriSpeech or FLEURS subset is stored."""
     from datasets import Audio, Dataset
 
-    clips = read_manifest(prepared, "train")[:3]
+    clips = read_manifest(prepared, "train")[:2]
     rows = {"audio": [{"bytes": (prepared / clip.audio_path).read_bytes(),
                        "path": Path(clip.audio_path).name} for clip in clips],
             "transcription": [clip.text for clip in clips]}
@@ -44,12 +44,13 @@ def test_the_general_set_is_scored_for_base_and_tuned(tmp_path: Path) -> None:
     prepared = prepare_samples(tmp_path)
     general = hub_format_copy(prepared, tmp_path / "general-speech")
     spec = tmp_path / "spec.yaml"
-    spec.write_text(yaml.safe_dump({"name": "forget", "eval": {"general": {
+    # a few tokens per transcript: the tiny model babbles, and only the bookkeeping is tested
+    spec.write_text(yaml.safe_dump({"name": "forget", "eval": {"max_new_tokens": 8, "general": {
         "dataset": str(general), "split": "test", "text_column": "transcription"}}}))
     output = tmp_path / "runs" / "forget"
     done = subprocess.run(
         [sys.executable, "-m", "voxtune", "train", "--spec", str(spec), "--data", str(prepared),
-         "--output", str(output), "--model", "tiny-random-4s", "--max-steps", "2",
+         "--output", str(output), "--model", "tiny-random-4s", "--max-steps", "1",
          "--precision", "fp32", "--language", "en"],
         capture_output=True, text=True, env={**os.environ, "VOXTUNE_HOME": str(shared_home())})
     assert done.returncode == 0, done.stderr[-3000:]
@@ -57,12 +58,12 @@ def test_the_general_set_is_scored_for_base_and_tuned(tmp_path: Path) -> None:
     assert "tuned model, general set: WER" in done.stdout
 
     metrics = json.loads(RunFolder(output).metrics.read_text())
-    assert metrics["general_clips"] == 3 and metrics["general_dataset"] == str(general)
+    assert metrics["general_clips"] == 2 and metrics["general_dataset"] == str(general)
     for key in ("general_wer", "general_cer", "base_general_wer", "base_general_cer"):
         assert isinstance(metrics[key], float), key
     assert metrics["general_normalizer"] == metrics["normalizer"]
     assert "EnglishTextNormalizer" in metrics["normalizer"]
-    assert metrics["generation"]["min_new_tokens"] >= 32
+    assert metrics["generation"]["max_new_tokens"] == 8  # the spec's fixed limit, recorded
     # the run's status (CLI, UI, FineTuneRun) carries both sets' numbers
     headline = headline_metrics(RunFolder(output).metrics)
     assert {"wer", "base_wer", "general_wer", "base_general_wer"} <= headline.keys()
