@@ -29,7 +29,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from voxtune.data.manifest import Clip, read_manifest
+from voxtune.data.manifest import MANIFEST, Clip, read_manifest
 from voxtune.errors import RetryableError, UserError
 from voxtune.files import write_atomic
 from voxtune.run.layout import RunFolder
@@ -130,7 +130,7 @@ def general_clips(spec: RunSpec, run: RunFolder, main_process: bool) -> list[Cli
     source = spec.eval.general
     if source is None:
         return []
-    if main_process and not (run.general / "manifest.jsonl").is_file():
+    if main_process and not (run.general / MANIFEST).is_file():
         print(f"preparing the general evaluation set {source.dataset}", flush=True)
         prepare(DataSpec(sources=[source], eval_fraction=0.5), run.general, spec.language)
     if dist.is_initialized():
@@ -319,6 +319,7 @@ def main(spec: RunSpec, prepared: Path, output: Path,
                                # where the eval clips are, for publish's export gate
                                "prepared": str(prepared.resolve())}
     base: dict[str, Any] = json.loads(base_file.read_text()) if base_file.exists() else {}
+    base = {"eval": base} if "scores" in base else base  # cached before eval.general existed
     metrics.update(evaluation_metrics(spec, tuned, base, limit))
     for name, evaluated in tuned.items():
         print(f"tuned model, {name} set: {score_line(evaluated.scores)}", flush=True)
