@@ -67,3 +67,30 @@ def test_the_general_set_is_scored_for_base_and_tuned(tmp_path: Path) -> None:
     # the run's status (CLI, UI, FineTuneRun) carries both sets' numbers
     headline = headline_metrics(RunFolder(output).metrics)
     assert {"wer", "base_wer", "general_wer", "base_general_wer"} <= headline.keys()
+
+
+def test_the_prepare_step_prepares_the_general_set_beside_the_run(
+        tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    from voxtune.cli import main
+    from voxtune.data.synth import copy_samples
+    from voxtune.spec import RunSpec
+
+    prepared = prepare_samples(tmp_path / "source")
+    general = hub_format_copy(prepared, tmp_path / "general-speech")
+    run = RunFolder(tmp_path / "runs" / "forget")
+    run.path.mkdir(parents=True)
+    def spec(name: str, text_column: str) -> RunSpec:
+        return RunSpec(name=name, language="en", data={"sources": [str(samples)]}, eval={
+            "general": {"dataset": str(general), "split": "test", "text_column": text_column}})
+
+    samples = copy_samples(tmp_path / "samples")
+    run.write_spec(spec("forget", "transcription"))
+    assert main(["prepare", "--run-dir", str(run.path)]) == 0
+    assert sorted(clip.text for clip in read_manifest(run.general)) == sorted(
+        clip.text for clip in read_manifest(prepared, "train")[:2])
+    # a general set with nothing usable stops the run here, before any training
+    broken = RunFolder(tmp_path / "runs" / "broken")
+    broken.path.mkdir()
+    broken.write_spec(spec("broken", "nope"))
+    assert main(["prepare", "--run-dir", str(broken.path)]) == 2
+    assert "no column nope" in capsys.readouterr().err

@@ -60,6 +60,13 @@ def _prepare(args: argparse.Namespace) -> int:
     print("\n".join(summary.lines()))
     if summary.kept == 0:
         raise UserError("no usable clips were found; see the reasons above")
+    if args.run_dir and spec.eval.general is not None:  # ready before a multi-GPU train
+        from voxtune.data.general import general_clips, prepare_general
+
+        general = RunFolder(args.run_dir).general
+        if (done := prepare_general(spec.eval.general, general, spec.language, workers)):
+            print("\n".join(done.lines()))
+        general_clips(spec.eval.general, general)
     return ExitCode.OK
 
 

@@ -29,7 +29,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from voxtune.data.manifest import MANIFEST, Clip, read_manifest
+from voxtune.data.manifest import Clip, read_manifest
 from voxtune.errors import RetryableError, UserError
 from voxtune.files import write_atomic
 from voxtune.run.layout import RunFolder
@@ -119,27 +119,21 @@ def join_process_group(on_gpu: bool) -> tuple[int, int]:
     return dist.get_rank(), dist.get_world_size()
 
 
-def general_clips(spec: RunSpec, run: RunFolder, main_process: bool) -> list[Clip]:
-    """eval.general's clips, prepared once into the run folder by the main process (the
-    others wait for it); [] when the spec has no general set."""
+def general_set(spec: RunSpec, run: RunFolder, main_process: bool) -> list[Clip]:
+    """eval.general's clips ([] without one): the prepare step left them in the run folder; a
+    train step started by hand prepares them on the main process while the others wait."""
     import torch.distributed as dist
 
-    from voxtune.data.prepare import prepare
-    from voxtune.spec import DataSpec
+    from voxtune.data.general import general_clips, prepare_general
 
     source = spec.eval.general
     if source is None:
         return []
-    if main_process and not (run.general / MANIFEST).is_file():
-        print(f"preparing the general evaluation set {source.dataset}", flush=True)
-        prepare(DataSpec(sources=[source], eval_fraction=0.5), run.general, spec.language)
+    if main_process:
+        prepare_general(source, run.general, spec.language)
     if dist.is_initialized():
         dist.barrier()
-    clips = read_manifest(run.general)  # both of prepare's splits: all of it is held out
-    if not clips:
-        raise UserError(f"eval.general {source.dataset}: no usable clips (see "
-                        f"{run.general / 'rejected.jsonl'})")
-    return clips
+    return general_clips(source, run.general)
 
 
 def evaluate_sets(model: Any, processor: Any, spec: RunSpec, sets: dict[str, tuple[Path, list]],
@@ -227,7 +221,7 @@ def main(spec: RunSpec, prepared: Path, output: Path,
     # 5. the base model's WER/CER once (cached, so a resumed run does not pay again); every
     #    rank transcribes its share, so none waits on the others
     shards = join_process_group(on_gpu)
-    general = general_clips(spec, run, main_process)
+    general = general_set(spec, run, main_process)
     sets = {"eval": (prepared, eval_clips), "general": (run.general, general)}
     limit = token_limit(spec.eval, processor, eval_clips + general)
     base_file = run.base_eval
