@@ -9,68 +9,25 @@ rejects cards whose `base_model` names no Hub model. The numbers (Results, `mode
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 import yaml
 
-from voxtune.publish.card_results import (
+from voxtune.publish.card_facts import (
+    ModelFacts,
     cell,
     clips_text,
     finite,
-    generation_limit,
     is_hub_id,
-    model_index,
-    results_section,
 )
-from voxtune.publish.dataset import DataSummary
+from voxtune.publish.card_results import generation_limit, model_index, results_section
 from voxtune.spec import GranarySource, HubSource, RunSpec
 
-Layout = Literal["adapter", "merged", "full"]
 LAYOUT_WORDS = {"adapter": "a LoRA adapter (load it on top of the base model with peft)",
                 "merged": "a merged model (the LoRA adapter folded into the base weights; "
                           "the adapter itself is in `adapter/`)",
                 "full": "fully fine-tuned weights (the audio encoder was "
                         "{frozen} during training)"}
-
-
-@dataclass(frozen=True)
-class ModelFacts:
-    """Everything a model card says, gathered by the publish step."""
-
-    name: str  # published name: model-index name and title
-    spec: RunSpec  # what the model was trained with
-    metrics: dict[str, Any]  # the train step's metrics.json ({} when there was no eval split)
-    layout: Layout
-    model_ref: str  # what the loading snippet loads: Hub repo id or local folder
-    on_hub: bool
-    private: bool
-    revision: str | None = None  # Hub branch the files were committed to
-    base_ref: str | None = None  # Hub id or folder of the base an adapter loads on
-    base_preset: str | None = None  # e.g. "tiny-random-4s": a base voxtune builds locally
-    window_seconds: float = 30.0  # the processor's audio window; real Voxtral: 30
-    data: DataSummary | None = None
-    dataset_ref: str | None = None  # the published dataset: Hub id or folder
-    space_ref: str | None = None  # the demo Space: Hub id or folder
-
-    @property
-    def smoke(self) -> bool:
-        return bool(self.metrics.get("smoke_model")) or self.base_preset is not None
-
-    @property
-    def language(self) -> str | None:
-        return default_language(self.spec, self.data)
-
-    @property
-    def evaluated(self) -> bool:
-        return all(finite(self.metrics.get(key)) for key in ("wer", "cer"))
-
-
-def default_language(spec: RunSpec, data: DataSummary | None) -> str | None:
-    """The run's language, or the one language its clips are labelled with; None = detect."""
-    if spec.language or data is None or len(data.languages) != 1:
-        return spec.language
-    return data.languages[0]
 
 
 # --- front matter -------------------------------------------------------------------------------

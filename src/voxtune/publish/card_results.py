@@ -1,5 +1,5 @@
-"""The model card's numbers: the Results section and the `model-index` the Hub reads, and the
-small formatting helpers every card section shares. Pure functions of `ModelFacts`.
+"""The model card's numbers: the Results section and the `model-index` the Hub reads. Pure
+functions of `ModelFacts`.
 
 Everything is in percent here (model cards and the Open ASR Leaderboard show percents), the
 fractions of metrics.json times 100, and each result names the normaliser it was scored with.
@@ -7,48 +7,19 @@ fractions of metrics.json times 100, and each result names the normaliser it was
 
 from __future__ import annotations
 
-import math
-import re
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from voxtune.models.inference import TokenLimit
-from voxtune.run.status import format_percent
-
-if TYPE_CHECKING:
-    from voxtune.publish.card import ModelFacts
-
-HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
-SAMPLE_ROWS = 5
-SAMPLE_CHARS = 120
-
-
-def clips_text(count: Any) -> str:
-    return f"{count} clip" if count == 1 else f"{count} clips"
-
-
-def finite(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-
-
-def in_table(value: Any) -> str:
-    return format_percent(value, unit=" %", missing="—")
-
-
-def percent(value: Any) -> float | None:
-    return round(100 * value, 2) if finite(value) else None
-
-
-def is_hub_id(value: str | None) -> bool:
-    return bool(value) and HUB_ID.match(value) is not None and not value.startswith((".", "~"))
-
-
-def cell(text: Any) -> str:
-    """A table cell: one line, pipes escaped, long outputs cut (smoke models babble)."""
-    if text is None:
-        return "—"
-    flat = " ".join(str(text).split()).replace("|", "\\|")
-    return flat if len(flat) <= SAMPLE_CHARS else flat[:SAMPLE_CHARS - 1] + "…"
-
+from voxtune.publish.card_facts import (
+    SAMPLE_ROWS,
+    ModelFacts,
+    cell,
+    clips_text,
+    finite,
+    in_table,
+    is_hub_id,
+    percent,
+)
 
 
 def normalizer_words(facts: ModelFacts) -> str:

@@ -33,11 +33,8 @@ from voxtune.data.manifest import Clip
 from voxtune.errors import UserError
 from voxtune.plan.geometry import load_geometry
 from voxtune.publish.bundle import TrainedRun, read_run, stage_model
-from voxtune.publish.card import (
-    ModelFacts,
-    default_language,
-    render_model_card,
-)
+from voxtune.publish.card import render_model_card
+from voxtune.publish.card_facts import ModelFacts, default_language
 from voxtune.publish.dataset import DataSummary, read_prepared, summarize, write_parquet
 from voxtune.publish.dataset_card import render_dataset_card
 from voxtune.publish.gate import check_export, run_limit
