@@ -315,8 +315,8 @@ def main(spec: RunSpec, prepared: Path, output: Path,
     base: dict[str, Any] = json.loads(base_file.read_text()) if base_file.exists() else {}
     base = {"eval": base} if "scores" in base else base  # cached before eval.general existed
     metrics.update(evaluation_metrics(spec, tuned, base, limit))
-    for name, evaluated in tuned.items():
-        print(f"tuned model, {name} set: {score_line(evaluated.scores)}", flush=True)
+    for name, scored in tuned.items():
+        print(f"tuned model, {name} set: {score_line(scored.scores)}", flush=True)
     if tuned:
         metrics["eval_loss"] = loss
     metrics["hardware"] = resources.hardware(on_gpu)
