@@ -302,7 +302,8 @@ def main(spec: RunSpec, prepared: Path, output: Path,
         release(trainer)
         model = load_tuned(str(run.final))[0].model
         if eval_clips:
-            with resources.out_of_memory_is_user_error(spec, "evaluating the tuned model"):
+            with resources.out_of_memory_is_user_error(spec, "evaluating the tuned model"), \
+                    phase("tuned-eval", len(eval_clips) + len(general)):
                 tuned = evaluate_sets(model, processor, spec, sets, limit, (0, 1))
     metrics: dict[str, Any] = {"train_loss": result.training_loss,
                                "train_steps": trainer.state.global_step,
