@@ -110,6 +110,7 @@ bench: $(STAMP) system-packages  ## benchmarks (print ratios against the upstrea
 	$(BIN)/python bench/controller.py
 	$(BIN)/python bench/serve.py
 	$(BIN)/python bench/memory.py
+	$(BIN)/python bench/evaluate.py
 
 .PHONY: learn
 learn: $(STAMP) system-packages  ## proof that it learns: CER curve vs the audio-blind control (≈25 min, espeak-ng)

@@ -129,23 +129,30 @@ class HeldOutCurve(TrainerCallback):
         return control
 
     def measure(self, model: Any, step: int) -> None:
+        from voxtune.models.inference import TokenLimit
         from voxtune.spec import EvalSpec
-        from voxtune.train.evaluate import score, transcribe_clips
+        from voxtune.train.evaluate import transcribe_clips
+        from voxtune.train.scoring import score
 
         minutes = self.elapsed() / 60
         paused_from = time.perf_counter()
-        transcripts = transcribe_clips(model, self.processor, self.clips, self.prepared, None,
-                                       self.settings.recipe.max_new_tokens)
+        found = transcribe_clips(model, self.processor, self.clips, self.prepared, None,
+                                 TokenLimit(fixed=self.settings.recipe.max_new_tokens),
+                                 EvalSpec().batch_size)
+        transcripts = [found[index] for index in range(len(self.clips))]
         references = [clip.text for clip in self.clips]
-        by_group = {}
-        for name in GROUPS:
-            members = [i for i, clip in enumerate(self.clips) if group(clip) == name]
-            by_group[name] = score([references[i] for i in members],
-                                   [transcripts[i] for i in members], EvalSpec()).cer
+
+        def cer(members: list[int]) -> float:
+            # the simple normaliser: Whisper's would turn the digit words into digits
+            return score([references[i] for i in members], [transcripts[i].text for i in members],
+                         normalizer="simple", languages=[None] * len(members)).cer
+
+        by_group = {name: cer([i for i, clip in enumerate(self.clips) if group(clip) == name])
+                    for name in GROUPS}
         loss = sum(self.losses) / len(self.losses) if self.losses else None
         self.losses = []
         point = Point(round(minutes, 2), step, loss,
-                      score(references, transcripts, EvalSpec()).cer, by_group,
+                      cer(list(range(len(self.clips)))), by_group,
                       f"{transcripts[0].text!r} for {references[0]!r}")
         self.curve.points.append(point)
         print(f"  {self.curve.arm:8} {point.minutes:5.1f} min  step {step:5}  train loss "

@@ -186,6 +186,11 @@ def test_local_versions_hold_only_loadable_files_and_load_with_the_card_snippet(
     assert set(files_under(merged)) == MERGED_LAYOUT
     assert json.loads((merged / "vllm.json").read_text())["model"] == "."
     assert digest(local_version) == before  # a version is never written again
+    # the export gate scored the merged weights on the eval clips, beside the adapter's number
+    scored = json.loads((merged / "metrics.json").read_text())
+    assert {"wer", "merged_wer", "merged_cer", "merged_wer_drift"} <= scored.keys()
+    assert scored["merged_wer_drift"] <= 0.5 and "export gate: merged model WER" in done.stdout
+    assert "merged (these weights, re-scored)" in (merged / "README.md").read_text()
     assert sorted(p.name for p in (registry / "my-voice").iterdir()) == ["1", "2"]  # no temp
 
     listing = voxtune("models", "list", "--registry", registry)
@@ -336,6 +341,31 @@ def test_hub_publish_is_private_one_commit_per_repo_and_loads_back(
 
     assert hub.occurrences(SENTINEL) == [] and hub.unhandled == []
     assert not leaks(tmp_path, run) and not staged(tmp_path)
+
+
+def corrupted_copy(run: Path, folder: Path) -> Path:
+    """A copy of `run` whose adapter, once merged, is not the model metrics.json measured:
+    alpha × 10⁴ scales every LoRA update (what a wrong scaling in an export does)."""
+    copy = folder / run.name
+    shutil.copytree(run, copy, ignore=shutil.ignore_patterns("checkpoints"))
+    config_file = copy / "final" / "adapter_config.json"
+    config = json.loads(config_file.read_text())
+    config["lora_alpha"] *= 10_000
+    config_file.write_text(json.dumps(config))
+    return copy
+
+
+def test_a_merged_model_that_drifted_is_refused_and_nothing_is_uploaded(
+        hub_emulator: HubEmulator, run: Path, tmp_path: Path) -> None:
+    corrupted = corrupted_copy(run, tmp_path / "runs")
+    env = hub_env(hub_emulator, tmp_path)
+    done = voxtune("publish", "--model", corrupted, "--to", "hf://alice/drifted", "--merge",
+                   env=env)
+    assert done.returncode == 2, done.stdout[-2000:] + done.stderr[-2000:]
+    assert "over publish.max_wer_drift (0.5). Nothing was published" in done.stderr
+    assert "Traceback" not in done.stderr
+    assert [repo for repo in hub_emulator.list_repos() if "drifted" in repo.repo_id] == []
+    assert not staged(tmp_path)
 
 
 def test_public_model_with_token_file_gives_its_space_no_token(

@@ -239,6 +239,13 @@ def test_two_processes_train_data_parallel(prepared: Path, tmp_path: Path) -> No
                           "trainer_state.json").read_text())["epoch"] for name in ("ddp", "one")]
     assert epochs[0] == pytest.approx(2 * epochs[1])
     assert (tmp_path / "ddp" / "final" / "adapter_model.safetensors").exists()
+    # each rank transcribed half of the eval clips and the halves were gathered, in order:
+    # the same base model gives the same transcripts and WER as one process
+    ddp, one = (json.loads((tmp_path / name / "metrics.json").read_text())
+                for name in ("ddp", "one"))
+    assert len(ddp["samples"]) >= 2 and ddp["clips"] == one["clips"]
+    assert [row["base"] for row in ddp["samples"]] == [row["base"] for row in one["samples"]]
+    assert ddp["base_wer"] == one["base_wer"] and ddp["normalizer"] == one["normalizer"]
 
 
 @pytest.mark.slow
@@ -324,10 +331,11 @@ def test_merged_export_matches_the_adapter(prepared: Path, tmp_path: Path) -> No
     assert merged.returncode == 0, merged.stderr[-2000:]
     assert not list((output / "merged").glob("adapter_*"))
 
-    # merged in bf16 (Voxtral's release dtype), on this CPU with or without native bf16
+    # merged in the dtype the run evaluated the adapter in (fp32 here; bf16 on bf16 hardware),
+    # so the merge does not round away what the card's WER was measured on
     stored = load_file(output / "merged" / "model.safetensors")
     assert {t.dtype for name, t in stored.items()
-            if "audio_tower.embed_positions" not in name} == {torch.bfloat16}
+            if "audio_tower.embed_positions" not in name} == {torch.float32}
     tuned, _ = load_tuned(str(output))
     adapter_model, processor = tuned.model, tuned.processor
     standalone, _ = load(str(output / "merged"), torch.float32)
@@ -338,7 +346,7 @@ def test_merged_export_matches_the_adapter(prepared: Path, tmp_path: Path) -> No
         expected = adapter_model(**batch).logits
         actual = standalone(**batch).logits
         untuned = load("tiny-random-4s")[0](**batch).logits
-    # bf16 rounds each weight to 8 significant bits; the adapter moved the logits far more
+    # folding B·A into W only reorders fp32 sums; the adapter moved the logits far more
     rounding = (expected - actual).abs().max()
-    assert (expected - untuned).abs().max() > 10 * rounding
-    assert torch.allclose(expected, actual, rtol=0.02, atol=0.02)
+    assert (expected - untuned).abs().max() > 1000 * rounding
+    assert torch.allclose(expected, actual, rtol=1e-4, atol=1e-4)

@@ -73,6 +73,47 @@ def test_results_compare_base_and_tuned_with_samples() -> None:
     assert "smoke" not in text.lower()
 
 
+GENERAL = {"general_wer": 0.08, "general_cer": 0.03, "base_general_wer": 0.06,
+           "base_general_cer": 0.02, "general_clips": 20,
+           "general_normalizer": "whisper (Whisper's EnglishTextNormalizer)"}
+
+
+def test_model_index_names_the_normaliser_for_the_eval_split_and_the_general_set() -> None:
+    spec = RunSpec(name="my-voice", language="en",
+                   eval={"general": "openslr/librispeech_asr?split=test&config=clean"})
+    metrics = {**METRICS, **GENERAL, "normalizer": "whisper (Whisper's EnglishTextNormalizer)"}
+    card = ModelCard(render_model_card(facts(spec=spec, metrics=metrics)))
+    results = [(r.dataset_type, r.dataset_split, r.metric_type, r.metric_value, r.metric_args)
+               for r in card.data.eval_results]
+    args = {"normalizer": "whisper (Whisper's EnglishTextNormalizer)"}
+    assert ("openslr/librispeech_asr", "test", "wer", 8.0, args) in results
+    assert ("custom", "eval", "wer", 12.5, args) in results
+    text = card.text
+    assert "normalised with whisper (Whisper's EnglishTextNormalizer)" in text
+    assert "did fine-tuning hurt other speech?" in text and "+2.0 points" in text
+    assert "| **fine-tuned** | **8.0 %** | **3.0 %** |" in text
+
+
+def test_merged_card_reports_the_re_scored_weights_and_the_cut_offs() -> None:
+    metrics = {**METRICS, "merged_wer": 0.13, "merged_cer": 0.05, "merged_wer_drift": 0.5,
+               "cut_off": ["clip-7"], "max_length": 1}
+    text = render_model_card(facts("merged", metrics=metrics))
+    assert "| merged (these weights, re-scored) | 13.0 % | 5.0 % |" in text
+    assert "0.5 points from the evaluated adapter" in text
+    assert "Cut off at the token limit (scored as they are): `clip-7`." in text
+    results = {r.metric_type: r.metric_value for r in ModelCard(text).data.eval_results}
+    assert results["wer"] == 13.0  # the model-index describes the weights published
+
+
+def test_loading_snippet_uses_the_evaluation_token_limit() -> None:
+    metrics = {**METRICS, "generation": {"tokens_per_second": 15.0, "min_new_tokens": 77,
+                                         "max_new_tokens": None}}
+    snippet = loading_snippet(facts(metrics=metrics))
+    assert "max(77, math.ceil(seconds * 15))" in snippet and "do_sample=False" in snippet
+    fixed = loading_snippet(facts(spec=RunSpec(name="x", eval={"max_new_tokens": 64})))
+    assert "max_new_tokens = 64" in fixed and "import math" not in fixed
+
+
 def test_smoke_model_says_so_and_has_no_hub_base_model() -> None:
     smoke = facts(spec=RunSpec(name="t", base_model="tiny-random-4s", language="en"),
                   base_preset="tiny-random-4s", base_ref="/home/x/models/tiny",

@@ -8,6 +8,7 @@
     publish.py   publish, models                      registry or Hub; the local registry
     serve.py     serve                                a model behind an HTTP API
     ui.py        ui                                   the web UI
+    wer.py       wer                                  score two transcript files
     arguments.py the spec and backend arguments several groups share
 
 A new command goes into its group's module (or a new module listed in build_parser). Handlers
@@ -25,7 +26,7 @@ import sys
 
 from pydantic import ValidationError
 
-from voxtune.cli import cluster, data, plan, publish, runs, serve, steps, ui
+from voxtune.cli import cluster, data, plan, publish, runs, serve, steps, ui, wer
 from voxtune.errors import ExitCode, NoSpaceError, RetryableError, UserError
 from voxtune.spec import Settings, format_validation_error
 
@@ -34,7 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="voxtune", description="Fine-tune Voxtral speech "
                                      "recognition on your own speech.")
     commands = parser.add_subparsers(dest="command", required=True)
-    for group in (steps, plan, data, runs, cluster, publish, serve, ui):
+    for group in (steps, plan, data, runs, cluster, publish, serve, ui, wer):
         group.add_parsers(commands)
     return parser
 

@@ -134,7 +134,7 @@ def _list(args: argparse.Namespace) -> int:
     for status in runs:
         wer = status.metrics.get("wer")
         print(row.format(status.name, status.phase, status.step or "-", status.progress or "-",
-                         "-" if wer is None else f"{wer:.3f}", status.updated))
+                         format_percent(wer), status.updated))
     return ExitCode.OK
 
 

@@ -13,6 +13,7 @@ from pathlib import Path
 from voxtune.cli.arguments import add_spec_arguments, spec_from_arguments
 from voxtune.errors import ExitCode, UserError
 from voxtune.run.layout import RunFolder
+from voxtune.run.status import format_percent
 from voxtune.spec import Settings
 
 
@@ -59,6 +60,13 @@ def _prepare(args: argparse.Namespace) -> int:
     print("\n".join(summary.lines()))
     if summary.kept == 0:
         raise UserError("no usable clips were found; see the reasons above")
+    if args.run_dir and spec.eval.general is not None:  # ready before a multi-GPU train
+        from voxtune.data.general import general_clips, prepare_general
+
+        general = RunFolder(args.run_dir).general
+        if (done := prepare_general(spec.eval.general, general, spec.language, workers)):
+            print("\n".join(done.lines()))
+        general_clips(spec.eval.general, general)
     return ExitCode.OK
 
 
@@ -119,8 +127,9 @@ def _train(args: argparse.Namespace) -> int:
         raise UserError("give --data and --output (or --run-dir)")
     metrics = train(spec, data, output)
     if "wer" in metrics:
-        print(f"WER {metrics.get('base_wer', float('nan')):.3f} → {metrics['wer']:.3f}   "
-              f"CER {metrics.get('base_cer', float('nan')):.3f} → {metrics['cer']:.3f}")
+        print(f"WER {format_percent(metrics.get('base_wer'))} → {format_percent(metrics['wer'])}"
+              f"   CER {format_percent(metrics.get('base_cer'))} → "
+              f"{format_percent(metrics['cer'])}   (base → tuned, {metrics.get('normalizer')})")
     return ExitCode.OK
 
 

@@ -1,15 +1,17 @@
 """Open a Voxtral checkpoint and transcribe speech with it: the code every transcript comes from.
 
-The held-out WER on each model card (`voxtune.train.evaluate`), `voxtune serve` (the UI's
-Try-it, the in-cluster demo) and the generated Space all call `transcribe` here, so the demo
-transcribes exactly the way the published number was measured. The Space carries this file,
-byte for byte, as `voxtune_inference.py` beside its `app.py`, because voxtune itself is not
-installed there; so it imports nothing from voxtune and needs only torch, transformers, peft
-(for adapters), huggingface_hub, numpy, soundfile and soxr — all imported inside the functions.
+The held-out WER on each model card (`voxtune.train.evaluate`), the export gate of `voxtune
+publish`, `voxtune serve` (the UI's Try-it, the in-cluster demo) and the generated Space all
+call `transcribe_batch` here (`transcribe` is its one-recording form) with the same TokenLimit,
+so the demo transcribes exactly the way the published number was measured. The Space carries
+this file, byte for byte, as `voxtune_inference.py` beside its `app.py`, because voxtune
+itself is not installed there; so it imports nothing from voxtune and needs only torch,
+transformers, peft (for adapters), huggingface_hub, numpy, soundfile and soxr — all imported
+inside the functions.
 
     loaded = load_model("alice/my-voice")          # the Space: adapter or merged/full weights
     text = transcribe(loaded.model, loaded.processor, (48_000, samples), "en",
-                      max_new_tokens=128).text     # Gradio's numpy audio works as it is
+                      max_new_tokens=TokenLimit()).text  # Gradio's numpy audio works as is
 
 voxtune's own loader (`voxtune.models.load`) resolves model names, presets, run folders and
 dtypes, then opens checkpoints with `open_checkpoint` and `open_adapter` here. Loading never
@@ -20,6 +22,7 @@ ModelLoadError and the demo shows that error.
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -152,11 +155,49 @@ def load_model(source: str, *, revision: str | None = None,
 
 # --- transcription ------------------------------------------------------------------------------
 
+# Tokens a transcript may take per second of audio. Fast English speech is ~4 Tekken tokens a
+# second (a 30-s clip 100-130) and other languages and scripts take more; 15/s (450 for 30 s)
+# is far above what speech holds, and a model that babbles still stops.
+TOKENS_PER_SECOND = 15.0
+MIN_NEW_TOKENS = 32  # a 1-s clip may still hold a few long words
+
+
+@dataclass(frozen=True)
+class TokenLimit:
+    """How many tokens a transcript may take: the same rule for the card's WER, `voxtune serve`
+    and the Space, so none of them cuts off what the others would transcribe.
+
+    A clip of `seconds` gets `ceil(seconds × per_second)`, never fewer than `floor` (which the
+    evaluation raises to the longest reference it scored, in tokens). `fixed` (the spec's
+    eval.max_new_tokens) replaces the rule with one number for every clip.
+    """
+
+    per_second: float = TOKENS_PER_SECOND
+    floor: int = MIN_NEW_TOKENS
+    fixed: int | None = None
+
+    def for_seconds(self, seconds: float) -> int:
+        if self.fixed is not None:
+            return self.fixed
+        return max(self.floor, math.ceil(seconds * self.per_second))
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"tokens_per_second": self.per_second, "min_new_tokens": self.floor,
+                "max_new_tokens": self.fixed}
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any] | None, fixed: int | None = None) -> TokenLimit:
+        """The limit a run recorded (metrics.json's `generation`); `fixed` wins when given."""
+        values = values or {}
+        return cls(per_second=float(values.get("tokens_per_second", TOKENS_PER_SECOND)),
+                   floor=int(values.get("min_new_tokens", MIN_NEW_TOKENS)),
+                   fixed=fixed if fixed is not None else values.get("max_new_tokens"))
+
 
 @dataclass(frozen=True)
 class Transcript:
     text: str
-    hit_max_length: bool  # cut at max_new_tokens before the end-of-sequence token
+    hit_max_length: bool  # cut at its token limit before the end-of-sequence token
 
 
 def to_16k_mono(audio: Any) -> Any:
@@ -186,36 +227,49 @@ def to_16k_mono(audio: Any) -> Any:
 
 
 def transcribe(model: Any, processor: Any, audio: Any, language: str | None, *,
-               max_new_tokens: int) -> Transcript:
-    """Greedy transcription of one recording (anything `to_16k_mono` takes).
-
-    `language` is an ISO-639-1 code; None, "" or "auto" let the model detect it. One request
-    per recording: languages differ between clips and their prompts must not mix. The
-    generation settings are the whole contract between the published WER and the demo: greedy
-    decoding, the language prompt, and `max_new_tokens`, which every caller takes from the
-    run's `eval.max_new_tokens` (train.evaluate for the card, voxtune serve from the published
-    spec.yaml, the Space from the MAX_NEW_TOKENS voxtune writes into its app.py).
-    """
-    import torch
-
-    samples = to_16k_mono(audio)
-    model.eval()  # the eval during training gets the model in training mode
-    inputs = processor.apply_transcription_request(
-        language=None if language in (None, "", "auto") else language, audio=samples,
-        sampling_rate=SAMPLING_RATE, format="wav",
-        model_id=getattr(model, "name_or_path", None) or "voxtral")  # required; not encoded
-    inputs = inputs.to(model.device, dtype=model.dtype)  # casts only the audio features
-    with torch.inference_mode():
-        output = model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False)
-    new_tokens = output[0, inputs["input_ids"].shape[1]:]
-    finished = bool((new_tokens == processor.tokenizer.eos_token_id).any())
-    text = processor.decode(new_tokens, skip_special_tokens=True).strip()
-    return Transcript(text, hit_max_length=not finished and len(new_tokens) >= max_new_tokens)
+               max_new_tokens: int | TokenLimit) -> Transcript:
+    """Greedy transcription of one recording (anything `to_16k_mono` takes); see
+    `transcribe_batch`."""
+    return transcribe_batch(model, processor, [audio], [language],
+                            max_new_tokens=max_new_tokens)[0]
 
 
 def transcribe_batch(model: Any, processor: Any, audios: list[Any],
-                     languages: list[str | None], *, max_new_tokens: int) -> list[Transcript]:
-    """Greedy transcripts of several recordings, in order: the entry point evaluation and
-    `voxtune serve`'s batcher call. Each recording keeps its own language prompt."""
-    return [transcribe(model, processor, audio, language, max_new_tokens=max_new_tokens)
-            for audio, language in zip(audios, languages, strict=True)]
+                     languages: list[str | None], *,
+                     max_new_tokens: int | TokenLimit) -> list[Transcript]:
+    """Greedy transcripts of several recordings, in order, in one `generate` call: the entry
+    point evaluation, `voxtune serve`'s batcher and the Space call.
+
+    Each recording keeps its own language prompt (an ISO-639-1 code; None, "" or "auto" let
+    the model detect it); the prompts are left-padded (the Mistral tokenizer's side) so every
+    row's generation starts at the same position, and greedy decoding gives each row the
+    transcript it gets alone. `max_new_tokens` is one number for all, or a TokenLimit, which
+    gives each recording the limit of its own duration: the batch generates up to the largest,
+    and each transcript is cut at its own, so a batch never changes a transcript. The
+    generation settings are the whole contract between the published WER and the demo.
+    """
+    import torch
+
+    if not audios:
+        return []
+    samples = [to_16k_mono(audio) for audio in audios]
+    limits = [max_new_tokens.for_seconds(len(clip) / SAMPLING_RATE)
+              if isinstance(max_new_tokens, TokenLimit) else max_new_tokens for clip in samples]
+    model.eval()  # the eval during training gets the model in training mode
+    inputs = processor.apply_transcription_request(
+        language=[None if language in (None, "", "auto") else language for language in languages],
+        audio=samples, sampling_rate=SAMPLING_RATE, format=["wav"] * len(samples),
+        model_id=getattr(model, "name_or_path", None) or "voxtral")  # required; not encoded
+    inputs = inputs.to(model.device, dtype=model.dtype)  # casts only the audio features
+    eos = processor.tokenizer.eos_token_id
+    with torch.inference_mode():
+        output = model.generate(**inputs, max_new_tokens=max(limits), do_sample=False,
+                                pad_token_id=processor.tokenizer.pad_token_id)
+    transcripts = []
+    for row, limit in zip(output[:, inputs["input_ids"].shape[1]:], limits, strict=True):
+        tokens = row[:limit].tolist()
+        finished = eos in tokens
+        tokens = tokens[:tokens.index(eos)] if finished else tokens
+        text = processor.decode(tokens, skip_special_tokens=True).strip()
+        transcripts.append(Transcript(text, hit_max_length=not finished and len(tokens) >= limit))
+    return transcripts

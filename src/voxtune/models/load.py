@@ -15,6 +15,7 @@ adapter on its base (`inference.open_adapter`), or full/merged weights.
 from __future__ import annotations
 
 import functools
+import json
 from pathlib import Path
 from typing import Any
 
@@ -25,13 +26,14 @@ from voxtune.errors import UserError
 from voxtune.models.inference import (
     AudioWindowMismatch,
     LoadedModel,
+    TokenLimit,
     adapter_config,
     align_audio_window,
     open_adapter,
     open_checkpoint,
 )
 from voxtune.models.presets import ensure_tiny_random, require_audio_stack, tiny_preset_window
-from voxtune.run.layout import FINAL, SPEC
+from voxtune.run.layout import FINAL, METRICS, SPEC
 from voxtune.spec import RunSpec, read_resolved_spec
 
 MODEL_TYPE = "voxtral"
@@ -220,8 +222,8 @@ def load_tuned(model: str, dtype: torch.dtype | None = None
     `model` is a run folder (its final/ is loaded), a final/ or registry version folder, a Hub
     id, or any name `load` takes. With `dtype` None a LoRA adapter goes on its base in the
     dtype it was trained under where this device runs it (`inference_dtype`), so transcripts
-    match the run's metrics.json, and full or merged weights keep their own (bf16 for what
-    voxtune saves); a `dtype` (merging asks for bf16) is used for either.
+    match the run's metrics.json (and a merge keeps them: `merge.export_merged`), and full or
+    merged weights keep their own; a `dtype` is used for either.
     Returns the model and the RunSpec it was trained with (None for models from elsewhere).
     """
     path = Path(model).expanduser()
@@ -258,3 +260,22 @@ def trained_spec(source: str) -> RunSpec | None:
         except EntryNotFoundError:
             return None
     return read_resolved_spec(path) if path.is_file() else None
+
+
+def published_limit(source: str, spec: RunSpec | None) -> TokenLimit:
+    """The token limit a model's evaluation used (metrics.json's `generation`, beside the
+    model or in the run folder around its final/), so `voxtune serve` never cuts off what the
+    card's WER was measured on; the spec's eval.max_new_tokens wins when set."""
+    folder = Path(source)
+    candidates = [folder / METRICS, folder.parent / METRICS] if folder.is_dir() else []
+    if not folder.is_dir():
+        from huggingface_hub import hf_hub_download
+        from huggingface_hub.errors import EntryNotFoundError
+
+        try:
+            candidates = [Path(hf_hub_download(source, METRICS))]
+        except EntryNotFoundError:
+            candidates = []
+    found = next((path for path in candidates if path.is_file()), None)
+    recorded = json.loads(found.read_text(encoding="utf-8")).get("generation") if found else None
+    return TokenLimit.from_dict(recorded, spec.eval.max_new_tokens if spec else None)

@@ -10,23 +10,21 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import torch
-
 from voxtune.errors import UserError
 from voxtune.models.load import load_tuned
 from voxtune.run.layout import SPEC
 
-# The dtype Mistral releases Voxtral in: half of fp32's memory on the host that merges (a publish
-# pod: Mini 9.4 GB, not 18.7), and what users expect to load, whatever this CPU computes fast.
-MERGED_DTYPE = torch.bfloat16
-
 
 def export_merged(run: str, output: Path) -> Path:
     """Fold a LoRA adapter into its base and save a standalone model + processor + spec, in
-    MERGED_DTYPE."""
+    the dtype the run's evaluation ran the adapter in (`load.inference_dtype`): bf16 for a run
+    on bf16 hardware (Voxtral's release dtype; a Mini publish pod holds 9.4 GB, not 18.7),
+    fp32 for one trained in fp32. Rounding an fp32-evaluated model to bf16 here changed the
+    transcripts of the tiny test model by 150 WER points, which publish's export gate refuses:
+    a merge must give users the model the card's number was measured on."""
     from peft import PeftModel
 
-    tuned, spec = load_tuned(run, MERGED_DTYPE)
+    tuned, spec = load_tuned(run)
     if not isinstance(tuned.model, PeftModel):
         raise UserError(f"{run}: not a LoRA run (final/ holds full weights already)")
     merged = tuned.model.merge_and_unload()

@@ -3,26 +3,26 @@
 No I/O here. The YAML front matter is what the Hub indexes (`huggingface_hub.ModelCard` parses
 it); every value comes from the run — nothing is a template default. `base_model` is left out
 when the base is not a Hub model (a local folder or the tiny-random preset), because the Hub
-rejects cards whose `base_model` names no Hub model.
+rejects cards whose `base_model` names no Hub model. The numbers (Results, `model-index`) are
+`card_results`.
 """
 
 from __future__ import annotations
 
-import math
-import re
-from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 import yaml
 
-from voxtune.publish.dataset import DataSummary
-from voxtune.run.status import format_percent
+from voxtune.publish.card_facts import (
+    ModelFacts,
+    cell,
+    clips_text,
+    finite,
+    is_hub_id,
+)
+from voxtune.publish.card_results import generation_limit, model_index, results_section
 from voxtune.spec import GranarySource, HubSource, RunSpec
 
-Layout = Literal["adapter", "merged", "full"]
-HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
-SAMPLE_ROWS = 5
-SAMPLE_CHARS = 120
 LAYOUT_WORDS = {"adapter": "a LoRA adapter (load it on top of the base model with peft)",
                 "merged": "a merged model (the LoRA adapter folded into the base weights; "
                           "the adapter itself is in `adapter/`)",
@@ -30,66 +30,7 @@ LAYOUT_WORDS = {"adapter": "a LoRA adapter (load it on top of the base model wit
                         "{frozen} during training)"}
 
 
-@dataclass(frozen=True)
-class ModelFacts:
-    """Everything a model card says, gathered by the publish step."""
-
-    name: str  # published name: model-index name and title
-    spec: RunSpec  # what the model was trained with
-    metrics: dict[str, Any]  # the train step's metrics.json ({} when there was no eval split)
-    layout: Layout
-    model_ref: str  # what the loading snippet loads: Hub repo id or local folder
-    on_hub: bool
-    private: bool
-    revision: str | None = None  # Hub branch the files were committed to
-    base_ref: str | None = None  # Hub id or folder of the base an adapter loads on
-    base_preset: str | None = None  # e.g. "tiny-random-4s": a base voxtune builds locally
-    window_seconds: float = 30.0  # the processor's audio window; real Voxtral: 30
-    data: DataSummary | None = None
-    dataset_ref: str | None = None  # the published dataset: Hub id or folder
-    space_ref: str | None = None  # the demo Space: Hub id or folder
-
-    @property
-    def smoke(self) -> bool:
-        return bool(self.metrics.get("smoke_model")) or self.base_preset is not None
-
-    @property
-    def language(self) -> str | None:
-        return default_language(self.spec, self.data)
-
-    @property
-    def evaluated(self) -> bool:
-        return all(_finite(self.metrics.get(key)) for key in ("wer", "cer"))
-
-
-def default_language(spec: RunSpec, data: DataSummary | None) -> str | None:
-    """The run's language, or the one language its clips are labelled with; None = detect."""
-    if spec.language or data is None or len(data.languages) != 1:
-        return spec.language
-    return data.languages[0]
-
-
-def clips_text(count: Any) -> str:
-    return f"{count} clip" if count == 1 else f"{count} clips"
-
-
 # --- front matter -------------------------------------------------------------------------------
-
-
-def _finite(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-
-
-def _in_table(value: Any) -> str:
-    return format_percent(value, unit=" %", missing="—")
-
-
-def percent(value: Any) -> float | None:
-    return round(100 * value, 2) if _finite(value) else None
-
-
-def is_hub_id(value: str | None) -> bool:
-    return bool(value) and HUB_ID.match(value) is not None and not value.startswith((".", "~"))
 
 
 def license_of(facts: ModelFacts) -> str:
@@ -123,19 +64,6 @@ def tags(facts: ModelFacts) -> list[str]:
     return names
 
 
-def model_index(facts: ModelFacts) -> list[dict[str, Any]]:
-    clips = facts.metrics.get("clips")
-    held_out = f"held-out eval split ({clips_text(clips)})" if clips else "held-out eval split"
-    dataset = {"type": facts.dataset_ref if facts.on_hub and facts.dataset_ref else "custom",
-               "name": f"{facts.name} {held_out}", "split": "eval"}
-    return [{"name": facts.name, "results": [{
-        "task": {"type": "automatic-speech-recognition", "name": "Speech Recognition"},
-        "dataset": dataset,
-        "metrics": [{"type": "wer", "value": percent(facts.metrics["wer"]), "name": "WER (%)"},
-                    {"type": "cer", "value": percent(facts.metrics["cer"]), "name": "CER (%)"}],
-    }]}]
-
-
 def front_matter(facts: ModelFacts) -> dict[str, Any]:
     matter: dict[str, Any] = {}
     if is_hub_id(facts.spec.base_model) and not facts.base_preset:
@@ -162,14 +90,6 @@ def with_front_matter(matter: dict[str, Any], body: str) -> str:
 
 
 # --- body ---------------------------------------------------------------------------------------
-
-
-def _cell(text: Any) -> str:
-    """A table cell: one line, pipes escaped, long outputs cut (smoke models babble)."""
-    if text is None:
-        return "—"
-    flat = " ".join(str(text).split()).replace("|", "\\|")
-    return flat if len(flat) <= SAMPLE_CHARS else flat[:SAMPLE_CHARS - 1] + "…"
 
 
 def smoke_banner(facts: ModelFacts) -> str:
@@ -241,56 +161,23 @@ def training_section(facts: ModelFacts) -> str:
              ("eval loss", _number(metrics.get("eval_loss"))),
              ("hardware", metrics.get("hardware")),
              ("peak memory", f"{metrics['peak_memory_gb']:g} GB"
-              if _finite(metrics.get("peak_memory_gb")) else None),
+              if finite(metrics.get("peak_memory_gb")) else None),
              ("wall time", f"{metrics['wall_time_s']:g} s"
-              if _finite(metrics.get("wall_time_s")) else None)]
+              if finite(metrics.get("wall_time_s")) else None)]
     lines = ["## Training", "", "| setting | value |", "|---|---|"]
-    lines += [f"| {key} | {_cell(value)} |" for key, value in rows if value is not None]
+    lines += [f"| {key} | {cell(value)} |" for key, value in rows if value is not None]
     return "\n".join(lines) + "\n"
 
 
 def _number(value: Any) -> str | None:
-    return f"{value:.4g}" if _finite(value) else None
-
-
-def results_section(facts: ModelFacts) -> str:
-    metrics = facts.metrics
-    if not facts.evaluated:
-        return "## Results\n\nNot evaluated: the run had no held-out clips.\n"
-    norm = facts.spec.eval
-    how = ", ".join(filter(None, ["lowercased" if norm.lowercase else "",
-                                  "punctuation removed" if norm.remove_punctuation else "",
-                                  "whitespace collapsed"]))
-    base_name = facts.base_preset or facts.spec.base_model
-    lines = ["## Results", "",
-             f"Word and character error rates on {clips_text(metrics.get('clips', '?'))} held "
-             f"out (greedy decoding; references and transcripts {how}). Lower is better.", "",
-             "| model | WER | CER |", "|---|---:|---:|",
-             f"| base `{base_name}` | {_in_table(metrics.get('base_wer'))} | "
-             f"{_in_table(metrics.get('base_cer'))} |",
-             f"| **fine-tuned** | **{_in_table(metrics['wer'])}** | "
-             f"**{_in_table(metrics['cer'])}** |"]
-    if _finite(metrics.get("base_wer")) and metrics["base_wer"] > 0:
-        change = 100 * (metrics["wer"] - metrics["base_wer"]) / metrics["base_wer"]
-        lines += ["", f"Relative WER change: {change:+.1f} %."]
-    degenerate = [f"{metrics[key]} {label}" for key, label in
-                  (("empty", "empty"), ("repetitive", "repetitive"),
-                   ("max_length", "cut at the length limit")) if metrics.get(key)]
-    if degenerate:
-        lines += ["", f"Degenerate fine-tuned outputs: {', '.join(degenerate)}."]
-    samples = metrics.get("samples") or []
-    if samples:
-        lines += ["", "### Sample transcripts (held-out clips)", "",
-                  "| reference | base | fine-tuned |", "|---|---|---|"]
-        lines += [f"| {_cell(row.get('reference'))} | {_cell(row.get('base'))} | "
-                  f"{_cell(row.get('tuned'))} |" for row in samples[:SAMPLE_ROWS]]
-    return "\n".join(lines) + "\n"
+    return f"{value:.4g}" if finite(value) else None
 
 
 def loading_snippet(facts: ModelFacts) -> str:
     """Python that loads what was published and transcribes `speech.wav` (tested verbatim)."""
     revision = f", revision={facts.revision!r}" if facts.revision else ""
-    lines = []
+    lines = ["import math", ""] if generation_limit(facts).fixed is None else []
+    lines += ["import soundfile"] if generation_limit(facts).fixed is None else []
     if facts.layout == "adapter":
         lines += ["from peft import PeftModel"]
     lines += ["from transformers import VoxtralForConditionalGeneration, VoxtralProcessor", ""]
@@ -321,7 +208,9 @@ def loading_snippet(facts: ModelFacts) -> str:
               f"inputs = processor.apply_transcription_request(language={facts.language!r}, "
               'audio="speech.wav", model_id=model_id)',
               "inputs = inputs.to(model.device, dtype=model.dtype)",
-              "outputs = model.generate(**inputs, max_new_tokens=256)",
+              *_limit_lines(facts),
+              "outputs = model.generate(**inputs, max_new_tokens=max_new_tokens, "
+              "do_sample=False)",
               'new_tokens = outputs[:, inputs["input_ids"].shape[1]:]',
               "print(processor.batch_decode(new_tokens, skip_special_tokens=True)[0])"]
     return "\n".join(lines)
@@ -339,6 +228,16 @@ def openai_section(model_ref: str) -> str:
         'with open("speech.wav", "rb") as audio:',
         f"    print(client.audio.transcriptions.create(model={model_ref!r}, file=audio).text)",
         "```"])
+
+
+def _limit_lines(facts: ModelFacts) -> list[str]:
+    """The snippet's token limit: the evaluation's, so it never cuts off a transcript."""
+    limit = generation_limit(facts)
+    if limit.fixed is not None:
+        return [f"max_new_tokens = {limit.fixed}  # as the evaluation (eval.max_new_tokens)"]
+    return ["# as the evaluation: tokens per second of audio, at least the longest reference",
+            'seconds = soundfile.info("speech.wav").duration',
+            f"max_new_tokens = max({limit.floor}, math.ceil(seconds * {limit.per_second:g}))"]
 
 
 def usage_section(facts: ModelFacts) -> str:

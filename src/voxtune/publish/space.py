@@ -7,8 +7,9 @@
 
 One inference path: the card's WER, the Space, the in-cluster demo and the UI's Try-it all
 call `voxtune.models.inference` — the Space through a verbatim copy, because voxtune itself is
-not installed on a Space — with the same generation settings (the run's eval.max_new_tokens is
-written into app.py). The app loads the model by Hub id (a private one with the HF_TOKEN Space
+not installed on a Space — with the same generation settings (the token limit the run's
+evaluation used, `inference.TokenLimit`, is written into app.py). The app loads the model by
+Hub id (a private one with the HF_TOKEN Space
 secret — a read-only token, see publish.step.space_token — which the Hub passes as an
 environment variable) or by folder, and raises gr.Error when
 loading fails: it never falls back to the base model. No token is ever written into these files.
@@ -17,14 +18,13 @@ Gradio is imported only by the generated app, never by voxtune.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
 
 from voxtune.models import inference
 from voxtune.publish.card import openai_section
-from voxtune.spec import EvalSpec
 
 INFERENCE_MODULE = "voxtune_inference.py"
 GRADIO_VERSION = "6.31.0"
@@ -78,8 +78,8 @@ class SpaceFacts:
     revision: str | None = None
     language: str | None = None  # the run's language: the app's default choice
     smoke: bool = False
-    # the run's eval.max_new_tokens, so the Space transcribes as the card's WER was measured
-    max_new_tokens: int = EvalSpec().max_new_tokens
+    # the run's token limit, so the Space transcribes as the card's WER was measured
+    limit: inference.TokenLimit = field(default_factory=inference.TokenLimit)
 
 
 def render_readme(facts: SpaceFacts) -> str:
@@ -131,7 +131,7 @@ from __future__ import annotations
 import functools
 
 import gradio as gr
-from voxtune_inference import LANGUAGES, ModelLoadError, load_model
+from voxtune_inference import LANGUAGES, ModelLoadError, TokenLimit, load_model
 from voxtune_inference import transcribe as run_model
 
 # the fine-tuned model: Hub repo id or folder, and its Hub branch (None = main)
@@ -140,7 +140,8 @@ REVISION = {revision!r}
 DEFAULT_LANGUAGE = {language!r}
 TITLE = {title!r}
 SMOKE_TEST = {smoke!r}  # random weights (voxtune's tiny-random preset): transcripts are noise
-MAX_NEW_TOKENS = {max_new_tokens!r}  # as the model card's WER was measured
+# tokens per second of audio, at least the longest eval reference: as the card's WER was measured
+TOKEN_LIMIT = {limit!r}
 
 
 @functools.cache  # a failed load is not cached: the next request tries again
@@ -166,7 +167,7 @@ def transcribe(audio, language: str) -> str:
         raise gr.Error(str(error)) from None
     try:
         return run_model(model.model, model.processor, audio, language,
-                         max_new_tokens=MAX_NEW_TOKENS).text
+                         max_new_tokens=TOKEN_LIMIT).text
     except ValueError as error:
         raise gr.Error(str(error)) from None
 
@@ -201,7 +202,7 @@ if __name__ == "__main__":
 def render_app(facts: SpaceFacts) -> str:
     return APP_TEMPLATE.format(title=f"{facts.name} demo", model_ref=facts.model_ref,
                                revision=facts.revision, language=facts.language or "auto",
-                               smoke=facts.smoke, max_new_tokens=facts.max_new_tokens)
+                               smoke=facts.smoke, limit=facts.limit)
 
 
 def render_requirements() -> str:

@@ -33,13 +33,11 @@ from voxtune.data.manifest import Clip
 from voxtune.errors import UserError
 from voxtune.plan.geometry import load_geometry
 from voxtune.publish.bundle import TrainedRun, read_run, stage_model
-from voxtune.publish.card import (
-    ModelFacts,
-    default_language,
-    render_model_card,
-)
+from voxtune.publish.card import render_model_card
+from voxtune.publish.card_facts import ModelFacts, default_language
 from voxtune.publish.dataset import DataSummary, read_prepared, summarize, write_parquet
 from voxtune.publish.dataset_card import render_dataset_card
+from voxtune.publish.gate import check_export, run_limit
 from voxtune.publish.hub import (
     SPACE_TOKEN_ENV,
     Hub,
@@ -99,9 +97,12 @@ class Published:
         lines += [f"  Space token: {self.space_token}"] if self.space_token else []
         lines += [f"  commit {repo}: {url}" for repo, url in self.commits.items()]
         if "wer" in self.metrics:
-            lines += [f"  {'':4} {'base':>8} {'tuned':>8}"]
+            merged = "merged_wer" in self.metrics
+            lines += [f"  {'':4} {'base':>8} {'tuned':>8}" + (f" {'merged':>8}" if merged else "")]
             lines += [f"  {key.upper():4} {format_percent(self.metrics.get('base_' + key)):>8} "
-                      f"{format_percent(self.metrics.get(key)):>8}" for key in ("wer", "cer")]
+                      f"{format_percent(self.metrics.get(key)):>8}"
+                      + (f" {format_percent(self.metrics.get('merged_' + key)):>8}"
+                         if merged else "") for key in ("wer", "cer")]
         if self.metrics.get("smoke_model"):
             lines.append("  tiny-random is a random smoke-test model: the numbers only show the "
                          "pipeline works")
@@ -147,7 +148,7 @@ class Contents:
         return SpaceFacts(name=self.name, model_ref=model_ref, on_hub=on_hub,
                           private=self.publish.private, revision=revision,
                           language=default_language(self.run.spec, self.summary), smoke=smoke,
-                          max_new_tokens=self.run.spec.eval.max_new_tokens)
+                          limit=run_limit(self.run))
 
 
 # --- the step -----------------------------------------------------------------------------------
@@ -267,6 +268,7 @@ def to_registry(contents: Contents, registry: Registry) -> Published:
 
     def build(staging: Path, final: Path) -> None:
         layout = stage_model(contents.run, staging, contents.publish.merge)
+        check_export(contents.run, staging, layout, contents.publish.max_wer_drift)
         layouts.append(layout)
         dataset_ref = str(final / DATASET_DIR) if contents.prepared else None
         if dataset_ref:
@@ -306,6 +308,7 @@ def to_hub(contents: Contents, hub: Hub, owner: str, target: HubTarget, space: s
         # 2. stage every file set first (merging can fail; then nothing was committed)
         staging = Path(scratch)
         layout = stage_model(contents.run, staging / "model", contents.publish.merge)
+        check_export(contents.run, staging / "model", layout, contents.publish.max_wer_drift)
         facts = contents.facts(layout, model_repo, True, revision, dataset_repo, space_repo)
         (staging / "model" / "README.md").write_text(render_model_card(facts), encoding="utf-8")
         if dataset_repo:

@@ -5,6 +5,7 @@
                              checkpoints/     rolling trainer checkpoints              (train)
                              final/           what a user loads, with its spec.yaml    (train)
                              base-eval.json   the base model's scores, cached          (train)
+                             general/         eval.general's clips, prepared           (train)
                              metrics.json     WER/CER base vs tuned, losses, samples   (train)
                              published.json   where the model went, no token           (publish)
                              trackio/         the metrics dashboard's store            (train)
@@ -78,6 +79,7 @@ class RunFolder:
     final = property(lambda self: self.path / FINAL)
     final_spec_file = property(lambda self: self.final / SPEC)  # what the model was trained with
     base_eval = property(lambda self: self.path / "base-eval.json")
+    general = property(lambda self: self.path / "general")  # eval.general's prepared clips
     metrics = property(lambda self: self.path / METRICS)
     published = property(lambda self: self.path / "published.json")
     trackio = property(lambda self: self.path / "trackio")

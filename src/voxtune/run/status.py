@@ -14,7 +14,9 @@ from pydantic import BaseModel, Field, model_validator
 from voxtune.run.progress import PhaseProgress, parse
 from voxtune.run.steps import TERMINAL, Phase
 
-HEADLINE = ("wer", "cer", "base_wer", "base_cer")
+# the eval split base vs tuned, the general set ("did it forget?"), the merged export
+HEADLINE = ("wer", "cer", "base_wer", "base_cer", "general_wer", "general_cer",
+            "base_general_wer", "base_general_cer", "merged_wer")
 
 
 def now() -> str:

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import BeforeValidator, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from voxtune.errors import UserError
@@ -126,10 +126,31 @@ class TrainingSpec(StrictModel):
     seed: int = Field(42, description="Seed for initialisation, shuffling and dropout.")
 
 
+def _general_source(value: Any) -> Any:
+    """`eval.general` as a plain Hub id or folder (`org/name?split=test`), like data.sources."""
+    if isinstance(value, str):
+        return parse_source(value if value.startswith("hub:") else f"hub:{value}")
+    return value
+
+
 class EvalSpec(StrictModel):
-    max_new_tokens: int = Field(128, ge=1, le=2048, description="Generation limit per clip.")
-    lowercase: bool = Field(True, description="Normalise case before WER/CER.")
-    remove_punctuation: bool = Field(True, description="Drop punctuation before WER/CER.")
+    normalizer: Literal["whisper", "simple", "none"] = Field(
+        "whisper", description="How references and transcripts are normalised before WER/CER: "
+        "whisper = Whisper's English normaliser for English clips and its basic one otherwise "
+        "(what the Open ASR Leaderboard and model cards use; keep it to compare numbers); "
+        "simple = lowercase and punctuation removed; none = as written.")
+    max_new_tokens: int | None = Field(
+        None, ge=1, le=4096, description="Generation limit per clip, replacing the default "
+        "rule: 15 tokens per second of audio, never fewer than the longest eval reference. "
+        "Set it only to bound the time a babbling model takes; evaluation, voxtune serve and "
+        "the Space all use the same limit.")
+    batch_size: int = Field(8, ge=1, le=256, description="Clips transcribed at once; lower "
+                            "it if evaluation runs out of GPU memory.")
+    general: Annotated[HubSource | None, BeforeValidator(_general_source)] = Field(
+        None, description="A second evaluation set of general speech (Hub id or local "
+        "Hub-format folder, e.g. a LibriSpeech test-clean or FLEURS subset; set split and "
+        "max_samples), scored for the base and the tuned model: did fine-tuning hurt speech "
+        "it was not trained on?")
 
 
 class TrackingSpec(StrictModel):
@@ -156,6 +177,11 @@ class PublishSpec(StrictModel):
         None, pattern=RUN_NAME.pattern, description="Publish the trained model of this other "
         "run (its final/, beside this run's folder) instead of this run's own: a publish-only "
         "run (`steps: [publish]`) of a run that has finished training, as the UI makes.")
+    max_wer_drift: float = Field(
+        0.5, ge=0, le=100, description="Percentage points of WER an exported model (merged "
+        "today) may differ from the evaluated one on the eval split; publish re-scores it and "
+        "refuses (exit 2, nothing uploaded) beyond this. Raise it only for a deliberate "
+        "lossy export.")
     space_token: Literal["read", "none", "write"] = Field(
         "read", description="Token the demo Space gets to load a private model: read = the "
         "read-only token the operator provides (HF_SPACE_TOKEN), or none when there is none; "

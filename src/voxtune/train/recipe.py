@@ -25,6 +25,7 @@ import os
 import sys
 import time
 from collections.abc import Sequence
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -101,13 +102,48 @@ def drop_long_transcripts(clips: list[Clip], processor: Any, limit: int,
     return kept, len(too_long)
 
 
-def evaluate_model(model: Any, processor: Any, spec: RunSpec, prepared: Path,
-                   clips: list[Any]) -> tuple[Any, list[Any]]:
-    from voxtune.train.evaluate import score, transcribe_clips
+def join_process_group(on_gpu: bool) -> tuple[int, int]:
+    """(rank, world size) under torchrun, joining the process group now (the Trainer reuses
+    it), so every rank can evaluate its share of the clips before training; (0, 1) alone."""
+    import torch
+    import torch.distributed as dist
 
-    transcripts = transcribe_clips(model, processor, clips, prepared, spec.language,
-                                   spec.eval.max_new_tokens)
-    return score([clip.text for clip in clips], transcripts, spec.eval), transcripts
+    from voxtune.train.distributed import processes
+
+    if processes() == 1:
+        return 0, 1
+    if not dist.is_initialized():
+        if on_gpu:
+            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+        dist.init_process_group("nccl" if on_gpu else "gloo")
+    return dist.get_rank(), dist.get_world_size()
+
+
+def general_set(spec: RunSpec, run: RunFolder, main_process: bool) -> list[Clip]:
+    """eval.general's clips ([] without one): the prepare step left them in the run folder; a
+    train step started by hand prepares them on the main process while the others wait."""
+    import torch.distributed as dist
+
+    from voxtune.data.general import general_clips, prepare_general
+
+    source = spec.eval.general
+    if source is None:
+        return []
+    if main_process:
+        prepare_general(source, run.general, spec.language)
+    if dist.is_initialized():
+        dist.barrier()
+    return general_clips(source, run.general)
+
+
+def evaluate_sets(model: Any, processor: Any, spec: RunSpec, sets: dict[str, tuple[Path, list]],
+                  limit: Any, shards: tuple[int, int]) -> dict[str, Any]:
+    """{set name: Evaluated} of one model on each (prepared folder, clips) set."""
+    from voxtune.train.evaluate import evaluate_clips
+
+    return {name: evaluate_clips(model, processor, clips, folder, spec.eval, spec.language,
+                                 limit, shards) for name, (folder, clips) in sets.items()
+            if clips}
 
 
 # --- the recipe ---------------------------------------------------------------------------------
@@ -140,7 +176,8 @@ def main(spec: RunSpec, prepared: Path, output: Path,
         release,
         sharding_note,
     )
-    from voxtune.train.evaluate import as_metrics, samples
+    from voxtune.train.evaluate import evaluation_metrics, samples, token_limit
+    from voxtune.train.scoring import score_line
     from voxtune.train.signals import StopOnSigterm
     from voxtune.train.tracking import Progress, Trackio, start_tracking
 
@@ -181,20 +218,30 @@ def main(spec: RunSpec, prepared: Path, output: Path,
                         f"data.max_transcript_tokens ({limit}); fix the transcripts, or raise "
                         "the limit if they are right")
 
-    # 5. the base model's WER/CER once (cached, so a resumed run does not pay again)
+    # 5. the base model's WER/CER once (cached, so a resumed run does not pay again); every
+    #    rank transcribes its share, so none waits on the others
+    shards = join_process_group(on_gpu)
+    general = general_set(spec, run, main_process)
+    sets = {"eval": (prepared, eval_clips), "general": (run.general, general)}
+    limit = token_limit(spec.eval, processor, eval_clips + general)
     base_file = run.base_eval
-    if main_process and eval_clips and not base_file.exists():
+    if eval_clips and not base_file.exists():
         with resources.out_of_memory_is_user_error(spec, "evaluating the base model"), \
-                phase("base-eval", len(eval_clips)):
-            # a sharded run's base waits in host memory to be sent out: a GPU evaluates a copy
-            evaluated = (load(spec.base_model, compute, device_map={"": rank})[0]
-                         if sharded_load and on_gpu else model)
-            base_scores, base_text = evaluate_model(evaluated, processor, spec, prepared,
-                                                    eval_clips)
+                phase("base-eval", len(eval_clips) + len(general)):
+            # under a sharded load rank 0's base waits in host memory to be sent out and the
+            # others' is empty: each rank transcribes with a copy of its own, then drops it
+            onto = {"device_map": {"": rank}} if on_gpu else {}
+            evaluated = (load(spec.base_model, compute, **onto)[0]
+                         if sharded_load and (on_gpu or not main_process) else model)
+            base_results = evaluate_sets(evaluated, processor, spec, sets, limit, shards)
             del evaluated
-        write_atomic(base_file, json.dumps({"scores": base_scores.__dict__,
-                                            "text": [t.text for t in base_text]}).encode())
-        print(f"base model: WER {base_scores.wer:.3f} CER {base_scores.cer:.3f}")
+        if main_process:
+            write_atomic(base_file, json.dumps({name: {"scores": asdict(result.scores),
+                                                       "text": result.texts}
+                                                for name, result in base_results.items()}
+                                               ).encode())
+            for name, result in base_results.items():
+                print(f"base model, {name} set: {score_line(result.scores)}", flush=True)
 
     # 6. LoRA, QLoRA or full fine-tuning; every trainable parameter in fp32
     model = adapt(model, spec.mode, spec.training)
@@ -237,38 +284,49 @@ def main(spec: RunSpec, prepared: Path, output: Path,
     loss = float(trainer.evaluate(eval_dataset=held_out)["eval_loss"]) if held_out else None
     # sharded weights are gathered by every rank together, onto rank 0
     gathered = gather_final_state(model) if trainer.is_fsdp_enabled else None
+    # data-parallel ranks each hold the tuned model: each transcribes its share
+    tuned: dict[str, Any] = {}
+    if eval_clips and not trainer.is_fsdp_enabled:
+        with resources.out_of_memory_is_user_error(spec, "evaluating the tuned model"), \
+                phase("tuned-eval", len(eval_clips) + len(general)):
+            tuned = evaluate_sets(ready_to_transcribe(model), processor, spec, sets, limit,
+                                  shards)
     if not main_process:
         return {}
 
-    # 8. what a user loads, then the tuned model's WER/CER on the same clips
+    # 8. what a user loads, and the tuned model's WER/CER on the same clips
     with full_disk_is_no_space(output):
         save_final(model, processor, spec, run.final, gathered)
     if trainer.is_fsdp_enabled:  # rank 0 alone cannot run the sharded model: it reads final/
         del model
         release(trainer)
         model = load_tuned(str(run.final))[0].model
+        if eval_clips:
+            with resources.out_of_memory_is_user_error(spec, "evaluating the tuned model"), \
+                    phase("tuned-eval", len(eval_clips) + len(general)):
+                tuned = evaluate_sets(model, processor, spec, sets, limit, (0, 1))
     metrics: dict[str, Any] = {"train_loss": result.training_loss,
                                "train_steps": trainer.state.global_step,
                                "skipped_long_transcripts": skipped + skipped_eval,
                                "train_samples_per_second":
                                    result.metrics.get("train_samples_per_second"),
-                               "optimizer": optimizer}
+                               "optimizer": optimizer,
+                               # where the eval clips are, for publish's export gate
+                               "prepared": str(prepared.resolve())}
     base: dict[str, Any] = json.loads(base_file.read_text()) if base_file.exists() else {}
-    tuned_text: list[Any] = []
-    if eval_clips:
-        with resources.out_of_memory_is_user_error(spec, "evaluating the tuned model"), \
-                phase("tuned-eval", len(eval_clips)):
-            tuned_scores, tuned_text = evaluate_model(ready_to_transcribe(model), processor,
-                                                      spec, prepared, eval_clips)
-        metrics.update(as_metrics("", tuned_scores))
-        metrics.update({f"base_{k}": v for k, v in base.get("scores", {}).items()})
+    base = {"eval": base} if "scores" in base else base  # cached before eval.general existed
+    metrics.update(evaluation_metrics(spec, tuned, base, limit))
+    for name, scored in tuned.items():
+        print(f"tuned model, {name} set: {score_line(scored.scores)}", flush=True)
+    if tuned:
         metrics["eval_loss"] = loss
     metrics["hardware"] = resources.hardware(on_gpu)
     metrics["peak_memory_gb"] = resources.peak_memory_gb(on_gpu)
     metrics["wall_time_s"] = round(time.time() - started, 1)
     metrics["smoke_model"] = is_smoke_model(model)
-    metrics["samples"] = samples(eval_clips, base.get("text"),
-                                 [t.text for t in tuned_text] or None)
+    metrics["samples"] = samples(eval_clips, base.get("eval", {}).get("text"),
+                                 tuned["eval"].texts if tuned else None,
+                                 set(tuned["eval"].scores.cut_off) if tuned else set())
     write_atomic(run.metrics, json.dumps(metrics, indent=2, ensure_ascii=False).encode())
     if tracking is not None:
         import pandas

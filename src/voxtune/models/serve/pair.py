@@ -17,9 +17,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 from voxtune.errors import UserError
-from voxtune.models.inference import LoadedModel, Transcript, transcribe_batch
-from voxtune.models.load import load, load_tuned
-from voxtune.spec import EvalSpec
+from voxtune.models.inference import LoadedModel, TokenLimit, Transcript, transcribe_batch
+from voxtune.models.load import load, load_tuned, published_limit
 
 Target = Literal["tuned", "base"]
 BaseChoice = Literal["auto", "load", "skip"]
@@ -78,7 +77,7 @@ class Pair:
     tuned: LoadedModel
     base: LoadedModel | None  # loaded beside the tuned weights (base_from "load")
     base_name: str
-    max_new_tokens: int  # the run's eval.max_new_tokens: as the card's WER was measured
+    max_new_tokens: TokenLimit  # the run's token limit: as the card's WER was measured
     base_from: Literal["adapter", "load", "skip"] = "adapter"
     base_note: str = ""  # why base transcripts come from where they do (or not at all)
     name: str = ""  # what clients call the tuned model (`--served-model-name`)
@@ -126,7 +125,7 @@ def load_pair(source: str, base: BaseChoice = "auto", name: str = "") -> Pair:
     (`base_source`)."""
     tuned, spec = load_tuned(source)
     name = name or source
-    max_new_tokens = (spec.eval if spec else EvalSpec()).max_new_tokens
+    max_new_tokens = published_limit(tuned.source, spec)
     if tuned.base is not None:
         where, note = base_source(True, 0, None, base)
         # clients name the base as the run did (a Hub id or preset), not by peft's path to it
