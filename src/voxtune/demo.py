@@ -37,6 +37,7 @@ from typing import Any
 
 from voxtune.errors import ExitCode
 from voxtune.run.layout import RunFolder
+from voxtune.run.status import format_percent
 
 DEMO_RUN, CONTROL_RUN = "demo", "demo-control"
 # espeak-ng voice+variant; the unseen voice's neighbours (female, US) are in training, as a real
@@ -180,7 +181,8 @@ def run_spec(recipe: Recipe, name: str, prepared: Path, publish: bool = True,
             gradient_checkpointing=False,
             group_by_length=False,  # from scratch, length-sorted batches stay at guessing level
             freeze_audio_encoder=False, seed=recipe.seed),
-        eval=EvalSpec(max_new_tokens=recipe.max_new_tokens),
+        # the references are digit words: Whisper's normaliser would score them as numerals
+        eval=EvalSpec(max_new_tokens=recipe.max_new_tokens, normalizer="simple"),
         tracking=TrackingSpec(enabled=tracking),
         # to the local registry, with a model card and a demo Space app
         publish=PublishSpec(space=True))
@@ -236,15 +238,16 @@ def report(tuned: RunFolder, status: Any, control: Any | None, recipe: Recipe) -
     metrics = status.metrics
     samples = json.loads(tuned.metrics.read_text()).get("samples", [])
     lines = [f"{len(samples)} held-out clips: new digit strings, half in a voice training never "
-             "heard. CER/WER: share of characters/words wrong (0 = perfect; over 1 = more errors "
-             "than the reference has characters/words).", "",
+             "heard. CER/WER: characters/words wrong per 100 in the reference (0% = perfect; over "
+             "100% = more errors than the reference has characters/words).", "",
              f"  {'':5} {'base (random)':>14} {'tuned':>8}"]
     for metric in ("cer", "wer"):
         base, after = metrics[f"base_{metric}"], metrics[metric]
-        lines.append(f"  {metric.upper():5} {base:14.3f} {after:8.3f}   {times_lower(base, after)}")
+        lines.append(f"  {metric.upper():5} {format_percent(base):>14} {format_percent(after):>8}"
+                     f"   {times_lower(base, after)}")
     if control is not None and "cer" in control.metrics:
         lines.append(f"  audio-blind control (same training, audio shuffled): CER "
-                     f"{control.metrics['cer']:.3f}")
+                     f"{format_percent(control.metrics['cer'])}")
     lines += ["", f"  {'reference':34} {'tuned':34} base"]
     lines += [f"  {row['reference']:34} {row['tuned'] or '':34} {(row['base'] or '')[:30]!r}"
               for row in samples[:3]]
@@ -253,7 +256,7 @@ def report(tuned: RunFolder, status: Any, control: Any | None, recipe: Recipe) -
     lines += ["", "What it means: the base is random weights, so it writes noise. After "
               f"{recipe.steps:,} training steps on {recipe.train_clips:,} clips it writes what "
               "was said in clips it never trained on. A model that only learns what digit "
-              f"strings look like, without listening, stays near CER {blind:.2f} (the "
+              f"strings look like, without listening, stays near CER {format_percent(blind)} (the "
               "audio-blind control); a CER far below that means it listens."]
     return lines
 

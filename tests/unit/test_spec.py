@@ -138,3 +138,15 @@ def test_cluster_specs_keep_relative_paths(tmp_path: Path) -> None:
     path = write(tmp_path / "run.yaml", {"name": "r", "data": {"sources": ["rel.jsonl"]}})
     spec = load_user_spec(path, resolve_paths=False)
     assert str(spec.data.sources[0].path) == "rel.jsonl"
+
+
+def test_specs_from_before_the_normaliser_still_load() -> None:
+    """Run folders written before eval.normalizer keep loading, scored as they were."""
+    old = RunSpec.model_validate({"name": "old", "eval": {"max_new_tokens": 128,
+                                                         "lowercase": True,
+                                                         "remove_punctuation": True}})
+    assert old.eval.normalizer == "simple" and old.eval.max_new_tokens == 128
+    raw = RunSpec.model_validate({"name": "raw", "eval": {"lowercase": False,
+                                                         "remove_punctuation": False}})
+    assert raw.eval.normalizer == "none"
+    assert RunSpec.model_validate({"name": "new"}).eval.normalizer == "whisper"

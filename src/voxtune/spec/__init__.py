@@ -152,6 +152,19 @@ class EvalSpec(StrictModel):
         "max_samples), scored for the base and the tuned model: did fine-tuning hurt speech "
         "it was not trained on?")
 
+    @model_validator(mode="before")
+    @classmethod
+    def _before_normalizer(cls, data: Any) -> Any:
+        """Specs and run folders written before `normalizer` existed say `lowercase` and
+        `remove_punctuation` (both on by default): that is the simple normaliser (both off:
+        none), so old runs still load and publish with the scoring they were measured with."""
+        if isinstance(data, dict) and {"lowercase", "remove_punctuation"} & data.keys():
+            data = dict(data)
+            lowercase, punctuation = data.pop("lowercase", True), data.pop(
+                "remove_punctuation", True)
+            data.setdefault("normalizer", "simple" if lowercase or punctuation else "none")
+        return data
+
 
 class TrackingSpec(StrictModel):
     enabled: bool = Field(True, description="Log metrics to trackio (stored in the run folder).")

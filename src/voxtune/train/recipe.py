@@ -311,6 +311,8 @@ def main(spec: RunSpec, prepared: Path, output: Path,
                                "train_samples_per_second":
                                    result.metrics.get("train_samples_per_second"),
                                "optimizer": optimizer,
+                               # what the frozen base computed in: the dtype a merge keeps
+                               "precision": dtype_name,
                                # where the eval clips are, for publish's export gate
                                "prepared": str(prepared.resolve())}
     base: dict[str, Any] = json.loads(base_file.read_text()) if base_file.exists() else {}
