@@ -210,7 +210,9 @@ def run_with_progress(executor: Any, spec: Any) -> Any:
             bar.refresh()  # also while no step moves: the elapsed time does
 
     def echo(line: str) -> None:
-        if not re.search(r"\d+%\|", line):  # the libraries' own progress bars
+        # the libraries' own progress bars, and the Trainer's loss dict at every step (the
+        # bar shows the steps; the curve is on the dashboard): the rest is worth reading
+        if not re.search(r"\d+%\||^(\[\w+\] )?\{'", line):
             bar.write(line)
 
     watcher = threading.Thread(target=follow, daemon=True)
