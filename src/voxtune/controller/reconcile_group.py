@@ -23,7 +23,13 @@ from voxtune.controller.groups import (
     why_group_waiting,
 )
 from voxtune.controller.jobs import JobSettings, job_name, owner_reference
-from voxtune.controller.observe import is_deleting, is_disrupted, iso, termination
+from voxtune.controller.observe import (
+    is_deleting,
+    is_disrupted,
+    iso,
+    phase_of,
+    termination,
+)
 from voxtune.controller.status_words import finish, no_space, record_outcome, running, waiting
 from voxtune.errors import ExitCode
 from voxtune.plan.placement import Placement
@@ -69,6 +75,10 @@ def advance_group(run: dict[str, Any], spec: RunSpec, status: FineTuneRunStatus,
         status.metrics.update(metrics)
         record_outcome(status, rank_zero(pods, "Succeeded"))
         return True, []
+    if outcome and pods and not any(phase_of(pod) in ("Succeeded", "Failed") for pod in pods):
+        # the group's condition was seen before its pods' ends (separate objects, separate
+        # watch events): wait for them, or the user's own exit code and log would be lost
+        return False, []
     if outcome:
         code, _, log_tail = termination(cause(pods), observed.log_tails)
         state.state, state.exit_code, state.finished, state.nodes = "failed", code, stamp, None
