@@ -284,6 +284,12 @@ def main(spec: RunSpec, prepared: Path, output: Path,
     loss = float(trainer.evaluate(eval_dataset=held_out)["eval_loss"]) if held_out else None
     # sharded weights are gathered by every rank together, onto rank 0
     gathered = gather_final_state(model) if trainer.is_fsdp_enabled else None
+
+    # 8. what a user loads (saved first: the evaluation puts a trained projector back in the
+    # base's dtype), and the tuned model's WER/CER on the same clips
+    if main_process:
+        with full_disk_is_no_space(output):
+            save_final(model, processor, spec, run.final, gathered)
     # data-parallel ranks each hold the tuned model: each transcribes its share
     tuned: dict[str, Any] = {}
     if eval_clips and not trainer.is_fsdp_enabled:
@@ -293,10 +299,6 @@ def main(spec: RunSpec, prepared: Path, output: Path,
                                   shards)
     if not main_process:
         return {}
-
-    # 8. what a user loads, and the tuned model's WER/CER on the same clips
-    with full_disk_is_no_space(output):
-        save_final(model, processor, spec, run.final, gathered)
     if trainer.is_fsdp_enabled:  # rank 0 alone cannot run the sharded model: it reads final/
         del model
         release(trainer)
