@@ -27,6 +27,7 @@ from voxtune.controller.observe import (
     is_deleting,
     is_disrupted,
     iso,
+    parse_time,
     phase_of,
     termination,
 )
@@ -75,7 +76,7 @@ def advance_group(run: dict[str, Any], spec: RunSpec, status: FineTuneRunStatus,
         status.metrics.update(metrics)
         record_outcome(status, rank_zero(pods, "Succeeded"))
         return True, []
-    if outcome and pods and not any(phase_of(pod) in ("Succeeded", "Failed") for pod in pods):
+    if outcome and settling(outcome, pods, now):
         # the group's condition was seen before its pods' ends (separate objects, separate
         # watch events): wait for them, or the user's own exit code and log would be lost
         return False, []
@@ -102,3 +103,14 @@ def advance_group(run: dict[str, Any], spec: RunSpec, status: FineTuneRunStatus,
     else:
         waiting(status, reason, message, stamp)
     return False, []
+
+
+SETTLE_S = 60  # how long a finished group's pods may take to show how they ended
+
+
+def settling(outcome: dict[str, Any], pods: list[dict[str, Any]], now: datetime) -> bool:
+    """The group has finished but some of its pods do not show their end yet (for at most
+    SETTLE_S after the group's condition; pods that are gone no longer count)."""
+    since = parse_time(outcome.get("lastTransitionTime"))
+    recent = since is None or (now - since).total_seconds() < SETTLE_S
+    return recent and any(phase_of(pod) not in ("Succeeded", "Failed") for pod in pods)
