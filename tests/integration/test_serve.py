@@ -26,7 +26,7 @@ import numpy as np
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.helpers import speechlike, write_audio
+from tests.helpers import alive, speechlike, write_audio
 from tests.train_fixtures import prepare_samples, shared_home
 from voxtune.data.manifest import read_manifest
 from voxtune.publish.card import openai_section
@@ -69,14 +69,6 @@ def full_run(prepared: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def clip(prepared: Path) -> Path:
     return prepared / read_manifest(prepared, "eval")[0].audio_path
-
-
-def alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0]
-    except FileNotFoundError:
-        return False
-    return state != "Z"
 
 
 @contextmanager

@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.helpers import alive
+
 # A UI process that starts a long-running "server" from a short-lived thread (as a Gradio
 # worker thread does), checks it outlives that thread, then is killed outright.
 UI_PROCESS = textwrap.dedent("""
@@ -27,14 +29,6 @@ UI_PROCESS = textwrap.dedent("""
     print(started[0].pid, started[0].poll() is None, flush=True)
     os.kill(os.getpid(), signal.SIGKILL)
 """)
-
-
-def alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0]
-    except FileNotFoundError:
-        return False
-    return state != "Z"
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG, /proc")

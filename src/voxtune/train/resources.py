@@ -16,7 +16,7 @@ import torch
 
 from voxtune.errors import UserError
 from voxtune.spec import RunSpec
-from voxtune.train.distributed import loads_on_rank_zero
+from voxtune.train.distributed import loads_on_rank_zero, processes
 
 # What a Trainer calls each of the spec's optimizers (`TrainingArguments.optim`). PyTorch's
 # fused AdamW is the same algorithm in one kernel per step; it needs the GPU.
@@ -89,7 +89,7 @@ def base_model(spec: RunSpec, compute: torch.dtype, on_gpu: bool) -> tuple[Any, 
     be filled from rank 0."""
     from voxtune.models.load import load, load_empty
 
-    world = int(os.environ.get("WORLD_SIZE", "1"))
+    world = processes()
     rank = int(os.environ.get("RANK", "0"))
     if loads_on_rank_zero(spec, world) and rank != 0:
         print(f"rank {rank}: base built empty, its shard comes from rank 0", flush=True)
