@@ -76,6 +76,8 @@ def start_ui(tmp_path: Path, voxtune_home: Path) -> Iterator:
     for server in started:
         server.process.terminate()  # the UI stops its `voxtune serve` child on exit
         server.process.wait(20)
+        # pytest shows a teardown's output only when the test failed: the server's side of it
+        print(f"--- {server.log.name} (last lines) ---\n{server.text()[-4000:]}")
 
 
 @pytest.fixture

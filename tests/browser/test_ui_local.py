@@ -69,6 +69,14 @@ def record(page, sentences: list[int]) -> None:
             screenshot(page, "ui-record")
 
 
+def build_dataset(page) -> None:
+    """Build the dataset and wait until the Dataset tab no longer calls it stale."""
+    page.locator("#dataset-build").click()
+    expect(page.locator("#dataset-total")).not_to_contain_text("changed since",
+                                                               timeout=180_000)
+    expect(page.locator("#dataset-summary")).to_contain_text("kept 6 clips")  # or what was not
+
+
 def children(pid: int) -> list[int]:
     """The processes `pid` started (every thread's children)."""
     tasks = Path(f"/proc/{pid}/task")
@@ -156,8 +164,7 @@ def test_record_upload_train_publish_and_try(start_ui, browser, speech_wav: Path
     # 3. the dataset table, then the prepare step builds the dataset; a delete asks first
     open_tab(page, "Dataset")
     page.locator("#dataset-total").get_by_text("6 clips").wait_for()
-    page.locator("#dataset-build").click()
-    page.locator("#dataset-summary").get_by_text("kept 6 clips").wait_for()
+    build_dataset(page)
     choose_option(page, "dataset-clip", PHRASES["en"][1][:20])
     page.locator("#dataset-delete").click()
     expect(page.locator("#dataset-delete-confirm")).to_be_visible()
@@ -180,8 +187,7 @@ def test_record_upload_train_publish_and_try(start_ui, browser, speech_wav: Path
     page.locator("#train-launch").click()
     page.get_by_text("rebuild it first").first.wait_for()
     open_tab(page, "Dataset")
-    page.locator("#dataset-build").click()
-    page.locator("#dataset-summary").get_by_text("kept 6 clips").wait_for()
+    build_dataset(page)
     open_tab(page, "Train")
     page.locator("#train-preview").click()
     spec_view = page.locator("#train-spec")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import sqlite3
 import subprocess
@@ -276,7 +277,8 @@ def test_sigterm_to_one_rank_stops_every_rank_at_the_same_step(prepared: Path,
         process.kill()  # the ranks die with the launcher (their parent-death signal)
         process.wait()
     assert process.returncode == 75, log[-3000:]  # the rank's own code, through the launcher
-    assert "rank 1 exited with code 75" in log and "Traceback" not in log, log[-3000:]
+    # both ranks stop at the same step with 75; the launcher names whichever it saw end first
+    assert re.search(r"rank [01] exited with code 75", log) and "Traceback" not in log, log[-3000:]
     stopped_at = steps_done(output)  # a whole checkpoint: rank 0 saved it too
     assert 2 <= stopped_at < 200
     saved = output / "checkpoints" / f"checkpoint-{stopped_at}"
