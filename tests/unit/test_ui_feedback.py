@@ -248,3 +248,20 @@ def test_the_suite_sees_a_detached_child(tmp_path: Path) -> None:
         child.kill()
         child.wait()
     assert child.pid not in marked_processes(os.environ["VOXTUNE_TEST_SESSION"])
+
+
+def test_the_run_page_says_how_it_was_scored_and_shows_the_general_set() -> None:
+    status = RunStatus(name="alice-x", phase="Succeeded", metrics={
+        "wer": 0.1, "base_wer": 0.3, "general_wer": 0.052, "base_general_wer": 0.05})
+    page = handlers.RunPage(status, "", {}, [], {
+        "normalizer": "whisper (Whisper's EnglishTextNormalizer)",
+        "general_dataset": "openslr/librispeech_asr"})
+    heading = views.run_heading(page)
+    assert "normaliser: whisper (Whisper's EnglishTextNormalizer)" in heading
+    assert "General speech (openslr/librispeech_asr): WER 5.0% base → 5.2% tuned" in heading
+    bars = views.score_bars(status.metrics)
+    assert list(bars["score"]) == ["WER base", "WER tuned", "general WER base",
+                                   "general WER tuned"]
+    # a run without a general set or a recorded normaliser reads as before
+    plain = views.run_heading(handlers.RunPage(RunStatus(name="alice-y"), "", {}, []))
+    assert "normaliser" not in plain and "General speech" not in plain

@@ -25,7 +25,7 @@ import json
 import os
 import re
 import secrets
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -196,6 +196,8 @@ class RunPage:
     logs: str
     curves: Curves
     samples: list[dict[str, Any]]  # per held-out clip: id, reference, base, tuned
+    # how the scores were measured (metrics.json): `normalizer`, `general_dataset`, …
+    scoring: dict[str, Any] = field(default_factory=dict)
 
     @property
     def finished(self) -> bool:
@@ -237,15 +239,25 @@ def run_page(ctx: Context, user: str, run: str) -> RunPage:
     # the curves and per-clip transcripts are the train step's files on the shared volume (the
     # status carries neither: one grows with every logged step, the other with the eval set)
     folder = RunFolder.named(ctx.home, publish_of(ctx, run) or run)
+    metrics = read_metrics(folder.metrics)
     return RunPage(status, "\n".join(lines[-LOG_TAIL:]), read_curves(folder.trackio),
-                   read_samples(folder.metrics))
+                   samples_of(metrics), {key: metrics[key] for key in SCORING if key in metrics})
 
 
-def read_samples(metrics_file: Path) -> list[dict[str, Any]]:
+# what metrics.json says about how the run's scores were measured, for the run page
+SCORING = ("normalizer", "general_dataset", "general_normalizer", "merged_wer_drift")
+
+
+def read_metrics(metrics_file: Path) -> dict[str, Any]:
     try:
-        samples = json.loads(metrics_file.read_text(encoding="utf-8")).get("samples")
-    except (OSError, ValueError, AttributeError):
-        return []  # not written yet (or being replaced)
+        metrics = json.loads(metrics_file.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}  # not written yet (or being replaced)
+    return metrics if isinstance(metrics, dict) else {}
+
+
+def samples_of(metrics: dict[str, Any]) -> list[dict[str, Any]]:
+    samples = metrics.get("samples")
     return [row for row in samples if isinstance(row, dict)] if isinstance(samples, list) \
         else []
 

@@ -19,7 +19,10 @@ from voxtune.ui.workspace import Rejected
 
 # bar label → (series, metric key in metrics.json)
 SCORE_BARS = {"WER base": ("base", "base_wer"), "WER tuned": ("tuned", "wer"),
-              "CER base": ("base", "base_cer"), "CER tuned": ("tuned", "cer")}
+              "CER base": ("base", "base_cer"), "CER tuned": ("tuned", "cer"),
+              # eval.general: did fine-tuning hurt speech it was not trained on?
+              "general WER base": ("base", "base_general_wer"),
+              "general WER tuned": ("tuned", "general_wer")}
 CLIP_COLUMNS = ["id", "file", "seconds", "language", "transcript"]
 RUN_COLUMNS = ["run", "phase", "progress", "WER base → tuned", "updated"]
 GOOD_START = 50  # phrases: where a personal model starts to pay off (about 5 minutes)
@@ -113,7 +116,25 @@ def progress_bar(status: RunStatus) -> str:
 
 def run_heading(page: RunPage) -> str:
     text = f"### {page.status.name}: {page.status.phase}\n{progress(page.status)}"
+    text = "\n\n".join(part for part in (text, scoring_text(page)) if part)
     return f"{text}\n\n{page.explanation}" if page.explanation else text
+
+
+def scoring_text(page: RunPage) -> str:
+    """How the WER/CER were measured, and the general set's scores when there is one."""
+    scoring, metrics = page.scoring, page.status.metrics
+    lines = []
+    if "normalizer" in scoring:
+        lines.append(f"Scored on the held-out clips, normaliser: {scoring['normalizer']}.")
+    if "general_wer" in metrics:
+        lines.append(f"General speech ({scoring.get('general_dataset', 'eval.general')}): WER "
+                     f"{format_percent(metrics.get('base_general_wer'))} base → "
+                     f"{format_percent(metrics['general_wer'])} tuned — did fine-tuning hurt "
+                     "speech it was not trained on?")
+    if "merged_wer_drift" in scoring:
+        lines.append(f"Merged model: WER {format_percent(metrics.get('merged_wer'))} "
+                     f"({scoring['merged_wer_drift']:g} points from the evaluated adapter).")
+    return "\n".join(f"- {line}" for line in lines)
 
 
 # Gradio types a plot's axes from the first frame's column dtypes, and an empty frame's are
