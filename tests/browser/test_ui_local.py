@@ -50,16 +50,20 @@ def uploads(folder: Path, speech: Path) -> list[Path]:
     return [*files, folder / "notes.wav"]
 
 
-def record(page, sentences: list[int]) -> None:
-    """Record and save each of `sentences` (Save moves on to the next one by itself)."""
-    for number in sentences:
+def record(page, sentences: list[int], seconds: float = 2.5) -> None:
+    """Record and save each of `sentences` (Save moves on to the next one by itself).
+
+    Every take plays the fake microphone's file from its start, so two takes as long as each
+    other are the same samples, which prepare rightly refuses as one audio with two
+    transcripts: each take here is 0.4 s longer than the one before."""
+    for take, number in enumerate(sentences):
         index = page.locator("#record-index input")
         if index.input_value() != str(number):
             index.fill(str(number))
             index.press("Enter")
         expect(page.locator("#prompt textarea")).to_have_value(PHRASES["en"][number])
         page.locator("#record-audio button.record-button").click()
-        page.wait_for_timeout(2500)
+        page.wait_for_timeout(1000 * seconds + 400 * take)
         page.locator("#record-audio button.stop-button").click()
         page.wait_for_timeout(1500)
         page.locator("#save-clip").click()
@@ -128,7 +132,7 @@ def test_record_upload_train_publish_and_try(start_ui, browser, speech_wav: Path
     expect(page.locator("#record-counter")).to_contain_text("Sentence 3 of")
     expect(page.locator("#record-counter")).to_contain_text("2 recorded")
     expect(page.locator("#record-counter")).to_contain_text("~50 phrases is a good start")
-    record(page, [0])
+    record(page, [0], seconds=3.3)  # not as long as either take before it
     expect(page.locator("#record-status")).to_contain_text("Replaced the take of clip")
     expect(page.locator("#record-counter")).to_contain_text("2 recorded")
     log = (voxtune_home / "users/local/recordings/recordings.jsonl").read_text().splitlines()
@@ -216,6 +220,8 @@ def test_record_upload_train_publish_and_try(start_ui, browser, speech_wav: Path
     final = page.locator("#run-progress").inner_text()
     assert "Succeeded" in final and "left" not in final
     expect(page.locator("#run-progress progress")).to_have_attribute("value", "100")
+    # how the scores were measured, as the card and metrics.json say it (the UI default: whisper)
+    expect(page.locator("#run-phase")).to_contain_text("normaliser: whisper")
     # per-clip transcripts, reference / base / tuned, errors marked
     samples = page.locator("#run-samples table.vt-samples")
     expect(samples).to_contain_text("tuned model")
