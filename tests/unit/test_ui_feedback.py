@@ -142,6 +142,10 @@ def test_voxtune_status_reads_as_a_summary() -> None:
         "  published: alice-voice → /r/alice-voice/1",
         f"  updated {status.updated}"]
     assert describe(TRAINING) in summary(status)
+    forgot = running(metrics={"wer": 0.12, "base_wer": 0.31, "general_wer": 0.061,
+                              "base_general_wer": 0.052, "merged_wer": 0.121})
+    assert "  general set, base → tuned: WER 5.2% → 6.1%" in summary(forgot).splitlines()
+    assert "  merged model: WER 12.1%" in summary(forgot).splitlines()
 
 
 # --- the workspace -----------------------------------------------------------------------------

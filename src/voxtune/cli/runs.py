@@ -166,6 +166,12 @@ def summary(status: RunStatus) -> str:
               f"{format_percent(metrics[name])}" for name in ("wer", "cer") if name in metrics]
     if scores:
         lines.append(f"  base → tuned: {', '.join(scores)}")
+    if "general_wer" in metrics:  # eval.general: did fine-tuning hurt speech it was not trained on?
+        lines.append(f"  general set, base → tuned: WER "
+                     f"{format_percent(metrics.get('base_general_wer'))} → "
+                     f"{format_percent(metrics['general_wer'])}")
+    if "merged_wer" in metrics:  # publish's export gate re-scored the merged model
+        lines.append(f"  merged model: WER {format_percent(metrics['merged_wer'])}")
     if status.published:
         lines.append(f"  published: {status.published.name} → {status.published.model}")
     lines.append(f"  updated {status.updated}")
