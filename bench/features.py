@@ -77,7 +77,7 @@ def main() -> None:
         LogMel,
         TrainingCollator,
         TranscriptionDataset,
-        cached_clip_features,
+        cache_clips,
         features_key,
     )
 
@@ -104,8 +104,7 @@ def main() -> None:
 
         def cache_misses() -> None:  # a fresh, empty cache every pass
             folder = Path(scratch) / f"cache-{next(caches)}"
-            for clip in clips:
-                cached_clip_features(clip, prepared, processor, folder, LANGUAGE, key)
+            cache_clips(clips, prepared, processor, folder, LANGUAGE, key)
 
         cache_dir = Path(scratch) / "cache"
         with quiet():

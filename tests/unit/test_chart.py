@@ -13,6 +13,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from tests.emulators import kube
+from tests.emulators.kube import KubeEmulator
 from tests.helm import (
     CHART,
     NAMESPACE,
@@ -26,13 +28,20 @@ from tests.helm import (
     template_text,
 )
 from voxtune.cli import main
+from voxtune.client import Client
 from voxtune.controller.jobs import JobSettings, build_job
 from voxtune.controller.settings import RESERVED_ENV
 from voxtune.plan import GpuProfile
 from voxtune.spec import RunSpec
+from voxtune.ui import training
+from voxtune.ui.demo import DemoServers
+from voxtune.ui.handlers import Context
+from voxtune.ui.settings import UiSettings
+from voxtune.ui.training import AUTO_PROFILE, TrainForm
 
 KUBERNETES_MINORS = ("1.29", "1.37")  # oldest and newest supported
 MATRIX = pytest.mark.parametrize("values", VALUES.values(), ids=VALUES.keys())
+kube_emulator = kube.kube_emulator
 CONTROLLER, UI, DEMO = (f"{RELEASE}-{part}" for part in ("controller", "ui", "demo"))
 UI_USERS = f"{RELEASE}-ui-users"
 
@@ -327,6 +336,30 @@ def test_ui_password_auth_by_default_with_a_generated_user() -> None:
     secret = find(documents, "Secret", UI_USERS)
     assert re.fullmatch(r"admin:[A-Za-z0-9]{24}\n",
                         base64.b64decode(secret["data"]["users"]).decode())
+
+
+def test_the_ui_plans_against_the_controllers_gpu_profiles(tmp_path: Path, voxtune_home: Path,
+                                                           kube_emulator: KubeEmulator) -> None:
+    """The Train page offers the profiles the chart gave the controller, not built-in ones."""
+    documents = render(VALUES["gpu-kueue"])
+    pod = find(documents, "Deployment", UI)["spec"]["template"]["spec"]
+    path = Path(env(pod["containers"][0])["VOXTUNE_UI_JOB_SETTINGS"])
+    mount = next(m for m in pod["containers"][0]["volumeMounts"]
+                 if m["mountPath"] == str(path.parent))
+    volume = next(v for v in pod["volumes"] if v["name"] == mount["name"])
+    assert volume["configMap"]["name"] == f"{RELEASE}-jobs" and path.name == "jobs.yaml"
+
+    mounted = tmp_path / path.name  # what the pod reads at that path
+    mounted.write_text(find(documents, "ConfigMap", f"{RELEASE}-jobs")["data"]["jobs.yaml"])
+    client = Client("kubernetes", namespace="default", home=voxtune_home,
+                    api_client=kube_emulator.api_client())
+    ctx = Context(client,
+                  UiSettings(job_settings=mounted), voxtune_home,
+                  DemoServers(voxtune_home / "ui"))
+    offered = training.offer(ctx, TrainForm(base_model=training.BASE_MODELS[0], gpus="1 GPU"))
+    assert offered.profiles == [AUTO_PROFILE, "h100"]  # the values' only profile
+    assert offered.plan is not None and offered.plan.profile.name == "h100"
+    assert "profiles h100 (79.1 GiB): the controller's" in training.hardware_text(ctx)
 
 
 def test_ui_auth_modes() -> None:

@@ -3,6 +3,7 @@ and the device path (audio in the items, log-mel per batch) against the cache.""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -16,7 +17,7 @@ from voxtune.train.collator import (
     LogMel,
     TrainingCollator,
     TranscriptionDataset,
-    cached_clip_features,
+    cache_clips,
     encode_clip,
     features_key,
     read_audio,
@@ -156,9 +157,14 @@ def test_features_are_computed_once_and_reused(tiny, prepared, tmp_path):
     assert {path: path.stat().st_mtime_ns for path in second.paths} == written
     assert second.input_ids == first.input_ids
 
+    # what the cache holds is what the processor's own request makes of the clip
     folder, clips = prepared
-    fresh = encode_clip(processor, read_audio(folder / clips[1].audio_path), None)
-    assert torch.equal(second[1]["input_features"], fresh.input_features)
+    for index, clip in enumerate(clips):
+        fresh = encode_clip(processor, read_audio(folder / clip.audio_path), clip.language)
+        assert second[index]["input_features"].shape == fresh.input_features.shape
+        assert torch.allclose(second[index]["input_features"], fresh.input_features, atol=1e-5)
+        # a file holds its own clip's windows, not the batch's tensor it was sliced from
+        assert first.paths[index].stat().st_size < 1.5 * fresh.input_features.nbytes
 
 
 def test_cache_is_keyed_by_processor_and_language(tiny, tiny_short, prepared, tmp_path):
@@ -166,7 +172,8 @@ def test_cache_is_keyed_by_processor_and_language(tiny, tiny_short, prepared, tm
     assert features_key(processor) == features_key(load("tiny-random")[1])
     assert features_key(processor) != features_key(short)
     folder, clips = prepared
-    paths = {cached_clip_features(clips[0], folder, p, tmp_path / "cache", language)[0]
+    unlabelled = replace(clips[0], language=None)  # so the run's language decides
+    paths = {cache_clips([unlabelled], folder, p, tmp_path / "cache", language)[0][0]
              for p in (processor, short) for language in ("sv", None)}
     assert len(paths) == 4
 

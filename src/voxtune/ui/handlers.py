@@ -31,7 +31,7 @@ from typing import Any
 
 from voxtune.client import Client
 from voxtune.errors import UserError
-from voxtune.plan import GpuProfile
+from voxtune.plan import DEFAULT_PROFILES, GpuProfile
 from voxtune.plan.geometry import TINY_PRESET
 from voxtune.run.layout import SPEC, RunFolder, registry_dir
 from voxtune.run.progress import LINE as PROGRESS_LINE
@@ -80,6 +80,17 @@ class Context:
     def local_gpus(self) -> list[GpuProfile]:
         """The GPUs local runs get (none on a cluster: its GPU profiles are the plan's)."""
         return [] if self.kubernetes else detect_gpus()
+
+    @functools.cached_property
+    def gpu_profiles(self) -> dict[str, GpuProfile]:
+        """The GPU profiles a cluster run is planned against, by name: the controller's own
+        (its job settings file, when the chart mounts it), else the plan's defaults."""
+        profiles = DEFAULT_PROFILES
+        if self.kubernetes and self.settings.job_settings:
+            from voxtune.controller.settings import JobSettings
+
+            profiles = tuple(JobSettings.load(self.settings.job_settings).gpu_profiles)
+        return {profile.name: profile for profile in profiles}
 
     def workspace(self, user: str) -> Workspace:
         return Workspace(self.home, user, self.settings.max_upload_mb * 2**20,

@@ -31,5 +31,9 @@ class UiSettings(BaseSettings):
         None, description="A folder of datasets every UI user may train on. A local folder "
         "named in the Dataset tab must lie inside it or inside the user's own workspace; "
         "unset: only the user's workspace (and Hub ids).")
+    job_settings: Path | None = Field(
+        None, description="The controller's job settings file (the chart mounts its ConfigMap): "
+        "on Kubernetes the Train page plans against its GPU profiles, as the controller will; "
+        "unset: the plan's default profiles.")
     max_upload_mb: int = Field(50, ge=1, le=2048, description="Largest audio file accepted.")
     max_clips: int = Field(2000, ge=1, description="Clips per user workspace.")

@@ -16,7 +16,7 @@ import yaml
 from pydantic import ValidationError
 
 from voxtune.errors import UserError
-from voxtune.plan import DEFAULT_PROFILES, GpuProfile, Plan, plan_run
+from voxtune.plan import Plan, plan_run
 from voxtune.plan.geometry import Geometry, load_geometry
 from voxtune.run.status import RunStatus
 from voxtune.run.steps import STEPS
@@ -37,7 +37,6 @@ from voxtune.ui.sources import checked_source, dataset_source
 BASE_MODELS = (DEFAULT_BASE_MODEL, "mistralai/Voxtral-Small-24B-2507", "tiny-random")
 GPU_COUNTS = {"CPU only": 0, "1 GPU": 1, "2 GPUs": 2, "4 GPUs": 4, "8 GPUs": 8}
 AUTO_PROFILE = "smallest that fits"
-PROFILES: dict[str, GpuProfile] = {profile.name: profile for profile in DEFAULT_PROFILES}
 MODES = {"lora": "LoRA", "qlora": "QLoRA (4-bit base; GPU only)", "full": "Full"}
 PLAN_NAME = "plan"  # the name of the specs built only to be planned; never submitted
 
@@ -51,7 +50,7 @@ class TrainForm:
     mode: str = "lora"
     language: str = "auto"
     gpus: str = "1 GPU"  # a GPU_COUNTS label
-    gpu_profile: str = AUTO_PROFILE  # or a PROFILES name
+    gpu_profile: str = AUTO_PROFILE  # or the name of one of Context.gpu_profiles
     max_steps: int = 0  # 0: train for `epochs`
     epochs: float = 3.0
     learning_rate: float = 0.0  # 0 or empty: the mode's default (spec.LEARNING_RATES)
@@ -83,13 +82,13 @@ def learning_rate_label() -> str:
     return f"Learning rate (0 = the mode's default: {defaults})"
 
 
-def _spec(name: str, form: TrainForm, sources: list[Source]) -> RunSpec:
+def _spec(ctx: Context, name: str, form: TrainForm, sources: list[Source]) -> RunSpec:
     """The RunSpec of `form`; pydantic.ValidationError for values the spec refuses."""
     if form.gpus not in GPU_COUNTS:
         raise UserError(f"GPUs {form.gpus!r}: choose one of {list(GPU_COUNTS)}")
-    if form.gpu_profile != AUTO_PROFILE and form.gpu_profile not in PROFILES:
+    if form.gpu_profile != AUTO_PROFILE and form.gpu_profile not in ctx.gpu_profiles:
         raise UserError(f"GPU profile {form.gpu_profile!r}: choose one of "
-                        f"{[AUTO_PROFILE, *PROFILES]}")
+                        f"{[AUTO_PROFILE, *ctx.gpu_profiles]}")
     gpus = GPU_COUNTS[form.gpus]
     steps = [step for step in STEPS if form.publish_after or step != "publish"]
     return RunSpec(
@@ -110,7 +109,7 @@ def build_spec(ctx: Context, user: str, form: TrainForm) -> RunSpec:
     sources = [dataset_source(ctx, user),
                *(checked_source(ctx, user, source) for source in ctx.workspace(user).sources())]
     try:
-        return _spec(run_name(user, form.name), form, sources)
+        return _spec(ctx, run_name(user, form.name), form, sources)
     except ValidationError as error:
         raise UserError(format_validation_error(error, "form")) from None
 
@@ -122,10 +121,11 @@ def plan_of(ctx: Context, spec: RunSpec, geometry: Geometry | None = None) -> Pl
     """voxtune.plan's plan for `spec` on its GPU profile (none named: the smallest that fits),
     against this machine's memory for local runs. UserError when the model's config is not
     known here (a custom model id that is not cached)."""
-    profile = PROFILES.get(spec.resources.gpu_profile or "")
+    profile = ctx.gpu_profiles.get(spec.resources.gpu_profile or "")
     if ctx.local_gpus and spec.resources.gpus:  # a local run gets this machine's GPU
         profile = ctx.local_gpus[0]
-    return plan_run(spec, profile, host_limit_gib=ctx.host_memory_gib, geometry=geometry)
+    return plan_run(spec, profile, tuple(ctx.gpu_profiles.values()),
+                    host_limit_gib=ctx.host_memory_gib, geometry=geometry)
 
 
 def gpu_counts(ctx: Context) -> list[str]:
@@ -138,9 +138,11 @@ def gpu_counts(ctx: Context) -> list[str]:
 def hardware_text(ctx: Context) -> str:
     """What the runs launched here will run on."""
     if ctx.kubernetes:
-        profiles = ", ".join(f"{p.name} ({p.memory_gib:g} GiB)" for p in PROFILES.values())
-        return (f"**Runs on:** the cluster's GPU nodes — profiles {profiles}; the controller "
-                "checks the plan again against its own profiles.")
+        profiles = ", ".join(f"{p.name} ({p.memory_gib:g} GiB)"
+                             for p in ctx.gpu_profiles.values())
+        whose = ("the controller's" if ctx.settings.job_settings else
+                 "the defaults (VOXTUNE_UI_JOB_SETTINGS is unset, so the controller may differ)")
+        return f"**Runs on:** the cluster's GPU nodes — profiles {profiles}: {whose}."
     memory = f"{ctx.host_memory_gib:.0f} GiB RAM"
     if not ctx.local_gpus:
         return (f"**Runs on:** this machine — CPU only, {memory}. Training the real Voxtral "
@@ -151,7 +153,7 @@ def hardware_text(ctx: Context) -> str:
 
 def _fits(ctx: Context, form: TrainForm, geometry: Geometry) -> bool:
     try:
-        spec = _spec(PLAN_NAME, form, [])
+        spec = _spec(ctx, PLAN_NAME, form, [])
     except (ValidationError, UserError):  # e.g. qlora without a GPU
         return False
     return plan_of(ctx, spec, geometry).fits
@@ -176,7 +178,7 @@ def offer(ctx: Context, form: TrainForm) -> Offer:
     try:
         geometry = load_geometry(form.base_model.strip())
     except UserError as error:  # nothing to plan with: offer everything, say why
-        return Offer(form, list(MODES), list(GPU_COUNTS), [AUTO_PROFILE, *PROFILES], None,
+        return Offer(form, list(MODES), list(GPU_COUNTS), [AUTO_PROFILE, *ctx.gpu_profiles], None,
                      str(error))
 
     def fitting(field: str, values: list[str], **others: str) -> list[str]:
@@ -194,11 +196,12 @@ def offer(ctx: Context, form: TrainForm) -> Offer:
         form = replace(form, gpus=gpus[0])
     # a local run has this machine's GPU, not a profile to choose
     choosable = GPU_COUNTS.get(form.gpus) and ctx.kubernetes
-    profiles = [AUTO_PROFILE] + (fitting("gpu_profile", list(PROFILES)) if choosable else [])
+    profiles = [AUTO_PROFILE, *(fitting("gpu_profile", list(ctx.gpu_profiles))
+                                if choosable else [])]
     if form.gpu_profile not in profiles:
         form = replace(form, gpu_profile=AUTO_PROFILE)
     try:
-        plan = plan_of(ctx, _spec(PLAN_NAME, form, []), geometry)
+        plan = plan_of(ctx, _spec(ctx, PLAN_NAME, form, []), geometry)
     except ValidationError as error:
         return Offer(form, modes, gpus, profiles, None, format_validation_error(error, "form"))
     return Offer(form, modes or list(MODES), gpus or counts, profiles, plan)
