@@ -11,8 +11,9 @@ each way of turning prepared clips into the model's `input_features` costs, per 
       `UpstreamCollator`): a `datasets` row decoded on access, then
       `processor.apply_transcription_request` per batch (every clip written to an in-memory WAV,
       read back by mistral-common, padded to 30 s, log-mel), in every epoch.
-  (b) cache miss — `cached_clip_features` into an empty cache: decode, the processor's request,
-      write the 30-s fp32 log-mel (once per clip and processor).
+  (b) cache miss — `cache_clips` into an empty cache: decode, `LogMel` over up to 32 clips at
+      once with one prompt per window count, write the 30-s fp32 log-mel (once per clip and
+      processor).
   (c) cache hit — the dataset item (mmap of the cache file) + `TrainingCollator` (every epoch).
   (d) device path, here on the CPU — the dataset item (decode the FLAC) + `TrainingCollator`
       with `LogMel` (the feature extractor's torch path, clips of one window in one call);
