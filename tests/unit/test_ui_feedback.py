@@ -19,7 +19,14 @@ from voxtune.client import Client
 from voxtune.errors import UserError
 from voxtune.run.layout import RunFolder
 from voxtune.run.process import claim_run_folder, failure_message
-from voxtune.run.progress import PhaseProgress, describe, format_duration, parse, report
+from voxtune.run.progress import (
+    PhaseProgress,
+    describe,
+    format_duration,
+    parse,
+    phase,
+    report,
+)
 from voxtune.run.status import Publication, RunStatus, StepStatus
 from voxtune.spec import RunSpec
 from voxtune.ui import handlers, sources, views
@@ -55,6 +62,21 @@ def test_a_phase_reports_its_pace_from_where_it_resumed(capsys: pytest.CaptureFi
         phase="train-resumed", done=50, total=100, elapsed_s=10.0, remaining_s=50.0)
 
 
+def test_an_evaluation_reports_each_batch_with_the_time_left(
+        capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    """Not only 0/40 and 40/40: each batch moves the bar; two ranks' equal shares count twice."""
+    clock = iter([0.0, 4.0, 8.0, 9.0])
+    monkeypatch.setattr("voxtune.run.progress.time.monotonic", lambda: next(clock))
+    with phase("eval-two-ranks", 40, scale=2) as advance:
+        advance(8)  # this rank's first batch of its 20 clips
+        advance(8)
+    assert capsys.readouterr().out.splitlines() == [
+        "progress eval-two-ranks 0/40 elapsed=0.0s",
+        "progress eval-two-ranks 16/40 elapsed=4.0s remaining=6.0s",
+        "progress eval-two-ranks 32/40 elapsed=8.0s remaining=2.0s",
+        "progress eval-two-ranks 40/40 elapsed=9.0s"]
+
+
 def test_old_progress_lines_and_other_output() -> None:
     assert parse("loss 1.2\nprogress 3/6\n", "train") == PhaseProgress(phase="train", done=3,
                                                                      total=6)
@@ -69,8 +91,8 @@ def test_durations_read_as_people_say_them(seconds: float, text: str) -> None:
 
 def test_an_ended_run_has_nothing_left_to_estimate() -> None:
     assert running().current == TRAINING
-    for phase in ("Succeeded", "Failed", "Cancelled"):
-        ended = RunStatus.model_validate({**running().model_dump(), "phase": phase})
+    for run_phase in ("Succeeded", "Failed", "Cancelled"):
+        ended = RunStatus.model_validate({**running().model_dump(), "phase": run_phase})
         assert ended.current is None
         assert "left" not in views.progress_bar(ended) and "left" not in summary(ended)
 

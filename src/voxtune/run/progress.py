@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 from pydantic import BaseModel, Field
@@ -81,10 +81,21 @@ def report(phase: str, done: int, total: int) -> None:
 
 
 @contextmanager
-def phase(name: str, total: int = 1) -> Iterator[None]:
-    """Report `name` as started (0 of `total`) and, when the block ends, as done."""
+def phase(name: str, total: int = 1, scale: int = 1) -> Iterator[Callable[[int], None]]:
+    """Report `name` as started (0 of `total`), again each time the block calls the yielded
+    `advance(n)` with n more units done, and as done when the block ends. `scale`: processes
+    doing equal shares at the same pace, each reporting its own (one's n stands for n × scale).
+    """
+    done = 0
     report(name, 0, total)
-    yield
+
+    def advance(units: int) -> None:
+        nonlocal done
+        done = min(total, done + units * scale)
+        if done < total:  # the end is the block's to report
+            report(name, done, total)
+
+    yield advance
     report(name, total, total)
 
 

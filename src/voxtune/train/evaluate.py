@@ -13,6 +13,7 @@ transcribes its share and the transcripts are gathered, so no rank waits on the 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -56,9 +57,12 @@ def shard(count: int, rank: int, world: int) -> list[int]:
 
 def transcribe_clips(model: Any, processor: Any, clips: list[Clip], prepared: Path,
                      language: str | None, limit: TokenLimit, batch_size: int,
-                     indices: list[int] | None = None) -> dict[int, Transcript]:
+                     indices: list[int] | None = None,
+                     on_batch: Callable[[int], Any] = lambda count: None
+                     ) -> dict[int, Transcript]:
     """{index: transcript} of `clips` (those at `indices`, default all), each with its own
-    language or the run's, in batches of similar duration."""
+    language or the run's, in batches of similar duration; `on_batch(n)` after each batch of
+    n clips (a progress bar)."""
     indices = list(range(len(clips))) if indices is None else indices
     ordered = sorted(indices, key=lambda index: clips[index].duration)
     found: dict[int, Transcript] = {}
@@ -68,6 +72,7 @@ def transcribe_clips(model: Any, processor: Any, clips: list[Clip], prepared: Pa
             model, processor, [prepared / clips[index].audio_path for index in batch],
             [clips[index].language or language for index in batch], max_new_tokens=limit)
         found.update(zip(batch, transcripts, strict=True))
+        on_batch(len(batch))
     return found
 
 
@@ -84,12 +89,14 @@ def gather(found: dict[int, Transcript], count: int, world: int) -> list[Transcr
 
 def evaluate_clips(model: Any, processor: Any, clips: list[Clip], prepared: Path,
                    settings: EvalSpec, language: str | None, limit: TokenLimit,
-                   shards: tuple[int, int] = (0, 1)) -> Evaluated:
+                   shards: tuple[int, int] = (0, 1),
+                   on_batch: Callable[[int], Any] = lambda count: None) -> Evaluated:
     """Transcribe and score `clips`. `shards` (rank, world size): under torch.distributed
-    every rank calls it, transcribes its share, and all get the whole result."""
+    every rank calls it, transcribes its share, and all get the whole result. `on_batch(n)`:
+    this rank transcribed n more clips."""
     rank, world = shards
     found = transcribe_clips(model, processor, clips, prepared, language, limit,
-                             settings.batch_size, shard(len(clips), rank, world))
+                             settings.batch_size, shard(len(clips), rank, world), on_batch)
     transcripts = gather(found, len(clips), world)
     scores = score([clip.text for clip in clips], [t.text for t in transcripts],
                    normalizer=settings.normalizer,

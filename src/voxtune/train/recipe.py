@@ -24,7 +24,7 @@ import json
 import os
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -137,13 +137,15 @@ def general_set(spec: RunSpec, run: RunFolder, main_process: bool) -> list[Clip]
 
 
 def evaluate_sets(model: Any, processor: Any, spec: RunSpec, sets: dict[str, tuple[Path, list]],
-                  limit: Any, shards: tuple[int, int]) -> dict[str, Any]:
-    """{set name: Evaluated} of one model on each (prepared folder, clips) set."""
+                  limit: Any, shards: tuple[int, int],
+                  on_batch: Callable[[int], Any] = lambda count: None) -> dict[str, Any]:
+    """{set name: Evaluated} of one model on each (prepared folder, clips) set; `on_batch(n)`
+    as this rank transcribes n more clips."""
     from voxtune.train.evaluate import evaluate_clips
 
     return {name: evaluate_clips(model, processor, clips, folder, spec.eval, spec.language,
-                                 limit, shards) for name, (folder, clips) in sets.items()
-            if clips}
+                                 limit, shards, on_batch)
+            for name, (folder, clips) in sets.items() if clips}
 
 
 # --- the recipe ---------------------------------------------------------------------------------
@@ -227,13 +229,14 @@ def main(spec: RunSpec, prepared: Path, output: Path,
     base_file = run.base_eval
     if eval_clips and not base_file.exists():
         with resources.out_of_memory_is_user_error(spec, "evaluating the base model"), \
-                phase("base-eval", len(eval_clips) + len(general)):
+                phase("base-eval", len(eval_clips) + len(general), shards[1]) as advance:
             # under a sharded load rank 0's base waits in host memory to be sent out and the
             # others' is empty: each rank transcribes with a copy of its own, then drops it
             onto = {"device_map": {"": rank}} if on_gpu else {}
             evaluated = (load(spec.base_model, compute, **onto)[0]
                          if sharded_load and (on_gpu or not main_process) else model)
-            base_results = evaluate_sets(evaluated, processor, spec, sets, limit, shards)
+            base_results = evaluate_sets(evaluated, processor, spec, sets, limit, shards,
+                                         advance)
             del evaluated
         if main_process:
             write_atomic(base_file, json.dumps({name: {"scores": asdict(result.scores),
@@ -294,9 +297,9 @@ def main(spec: RunSpec, prepared: Path, output: Path,
     tuned: dict[str, Any] = {}
     if eval_clips and not trainer.is_fsdp_enabled:
         with resources.out_of_memory_is_user_error(spec, "evaluating the tuned model"), \
-                phase("tuned-eval", len(eval_clips) + len(general)):
+                phase("tuned-eval", len(eval_clips) + len(general), shards[1]) as advance:
             tuned = evaluate_sets(ready_to_transcribe(model), processor, spec, sets, limit,
-                                  shards)
+                                  shards, advance)
     if not main_process:
         return {}
     if trainer.is_fsdp_enabled:  # rank 0 alone cannot run the sharded model: it reads final/
@@ -305,8 +308,8 @@ def main(spec: RunSpec, prepared: Path, output: Path,
         model = load_tuned(str(run.final))[0].model
         if eval_clips:
             with resources.out_of_memory_is_user_error(spec, "evaluating the tuned model"), \
-                    phase("tuned-eval", len(eval_clips) + len(general)):
-                tuned = evaluate_sets(model, processor, spec, sets, limit, (0, 1))
+                    phase("tuned-eval", len(eval_clips) + len(general)) as advance:
+                tuned = evaluate_sets(model, processor, spec, sets, limit, (0, 1), advance)
     metrics: dict[str, Any] = {"train_loss": result.training_loss,
                                "train_steps": trainer.state.global_step,
                                "skipped_long_transcripts": skipped + skipped_eval,
