@@ -262,6 +262,29 @@ def test_api_errors_back_off_and_recover(cluster: KubeEmulator,
         running.stop()
 
 
+@pytest.mark.parametrize(("code", "fails"), [(422, True), (403, True), (500, False)],
+                         ids=["webhook-denies", "rbac-forbids", "server-error-retried"])
+def test_a_job_the_api_refuses_fails_the_run_with_its_words(
+        cluster: KubeEmulator, executor: KubernetesExecutor, code: int, fails: bool) -> None:
+    """A refusal that no retry can change (an admission webhook, RBAC) ends the run with the
+    API's own message; a server error is retried until the Job is created."""
+    cluster.fail_next("POST", r"/jobs$", code=code, times=3)
+    running = start_controller(cluster)
+    try:
+        executor.submit(spec("refused"))
+        if fails:
+            status = status_where(executor, "refused", phase="Failed", reason="Rejected")
+            assert status.message == ("the Kubernetes API refused to create Job "
+                                      f"{NS}/refused-prepare: {code} injected fault")
+            time.sleep(1.5)  # three resyncs: nothing more is tried for a finished run
+            assert [r.code for r in cluster.requests_matching("POST", r"/jobs$")] == [code]
+        else:
+            job_appears(cluster, "refused-prepare")
+            assert executor.status("refused").phase != "Failed"
+    finally:
+        running.stop()
+
+
 def finetunerun(name: str, **parts: Any) -> dict:
     """A FineTuneRun as another client may have stored it: the emulator, like a CRD without
     a schema (or one of an older version), keeps whatever spec and status it is given."""

@@ -45,11 +45,13 @@ from prometheus_client import (
 from voxtune.controller.crd import GROUP, PLURAL, RUN_LABEL, VERSION, run_status
 from voxtune.controller.engines import ENGINES, Engine
 from voxtune.controller.jobs import JobSettings
-from voxtune.controller.kubeapi import TRANSIENT, Informer, WorkQueue, backoff, raw
+from voxtune.controller.kubeapi import TRANSIENT, Informer, WorkQueue, backoff, raw, reason
+from voxtune.controller.observe import iso
 from voxtune.controller.reconcile import (
     Action,
     CreateJob,
     CreateObject,
+    Decision,
     DeleteJob,
     DeleteObject,
     Observed,
@@ -57,12 +59,17 @@ from voxtune.controller.reconcile import (
     wanted_events,
     wanted_logs,
 )
+from voxtune.controller.status_words import finish
 from voxtune.run.process import LOG_TAIL_LINES
 from voxtune.run.status import StepStatus
 from voxtune.run.steps import PHASES
 
 log = logging.getLogger("voxtune.controller")
 # Queued is the local executor's alone: a FineTuneRun never is.
+# a create refused with one of these stays refused however often it is retried: a webhook's or
+# the schema's "invalid" (400, 422), RBAC's "forbidden" (403), a kind no longer served (404:
+# its CRD was removed after discovery found it)
+REFUSED = frozenset({400, 403, 404, 422})
 CLUSTER_PHASES = tuple(phase for phase in PHASES if phase != "Queued")
 DURATION_BUCKETS = (60, 300, 900, 1800, 3600, 7200, 14400, 28800, 86400, 259200)
 
@@ -248,7 +255,16 @@ class Controller:
                         "from the rest and its Jobs", self.namespace, name,
                         "; ".join(decision.unreadable))
         for action in decision.actions:
-            self._apply(action)
+            if refused := self._apply(action):
+                # retrying cannot help (a webhook or quota said no, or RBAC lacks a verb): the
+                # run says why instead of waiting for ever
+                status = decision.status
+                for step in status.steps.values():
+                    if step.state == "running":
+                        step.state, step.finished = "failed", iso(self.clock())
+                finish(status, "Failed", "Rejected", refused, iso(self.clock()))
+                decision = Decision(decision.actions, status, True, decision.unreadable)
+                break
         if decision.changed:
             self._record_durations(run, decision.status.steps)
             body = {**run, "status": decision.status.document()}
@@ -264,7 +280,8 @@ class Controller:
                 raise
             self.runs.put(written)
 
-    def _apply(self, action: Action) -> None:
+    def _apply(self, action: Action) -> str | None:
+        """Carry out `action`; why the API refused it, when it refused a create for good."""
         ns = self.namespace
         try:
             if isinstance(action, CreateObject):
@@ -292,10 +309,17 @@ class Controller:
                 self.batch.patch_namespaced_job(action.name, ns, {
                     "spec": {"ttlSecondsAfterFinished": action.ttl_seconds}})
         except ApiException as error:
+            creates = isinstance(action, (CreateJob, CreateObject))
             # 409 on create: it exists (a restart, a stale cache); 404: already gone.
-            exists = error.status == 409 and isinstance(action, (CreateJob, CreateObject))
-            if not (exists or error.status == 404):
-                raise
+            if (error.status == 409 and creates) or (error.status == 404 and not creates):
+                return None
+            # a full quota frees up as other work ends: that one is retried
+            if creates and error.status in REFUSED and "exceeded quota" not in reason(error):
+                kind = action.engine.kind if isinstance(action, CreateObject) else "Job"
+                return (f"the Kubernetes API refused to create {kind} {ns}/{action.name}: "
+                        f"{error.status} {reason(error)}")
+            raise
+        return None
 
     def _events(self, observed: Observed) -> list[dict]:
         events: list[dict] = []
