@@ -143,7 +143,7 @@ def test_cli_submit_wait_list_with_the_local_backend(
     assert re.search(r"^mine: (Pending|Preparing) \((waiting|prepare)\) — ", out, re.MULTILINE)
     run("list")
     header, row = capsys.readouterr().out.splitlines()
-    assert header.split() == ["NAME", "PHASE", "STEP", "PROGRESS", "WER", "UPDATED"]
+    assert header.split() == ["NAME", "PHASE", "STEP", "PROGRESS", "WER", "BASE→TUNED", "UPDATED"]
     assert re.match(r"mine\s+Succeeded\s+-\s+1/1\s", row)
     run("logs", "mine", "--step", "prepare", "--follow")
     assert "kept 12 clips" in capsys.readouterr().out

@@ -129,12 +129,11 @@ def _list(args: argparse.Namespace) -> int:
     if not runs:
         print("no runs yet: voxtune submit FILE", file=sys.stderr)
         return ExitCode.OK
-    row = "{:40} {:11} {:8} {:20} {:>6}  {}"
-    print(row.format("NAME", "PHASE", "STEP", "PROGRESS", "WER", "UPDATED"))
+    row = "{:40} {:11} {:8} {:20} {:16}  {}"
+    print(row.format("NAME", "PHASE", "STEP", "PROGRESS", "WER BASE→TUNED", "UPDATED"))
     for status in runs:
-        wer = status.metrics.get("wer")
         print(row.format(status.name, status.phase, status.step or "-", status.progress or "-",
-                         format_percent(wer), status.updated))
+                         status.wer or "-", status.updated))
     return ExitCode.OK
 
 

@@ -155,8 +155,8 @@ def custom_resource_definition() -> dict[str, Any]:
         {"name": "Phase", "type": "string", "jsonPath": ".status.phase"},
         {"name": "Step", "type": "string", "jsonPath": ".status.step"},
         {"name": "Progress", "type": "string", "jsonPath": ".status.progress"},
-        {"name": "WER", "type": "number", "jsonPath": ".status.metrics.wer",
-         "description": "Word error rate of the tuned model on the eval split."},
+        {"name": "WER", "type": "string", "jsonPath": ".status.wer",
+         "description": "Word error rate on the eval split, base → tuned, in percent."},
         {"name": "Message", "type": "string", "jsonPath": ".status.message", "priority": 1},
         {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
     ]

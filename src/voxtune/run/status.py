@@ -76,7 +76,8 @@ class RunStatus(BaseModel):
     phase: Phase = "Pending"
     reason: str = Field("", description="Why the run is in its phase, one word: Running, "
                         "Unschedulable, ImagePullBackOff, QueueWaiting, StepFailed, "
-                        "NoSpace, InvalidSpec, DoesNotFit, Cancelled, Completed … (empty where the "
+                        "NoSpace, InvalidSpec, DoesNotFit, Rejected, Cancelled, Completed … (empty "
+                        "where the "
                         "backend has nothing to add to the message).")
     step: str | None = None
     message: str = ""
@@ -90,10 +91,20 @@ class RunStatus(BaseModel):
     trained: bool = Field(False, description="The train step left a trained model (final/): "
                           "the run can be published and tried.")
     published: Publication | None = Field(None, description="What the publish step published.")
+    wer: str = Field("", description="Word error rate on the eval split, base → tuned, in "
+                     "percent (\"31.0% → 12.0%\"; kubectl's column); from `metrics`.")
     updated: str = Field(default_factory=now)
 
     @model_validator(mode="after")
-    def _no_estimate_once_ended(self) -> RunStatus:
+    def _derived(self) -> RunStatus:
         if self.phase in TERMINAL:  # a finished or cancelled run has nothing left to estimate
             self.current = None
+        self.wer = wer_change(self.metrics)
         return self
+
+
+def wer_change(metrics: dict[str, float]) -> str:
+    """"31.0% → 12.0%" (base → tuned), or "" before the run has scores."""
+    if "wer" not in metrics:
+        return ""
+    return f"{format_percent(metrics.get('base_wer'))} → {format_percent(metrics['wer'])}"

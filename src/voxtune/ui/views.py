@@ -70,15 +70,8 @@ def rejected_table(rejected: list[Rejected]) -> pandas.DataFrame:
 # --- runs ------------------------------------------------------------------------------------
 
 
-def wer_change(metrics: dict[str, float]) -> str:
-    """"31.0% → 12.0%" (base → tuned), or "" before the run has scores."""
-    if "wer" not in metrics:
-        return ""
-    return f"{format_percent(metrics.get('base_wer'))} → {format_percent(metrics['wer'])}"
-
-
 def runs_table(runs: list[RunStatus]) -> pandas.DataFrame:
-    return pandas.DataFrame([(s.name, s.phase, progress(s), wer_change(s.metrics), s.updated)
+    return pandas.DataFrame([(s.name, s.phase, progress(s), s.wer, s.updated)
                              for s in runs], columns=RUN_COLUMNS)
 
 
