@@ -26,6 +26,7 @@ from typing import Any, Literal
 
 from voxtune.errors import UserError
 from voxtune.executors.protocol import Executor
+from voxtune.plan import GpuProfile
 from voxtune.plan.placement import refuse_unless_fits
 from voxtune.run.layout import check_run_name
 from voxtune.run.status import RunStatus
@@ -123,3 +124,11 @@ class Client:
     def wait(self, name: str, timeout: float | None = None) -> RunStatus:
         """Block until Succeeded, Failed or Cancelled; TimeoutError after `timeout` seconds."""
         return self.executor.wait(check_run_name(name), timeout)
+
+
+def cluster_gpu_profiles(job_settings: Path) -> tuple[GpuProfile, ...]:
+    """The GPU profiles the controller plans cluster runs against, from its job settings file
+    (the chart's ConfigMap, mounted where the UI can read it)."""
+    from voxtune.controller.settings import JobSettings
+
+    return tuple(JobSettings.load(job_settings).gpu_profiles)

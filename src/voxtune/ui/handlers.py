@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from voxtune.client import Client
+from voxtune.client import Client, cluster_gpu_profiles
 from voxtune.errors import UserError
 from voxtune.plan import DEFAULT_PROFILES, GpuProfile
 from voxtune.plan.geometry import TINY_PRESET
@@ -87,9 +87,7 @@ class Context:
         (its job settings file, when the chart mounts it), else the plan's defaults."""
         profiles = DEFAULT_PROFILES
         if self.kubernetes and self.settings.job_settings:
-            from voxtune.controller.settings import JobSettings
-
-            profiles = tuple(JobSettings.load(self.settings.job_settings).gpu_profiles)
+            profiles = cluster_gpu_profiles(self.settings.job_settings)
         return {profile.name: profile for profile in profiles}
 
     def workspace(self, user: str) -> Workspace:
