@@ -24,10 +24,13 @@ from voxtune.models.presets import build_tiny_random
 from voxtune.plan.geometry import load_config
 from voxtune.publish.consolidated import (
     CONSOLIDATED,
+    CONSOLIDATED_INDEX,
+    GROUP_BYTES,
     PARAMS,
     POSITIONS,
     NotConvertible,
     converter,
+    group_tensors,
     mistral_name,
     params_from_config,
     write_consolidated,
@@ -98,12 +101,18 @@ def sinusoidal_tiny(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_a_tiny_voxtral_comes_back_identical_through_transformers_converter(
         sinusoidal_tiny: Path, tmp_path: Path) -> None:
-    written = write_consolidated(sinusoidal_tiny)
-    assert written == {"files": [PARAMS, CONSOLIDATED], "positions_match": True}
+    # ≈2.2 MB of fp32 weights in groups of 512 KiB: sharded, as Mini and Small are
+    written = write_consolidated(sinusoidal_tiny, group_bytes=2**19)
+    shards = sorted(path.name for path in sinusoidal_tiny.glob("consolidated-*.safetensors"))
+    assert written == {"files": [PARAMS, *shards, CONSOLIDATED_INDEX], "positions_match": True}
+    assert len(shards) == 4 and shards[0] == "consolidated-00001-of-00004.safetensors"
     params = json.loads((sinusoidal_tiny / PARAMS).read_text())
     assert params["multimodal"]["whisper_model_args"]["downsample_args"] == {
         "downsample_factor": 4}
-    consolidated = load_file(sinusoidal_tiny / CONSOLIDATED)
+    consolidated = {name: tensor for shard in shards
+                    for name, tensor in load_file(sinusoidal_tiny / shard).items()}
+    index = json.loads((sinusoidal_tiny / CONSOLIDATED_INDEX).read_text())["weight_map"]
+    assert set(index) == set(consolidated) and set(index.values()) == set(shards)
     assert not any(name.startswith(("audio_tower", "language_model", "multi_modal"))
                    for name in consolidated)
 
@@ -127,7 +136,8 @@ def test_a_tiny_voxtral_comes_back_identical_through_transformers_converter(
 
 def test_a_positional_table_vllm_would_not_compute_is_reported(tmp_path: Path) -> None:
     build_tiny_random(tmp_path, 4)  # the smoke-test preset's table is random
-    assert write_consolidated(tmp_path)["positions_match"] is False
+    assert write_consolidated(tmp_path) == {"files": [PARAMS, CONSOLIDATED],
+                                            "positions_match": False}
 
 
 def test_what_has_no_place_in_mistrals_layout_is_refused() -> None:
@@ -184,9 +194,10 @@ def expected_shapes(params: dict[str, Any]) -> dict[str, tuple[int, ...]]:
     return shapes
 
 
-@pytest.mark.parametrize("model", ["mistralai/Voxtral-Mini-3B-2507",
-                                   "mistralai/Voxtral-Small-24B-2507"])
-def test_every_full_size_weight_gets_the_name_and_shape_params_json_implies(model: str) -> None:
+@pytest.mark.parametrize(("model", "shards"), [("mistralai/Voxtral-Mini-3B-2507", 5),
+                                               ("mistralai/Voxtral-Small-24B-2507", 26)])
+def test_every_full_size_weight_gets_the_name_and_shape_params_json_implies(
+        model: str, shards: int) -> None:
     config = {key: value for key, value in load_config(model).items() if not key.startswith("_")}
     with torch.device("meta"):
         built = VoxtralForConditionalGeneration(VoxtralConfig(**config))
@@ -203,6 +214,10 @@ def test_every_full_size_weight_gets_the_name_and_shape_params_json_implies(mode
         converted[done[0]] = tuple(done[1].shape)
     assert skipped == ["model.audio_tower.embed_positions.weight"]
     assert converted == expected_shapes(params)
+    # converted a group at a time (bf16, as published), in as many shards as the module says
+    sizes = [(Path("model.safetensors"), name, tensor.numel() * 2)
+             for name, tensor in built.state_dict().items()]
+    assert len(group_tensors(sizes, GROUP_BYTES)) == shards
     text = config["text_config"]
     assert (params["dim"], params["n_layers"], params["n_kv_heads"], params["hidden_dim"]) == (
         text["hidden_size"], text["num_hidden_layers"], text["num_key_value_heads"],

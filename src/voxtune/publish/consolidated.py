@@ -3,9 +3,9 @@ layout that training produces.
 
     params.json                         the shapes, in Mistral's names (from config.json and the
                                         processor's feature extractor)
-    consolidated.safetensors            the same tensors under Mistral's names; a sharded model
-    (consolidated-0000i-of-0000n.…      gives one consolidated shard per shard, plus
-     + consolidated.safetensors.index.json)  the index
+    consolidated.safetensors            the same tensors under Mistral's names; above
+    (consolidated-0000i-of-0000n.…      GROUP_BYTES in shards, with the index beside them
+     + consolidated.safetensors.index.json)
     tekken.json                         already there: the processor's tokenizer is Mistral's
 
 vLLM's Voxtral reads nothing else: its model class remaps Mistral's tensor names
@@ -19,13 +19,14 @@ sinusoids — the random smoke-test presets — is converted anyway and `positio
 since vLLM would then encode audio differently from transformers.
 
 Pure functions over names, shapes and dicts (tests run them on `meta` tensors at full size);
-`write_consolidated` is the one that reads and writes files, one shard at a time, so converting
-needs one shard's memory (≤ 5 GB), not the model's.
+`write_consolidated` is the one that reads and writes files, a group of tensors at a time, so
+converting needs `GROUP_BYTES` of memory, not the model's.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import re
 from collections.abc import Callable
 from pathlib import Path
@@ -35,6 +36,11 @@ PARAMS = "params.json"
 CONSOLIDATED = "consolidated.safetensors"
 CONSOLIDATED_INDEX = "consolidated.safetensors.index.json"
 POSITIONS = "audio_tower.embed_positions.weight"  # computed by every loader, never stored
+# At most this much of the model is in memory while converting: the publish pod's default 8 GiB
+# holds it beside the process (Mini gives 5 consolidated shards, Small 26).
+GROUP_BYTES = 2 * 2**30
+BYTES = {"F64": 8, "F32": 4, "BF16": 2, "F16": 2, "I64": 8, "I32": 4, "I8": 1, "U8": 1,
+         "BOOL": 1, "F8_E4M3": 1, "F8_E5M2": 1}
 ENCODER = "mm_whisper_embeddings.whisper_encoder."
 LAYER = r"language_model\.model\.layers\.(\d+)\."
 AUDIO_LAYER = r"audio_tower\.layers\.(\d+)\."
@@ -197,6 +203,20 @@ def weight_files(folder: Path) -> list[Path]:
     return [folder / "model.safetensors"]
 
 
+def group_tensors(sizes: list[tuple[Path, str, int]], limit: int) -> list[list[tuple[Path, str]]]:
+    """(file, tensor, bytes) in order → consecutive groups of at most `limit` bytes (a larger
+    tensor alone): one consolidated shard each, so converting holds one group in memory."""
+    groups: list[list[tuple[Path, str]]] = []
+    held = limit
+    for path, name, size in sizes:
+        if held + size > limit:
+            groups.append([])
+            held = 0
+        groups[-1].append((path, name))
+        held += size
+    return groups
+
+
 def consolidated_names(count: int) -> list[str]:
     if count == 1:
         return [CONSOLIDATED]
@@ -213,7 +233,7 @@ def positions_are_sinusoids(table: Any) -> bool:
                                else 1e-5))
 
 
-def write_consolidated(folder: Path) -> dict[str, Any]:
+def write_consolidated(folder: Path, group_bytes: int = GROUP_BYTES) -> dict[str, Any]:
     """Write params.json and the consolidated shards beside the transformers weights in
     `folder`; returns {"files": [...], "positions_match": bool}."""
     from safetensors import safe_open
@@ -224,20 +244,27 @@ def write_consolidated(folder: Path) -> dict[str, Any]:
     if not (folder / "tekken.json").is_file():
         raise NotConvertible(f"{folder}: no tekken.json (vLLM's Mistral tokenizer reads it)")
     convert = converter(params)
-    sources = weight_files(folder)
-    targets = consolidated_names(len(sources))
+    sizes = []
+    for path in weight_files(folder):
+        with safe_open(str(path), framework="pt") as opened:
+            for name in opened.keys():  # noqa: SIM118 (safe_open is no mapping)
+                tensor = opened.get_slice(name)
+                sizes.append((path, name, math.prod(tensor.get_shape())
+                              * BYTES[tensor.get_dtype()]))
+    groups = group_tensors(sizes, group_bytes)
+    targets = consolidated_names(len(groups))
     weight_map: dict[str, str] = {}
     positions_match = True
-    for source, target in zip(sources, targets, strict=True):
+    for group, target in zip(groups, targets, strict=True):
         tensors: dict[str, Any] = {}
-        with safe_open(str(source), framework="pt") as opened:
-            for name in opened.keys():  # noqa: SIM118 (safe_open is no mapping)
-                tensor = opened.get_tensor(name)
-                if saved_name(name) == POSITIONS:
-                    positions_match = positions_are_sinusoids(tensor)
-                converted = convert(name, tensor)
-                if converted is not None:
-                    tensors[converted[0]] = converted[1].contiguous()
+        for path in dict.fromkeys(path for path, _ in group):
+            with safe_open(str(path), framework="pt") as opened:
+                for name in (name for source, name in group if source == path):
+                    tensor = opened.get_tensor(name)
+                    if saved_name(name) == POSITIONS:
+                        positions_match = positions_are_sinusoids(tensor)
+                    if (converted := convert(name, tensor)) is not None:
+                        tensors[converted[0]] = converted[1].contiguous()
         save_file(tensors, folder / target, metadata={"format": "pt"})
         weight_map.update(dict.fromkeys(tensors, target))
     if len(targets) > 1:

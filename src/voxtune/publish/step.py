@@ -33,7 +33,7 @@ from voxtune.data.manifest import Clip
 from voxtune.errors import UserError
 from voxtune.plan.geometry import load_geometry
 from voxtune.publish.bundle import TrainedRun, read_run, stage_model
-from voxtune.publish.card import render_model_card
+from voxtune.publish.card import loading_snippet, render_model_card
 from voxtune.publish.card_facts import ModelFacts, default_language
 from voxtune.publish.dataset import DataSummary, read_prepared, summarize, write_parquet
 from voxtune.publish.dataset_card import render_dataset_card
@@ -143,12 +143,14 @@ class Contents:
             data=self.summary, dataset_ref=dataset_ref,
             space_ref=space_ref)
 
-    def space_facts(self, model_ref: str, on_hub: bool, revision: str | None) -> SpaceFacts:
+    def space_facts(self, layout: str, model_ref: str, on_hub: bool, revision: str | None
+                    ) -> SpaceFacts:
         smoke = self.base_preset is not None or bool(self.run.metrics.get("smoke_model"))
+        loading = loading_snippet(self.facts(layout, model_ref, on_hub, revision))
         return SpaceFacts(name=self.name, model_ref=model_ref, on_hub=on_hub,
                           private=self.publish.private, revision=revision,
                           language=default_language(self.run.spec, self.summary), smoke=smoke,
-                          limit=run_limit(self.run))
+                          limit=run_limit(self.run), loading=loading)
 
 
 # --- the step -----------------------------------------------------------------------------------
@@ -275,7 +277,8 @@ def to_registry(contents: Contents, registry: Registry) -> Published:
             write_dataset(contents, staging / DATASET_DIR, dataset_ref, on_hub=False)
         space_ref = str(final / SPACE_DIR) if contents.space else None
         if space_ref:
-            write_space(staging / SPACE_DIR, contents.space_facts(str(final), False, None))
+            write_space(staging / SPACE_DIR, contents.space_facts(layout, str(final), False,
+                                                                 None))
         card = render_model_card(contents.facts(layout, str(final), False,
                                                 dataset_ref=dataset_ref, space_ref=space_ref))
         (staging / "README.md").write_text(card, encoding="utf-8")
@@ -314,7 +317,8 @@ def to_hub(contents: Contents, hub: Hub, owner: str, target: HubTarget, space: s
         if dataset_repo:
             write_dataset(contents, staging / DATASET_DIR, dataset_repo, on_hub=True)
         if space_repo:
-            write_space(staging / SPACE_DIR, contents.space_facts(model_repo, True, revision))
+            write_space(staging / SPACE_DIR, contents.space_facts(layout, model_repo, True,
+                                                                 revision))
 
         # 3. commit: the dataset before the model whose card names it, the Space last
         if dataset_repo:
