@@ -189,6 +189,7 @@ def test_local_versions_hold_only_loadable_files_and_load_with_the_card_snippet(
     # the smoke-test model's random positional table is what vLLM would not reproduce
     assert json.loads((merged / "vllm.json").read_text()) == manifest(None, [],
                                                                       positions_match=False)
+    assert "  vLLM: the audio encoder's positional table is not" in done.stdout
     params = json.loads((merged / "params.json").read_text())
     assert params["dim"] == json.loads((merged / "config.json").read_text())[
         "text_config"]["hidden_size"]

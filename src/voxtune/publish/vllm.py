@@ -114,3 +114,8 @@ def write_vllm_files(source: Path, target: Path, base: str | None) -> dict[str, 
     written = manifest(base, dropped, positions_match)
     (target / MANIFEST).write_text(json.dumps(written, indent=2) + "\n", encoding="utf-8")
     return written
+
+
+def vllm_note(folder: Path) -> str:
+    """The note of the vllm.json in a staged model folder (what publish prints)."""
+    return json.loads((folder / MANIFEST).read_text(encoding="utf-8"))["note"]
