@@ -32,6 +32,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from voxtune.errors import UserError
+
 PARAMS = "params.json"
 CONSOLIDATED = "consolidated.safetensors"
 CONSOLIDATED_INDEX = "consolidated.safetensors.index.json"
@@ -82,8 +84,9 @@ RUNTIME_PREFIXES = (("model.language_model.", "language_model.model."),
                     ("model.multi_modal_projector.", "multi_modal_projector."))
 
 
-class NotConvertible(ValueError):
-    """A tensor or config this module does not know how to write in Mistral's layout."""
+class NotConvertible(UserError):
+    """A tensor or config this module does not know how to write in Mistral's layout (a model
+    that is no Voxtral as transformers builds it): publish stops and says which."""
 
 
 def saved_name(name: str) -> str:
