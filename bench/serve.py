@@ -72,8 +72,9 @@ def start_server(max_batch: int, max_new_tokens: int) -> tuple[subprocess.Popen,
 def clips() -> list[bytes]:
     from voxtune.data.synth import copy_samples
 
-    folder = copy_samples(Path(tempfile.mkdtemp(prefix="voxtune-bench-serve-"))).parent
-    return [path.read_bytes() for path in sorted(folder.glob("*.ogg"))]
+    with tempfile.TemporaryDirectory(prefix="voxtune-bench-serve-") as scratch:
+        folder = copy_samples(Path(scratch)).parent
+        return [path.read_bytes() for path in sorted(folder.glob("*.ogg"))]
 
 
 def load(url: str, audio: list[bytes], requests: int, concurrency: int) -> dict[str, float]:
