@@ -109,6 +109,7 @@ bench: $(STAMP) system-packages  ## benchmarks (print ratios against the upstrea
 	$(BIN)/python bench/features.py
 	$(BIN)/python bench/controller.py
 	$(BIN)/python bench/serve.py
+	$(BIN)/python bench/consolidate.py  # ≈ 19 GB of free disk, 2 min
 	$(BIN)/python bench/memory.py
 	$(BIN)/python bench/evaluate.py
 

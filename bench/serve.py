@@ -10,9 +10,10 @@ weights, so every transcript runs to `--max-new-tokens`); the clients are thread
 bundled espeak-ng sample clips with the official `openai` client. Batching on and off each
 get a server of their own; both stay up and take turns, in alternating order, each turn after
 a few warm-up requests. The baseline is batching off, measured in the same run; the ratio is
-batching on's throughput against it. What batching gains depends on
-`voxtune.models.inference.transcribe_batch` doing one generate call for the batch (the batcher
-hands it the batch either way). Recorded figures: docs/benchmarks.md, "Serving".
+batching on's throughput against it: batching off is one generate call per request, the way
+the upstream Space (a Gradio handler calling generate per clip) and voxtune's first server
+transcribed. `clips/call` is the mean batch the server ran, read from its own /metrics
+(`voxtune_serve_batch_size`). Recorded figures: docs/benchmarks.md, "Serving".
 """
 
 from __future__ import annotations
@@ -71,8 +72,9 @@ def start_server(max_batch: int, max_new_tokens: int) -> tuple[subprocess.Popen,
 def clips() -> list[bytes]:
     from voxtune.data.synth import copy_samples
 
-    folder = copy_samples(Path(tempfile.mkdtemp(prefix="voxtune-bench-serve-"))).parent
-    return [path.read_bytes() for path in sorted(folder.glob("*.ogg"))]
+    with tempfile.TemporaryDirectory(prefix="voxtune-bench-serve-") as scratch:
+        folder = copy_samples(Path(scratch)).parent
+        return [path.read_bytes() for path in sorted(folder.glob("*.ogg"))]
 
 
 def load(url: str, audio: list[bytes], requests: int, concurrency: int) -> dict[str, float]:
@@ -90,11 +92,27 @@ def load(url: str, audio: list[bytes], requests: int, concurrency: int) -> dict[
 
     with ThreadPoolExecutor(concurrency) as pool:
         list(pool.map(one, range(WARMUP)))
+        before = batches(url)
         started = time.perf_counter()
         latencies = sorted(pool.map(one, range(requests)))
         wall = time.perf_counter() - started
+        after = batches(url)
     return {"rps": requests / wall, "p50": statistics.median(latencies),
-            "p95": latencies[min(len(latencies) - 1, round(0.95 * (len(latencies) - 1)))]}
+            "p95": latencies[min(len(latencies) - 1, round(0.95 * (len(latencies) - 1)))],
+            "batch": (after[0] - before[0]) / (after[1] - before[1])}
+
+
+def batches(url: str) -> tuple[float, float]:
+    """Clips and generate calls so far, from the server's own /metrics (batch-size histogram)."""
+    import urllib.request
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    with urllib.request.urlopen(url + "/metrics", timeout=60) as scraped:
+        samples = {sample.name: sample.value for family in
+                   text_string_to_metric_families(scraped.read().decode())
+                   for sample in family.samples}
+    return samples["voxtune_serve_batch_size_sum"], samples["voxtune_serve_batch_size_count"]
 
 
 def main() -> None:
@@ -124,13 +142,13 @@ def main() -> None:
     print(f"voxtune serve, tiny-random on CPU ({os.cpu_count()} cores), {args.requests} "
           f"requests per row, {args.max_new_tokens} new tokens per clip")
     print(f"{'clients':>7}  {'batching':>9}  {'req/s':>6}  {'p50 s':>6}  {'p95 s':>6}  "
-          f"{'vs off':>6}")
+          f"{'clips/call':>10}  {'vs off':>6}")
     for concurrency in CONCURRENCY:
         for max_batch, label in ((1, "off"), (8, "on (≤8)")):
             row = results[max_batch, concurrency]
             ratio = row["rps"] / results[1, concurrency]["rps"]
             print(f"{concurrency:>7}  {label:>9}  {row['rps']:6.2f}  {row['p50']:6.3f}  "
-                  f"{row['p95']:6.3f}  {ratio:5.2f}×")
+                  f"{row['p95']:6.3f}  {row['batch']:10.2f}  {ratio:5.2f}×")
 
 
 if __name__ == "__main__":

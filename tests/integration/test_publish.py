@@ -35,6 +35,7 @@ from voxtune.models import inference
 from voxtune.publish.bundle import files_under
 from voxtune.publish.hub import HubTarget, parse_target
 from voxtune.publish.registry import Registry
+from voxtune.publish.vllm import manifest, vllm_tensor_name
 from voxtune.run.layout import RunFolder
 from voxtune.run.status import Publication
 from voxtune.spec import PublishSpec, read_resolved_spec
@@ -50,7 +51,8 @@ CARD_FILES = {"README.md", "metrics.json", "spec.yaml"}
 ADAPTER = {"adapter_config.json", "adapter_model.safetensors"}
 ADAPTER_LAYOUT = (ADAPTER | PROCESSOR | CARD_FILES | {"tokenizer_config.json", "vllm.json"}
                   | {f"vllm-adapter/{name}" for name in ADAPTER})
-MERGED_LAYOUT = ({"config.json", "generation_config.json", "model.safetensors", "vllm.json"}
+MERGED_LAYOUT = ({"config.json", "generation_config.json", "model.safetensors", "vllm.json",
+                  "params.json", "consolidated.safetensors"}  # Mistral's layout, for vLLM
                  | PROCESSOR | CARD_FILES | {f"adapter/{name}" for name in ADAPTER})
 SPACE_FILES = {"README.md", "app.py", "requirements.txt", "voxtune_inference.py"}
 DATASET_FILES = {"README.md", "spec.yaml", "data/train-00000-of-00001.parquet",
@@ -173,10 +175,10 @@ def test_local_versions_hold_only_loadable_files_and_load_with_the_card_snippet(
     assert adapter_files == (ADAPTER_LAYOUT | {f"space/{name}" for name in SPACE_FILES}
                              | {f"dataset/{name}" for name in DATASET_FILES})
     served = json.loads((local_version / "vllm.json").read_text())
-    assert served == {"model": "tiny-random-4s", "adapter": "vllm-adapter", "dtype": "bfloat16",
-                      "dropped": [], "note": ""}
-    assert set(load_file(local_version / "vllm-adapter/adapter_model.safetensors")) == set(
-        load_file(local_version / "adapter_model.safetensors"))  # already on the LM only
+    assert served == manifest("tiny-random-4s", [])
+    assert set(load_file(local_version / "vllm-adapter/adapter_model.safetensors")) == {
+        vllm_tensor_name(name) for name in load_file(local_version / "adapter_model.safetensors")
+    }  # already on the LM only, under vLLM's module names
     before = digest(local_version)
 
     done = voxtune("publish", "--model", run, "--to", registry, "--merge")
@@ -184,7 +186,13 @@ def test_local_versions_hold_only_loadable_files_and_load_with_the_card_snippet(
     merged = registry / "my-voice" / "2"
     assert "version 2 (merged LoRA model)" in done.stdout and "WER" in done.stdout
     assert set(files_under(merged)) == MERGED_LAYOUT
-    assert json.loads((merged / "vllm.json").read_text())["model"] == "."
+    # the smoke-test model's random positional table is what vLLM would not reproduce
+    assert json.loads((merged / "vllm.json").read_text()) == manifest(None, [],
+                                                                      positions_match=False)
+    assert "  vLLM: the audio encoder's positional table is not" in done.stdout
+    params = json.loads((merged / "params.json").read_text())
+    assert params["dim"] == json.loads((merged / "config.json").read_text())[
+        "text_config"]["hidden_size"]
     assert digest(local_version) == before  # a version is never written again
     # the export gate scored the merged weights on the eval clips, beside the adapter's number
     scored = json.loads((merged / "metrics.json").read_text())

@@ -201,7 +201,7 @@ def front(text: str) -> dict:
 def test_space_files(on_hub: bool) -> None:
     model = "alice/my-voice" if on_hub else "/registry/my-voice/3"
     space = SpaceFacts("my-voice", model, on_hub=on_hub, private=True, revision="exp",
-                       language="sv", smoke=True)
+                       language="sv", smoke=True, loading="model = load_it()")
     matter = front(render_readme(space))
     assert (matter["sdk"], matter["sdk_version"], matter["app_file"]) == (
         "gradio", GRADIO_VERSION, "app.py")
@@ -212,8 +212,9 @@ def test_space_files(on_hub: bool) -> None:
     assert "DEFAULT_LANGUAGE = 'sv'" in app and "random weights" in app
     assert "import gradio" in app and "from voxtune_inference import" in app
     assert not re.search(r"token\s*=|hf_[A-Za-z]", app)  # the Space gets its token as a secret
-    readme = render_readme(space)  # the OpenAI-client call next to the Space's own use
-    assert f"voxtune serve {model} --port 7861" in readme
+    readme = render_readme(space)  # the OpenAI-client call next to the card's transformers one
+    transformers = readme.index("```python\nmodel = load_it()\n```")
+    assert f"voxtune serve {model} --port 7861" in readme[transformers:]
     assert f"client.audio.transcriptions.create(model={model!r}" in readme
 
 

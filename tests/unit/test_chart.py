@@ -5,6 +5,7 @@ auth, demo, NOTES and `helm install --dry-run`. The matrix: defaults + charts/vo
 from __future__ import annotations
 
 import base64
+import json
 import re
 import subprocess
 import sys
@@ -32,6 +33,7 @@ from voxtune.client import Client
 from voxtune.controller.jobs import JobSettings, build_job
 from voxtune.controller.settings import RESERVED_ENV
 from voxtune.plan import GpuProfile
+from voxtune.publish.vllm import manifest
 from voxtune.spec import RunSpec
 from voxtune.ui import training
 from voxtune.ui.demo import DemoServers
@@ -417,25 +419,40 @@ def test_demo_can_serve_the_published_model_with_vllm_on_a_gpu(tmp_path: Path) -
     # the UI's Try-it points at the same Service, whichever engine answers behind it
     assert env(container(documents, UI))["VOXTUNE_UI_DEMO_URL"].startswith(f"http://{DEMO}:")
 
-    # the launcher, run on what publish writes, execs the `vllm serve` line docs/operations.md
-    # shows (a stand-in `vllm` on PATH prints its arguments)
-    model = tmp_path / "model"
-    (model / "vllm-adapter").mkdir(parents=True)
-    (model / "vllm.json").write_text('{"model": "mistralai/Voxtral-Mini-3B-2507", "adapter": '
-                                     '"vllm-adapter", "dtype": "bfloat16", "note": ""}')
-    (model / "vllm-adapter" / "adapter_config.json").write_text('{"r": 32}')
+    # the launcher, run on the vllm.json publish writes, execs the `vllm serve` lines
+    # docs/operations.md shows (a stand-in `vllm` on PATH prints its arguments)
     stand_in = tmp_path / "bin" / "vllm"
     stand_in.parent.mkdir()
     stand_in.write_text('#!/bin/sh\necho "$@"\n')
     stand_in.chmod(0o755)
-    done = subprocess.run([sys.executable, "-c", launcher, str(model), "my-voice@2", "7861",
-                           *demo["args"]], capture_output=True, text=True, timeout=60,
-                          env={"PATH": f"{stand_in.parent}:/usr/bin:/bin"})
+
+    def launch(plan: dict[str, object] | None) -> subprocess.CompletedProcess[str]:
+        model = tmp_path / "model"
+        (model / "vllm-adapter").mkdir(parents=True, exist_ok=True)
+        (model / "vllm-adapter" / "adapter_config.json").write_text('{"r": 32}')
+        (model / "vllm.json").write_text(json.dumps(plan))
+        return subprocess.run([sys.executable, "-c", launcher, str(model), "my-voice@2", "7861",
+                               *demo["args"]], capture_output=True, text=True, timeout=60,
+                              env={"PATH": f"{stand_in.parent}:/usr/bin:/bin"})
+
+    mistral = "--tokenizer-mode mistral --config-format mistral --load-format mistral"
+    done = launch(manifest("mistralai/Voxtral-Mini-3B-2507", []))
     assert done.returncode == 0, done.stderr
     assert done.stdout.splitlines()[-1] == (
-        f"serve mistralai/Voxtral-Mini-3B-2507 --enable-lora --max-lora-rank 32 --lora-modules "
-        f"my-voice@2={model}/vllm-adapter --served-model-name mistralai/Voxtral-Mini-3B-2507 "
-        "--host 0.0.0.0 --port 7861 --dtype bfloat16 --tokenizer-mode mistral --max-model-len 8192")
+        "serve mistralai/Voxtral-Mini-3B-2507 --enable-lora --max-lora-rank 32 --lora-modules "
+        f"my-voice@2={tmp_path}/model/vllm-adapter --served-model-name "
+        f"mistralai/Voxtral-Mini-3B-2507 --host 0.0.0.0 --port 7861 --dtype bfloat16 {mistral} "
+        "--max-model-len 8192")
+    done = launch(manifest(None, [], positions_match=False))
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines()[-1] == (
+        f"serve {tmp_path}/model --served-model-name my-voice@2 --host 0.0.0.0 --port 7861 "
+        f"--dtype bfloat16 {mistral} --max-model-len 8192")
+    assert "voxtune: the audio encoder's positional table" in done.stdout  # the note, first
+    before = {"model": ".", "adapter": None, "dtype": "bfloat16", "note": ""}  # no "args"
+    done = launch(before)
+    assert done.returncode == 1 and "publish the run again" in done.stderr
+    assert "Traceback" not in done.stderr
 
     hub = helm_run("template", RELEASE, CHART, "-f", VALUES["demo-vllm"],
                    "--set", "demo.model=alice/my-voice")

@@ -1,34 +1,47 @@
-"""What vLLM gets from a LoRA run: the adapter on the language model only, and a note when the
-run trained a part vLLM cannot load beside an adapter (the projector)."""
+"""What vLLM gets from a LoRA run: the adapter on the language model only, under the module path
+vLLM's Voxtral has, and a note when the run trained a part vLLM cannot load beside an adapter
+(the projector); and how vllm.json says to serve each layout."""
 
 from __future__ import annotations
 
-from voxtune.publish.vllm import manifest, restrict_to_language_model
+from voxtune.publish.vllm import MISTRAL_FORMAT, manifest, restrict_to_language_model
 
+# peft's name under transformers 5, and the same module as vLLM names it (its Voxtral holds
+# `language_model`, a MistralForCausalLM whose decoder is `model`)
 LM_KEY = "base_model.model.model.language_model.layers.0.self_attn.q_proj.lora_A.weight"
+VLLM_KEY = "base_model.model.language_model.model.layers.0.self_attn.q_proj.lora_A.weight"
+MLP_KEY = "base_model.model.model.language_model.layers.3.mlp.down_proj.lora_B.weight"
 PROJECTOR_KEY = "base_model.model.model.multi_modal_projector.linear_1.weight"
 
 
-def test_the_language_model_adapter_passes_as_it_is() -> None:
+def test_the_language_model_adapter_gets_vllms_module_names() -> None:
     tensors, config, dropped = restrict_to_language_model(
-        {LM_KEY: 1}, {"target_modules": ".*language_model.*", "modules_to_save": None})
-    assert tensors == {LM_KEY: 1} and dropped == []
-    assert config["target_modules"] == ".*language_model.*"
+        {LM_KEY: 1, MLP_KEY: 2}, {"target_modules": ".*language_model.*", "r": 8,
+                                  "modules_to_save": None})
+    assert tensors == {VLLM_KEY: 1, MLP_KEY.replace("model.model.language_model.",
+                                                    "model.language_model.model."): 2}
+    assert dropped == []
+    # vLLM compares the adapter's modules with the names it supports: plain names, no regex
+    assert config == {"target_modules": ["down_proj", "q_proj"], "r": 8, "modules_to_save": None}
+    assert restrict_to_language_model({VLLM_KEY: 1}, {})[0] == {VLLM_KEY: 1}  # already vLLM's
     assert manifest("mistralai/Voxtral-Mini-3B-2507", dropped) == {
         "model": "mistralai/Voxtral-Mini-3B-2507", "adapter": "vllm-adapter",
-        "dtype": "bfloat16", "dropped": [], "note": ""}
+        "dtype": "bfloat16", "args": MISTRAL_FORMAT, "dropped": [], "note": ""}
 
 
 def test_a_trained_projector_is_dropped_and_said_so() -> None:
     tensors, config, dropped = restrict_to_language_model(
         {LM_KEY: 1, PROJECTOR_KEY: 2}, {"modules_to_save": ["multi_modal_projector"]})
-    assert tensors == {LM_KEY: 1}
+    assert tensors == {VLLM_KEY: 1}
     assert config["modules_to_save"] is None
     assert dropped == ["multi_modal_projector"]
     note = manifest("base", dropped)["note"]
     assert "multi_modal_projector" in note and "--merge" in note
 
 
-def test_merged_and_full_weights_are_served_as_they_are() -> None:
+def test_merged_and_full_weights_are_served_from_the_folders_mistral_layout() -> None:
+    assert MISTRAL_FORMAT == ["--tokenizer-mode", "mistral", "--config-format", "mistral",
+                              "--load-format", "mistral"]
     assert manifest(None, []) == {"model": ".", "adapter": None, "dtype": "bfloat16",
-                                  "dropped": [], "note": ""}
+                                  "args": MISTRAL_FORMAT, "dropped": [], "note": ""}
+    assert "sinusoids" in manifest(None, [], positions_match=False)["note"]

@@ -194,13 +194,17 @@ imagePullSecrets:
 {{- end }}
 
 {{/* The vLLM demo's entrypoint: reads the published model's vllm.json (voxtune/publish/vllm.py)
-and execs `vllm serve` on the folder (merged or full weights) or on the base with the language
-model's adapter, named as demo.model either way. Arguments: folder, name, port, extra args. */}}
+and execs `vllm serve` on the folder (merged or full weights, in Mistral's layout beside
+transformers') or on the base with the language model's adapter, named as demo.model either way,
+with the flags vllm.json names. Arguments: folder, name, port, extra args. */}}
 {{- define "voxtune.vllmLauncher" -}}
 import json, os, sys
 folder, name, port, *extra = sys.argv[1:]
 with open(os.path.join(folder, "vllm.json")) as manifest:
     plan = json.load(manifest)
+if "args" not in plan:
+    sys.exit("voxtune: " + folder + " was published before voxtune wrote what vLLM loads "
+             "(Mistral's layout, vLLM's adapter names): publish the run again")
 if plan["note"]:
     print("voxtune:", plan["note"], flush=True)
 command = ["vllm", "serve"]
@@ -212,8 +216,7 @@ if plan["adapter"]:
                 "--lora-modules", name + "=" + adapter, "--served-model-name", plan["model"]]
 else:
     command += [folder, "--served-model-name", name]
-command += ["--host", "0.0.0.0", "--port", port, "--dtype", plan["dtype"],
-            "--tokenizer-mode", "mistral", *extra]
+command += ["--host", "0.0.0.0", "--port", port, "--dtype", plan["dtype"], *plan["args"], *extra]
 print("voxtune:", " ".join(command), flush=True)
 os.execvp(command[0], command)
 {{- end }}

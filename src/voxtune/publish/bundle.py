@@ -4,8 +4,11 @@ Layouts of a published model folder (local registry version or Hub repo):
 
     adapter   LoRA run:           adapter_config.json, adapter_model.safetensors, processor files,
                                   vllm-adapter/ (the adapter on the language model only)
-    merged    LoRA run + --merge: config.json, model*.safetensors, processor files, adapter/
-    full      full fine-tuning:   config.json, model*.safetensors, processor files
+    merged    LoRA run + --merge: config.json, model*.safetensors, processor files, adapter/,
+                                  params.json + consolidated*.safetensors (the same weights in
+                                  Mistral's layout, which vLLM loads: publish/consolidated.py)
+    full      full fine-tuning:   config.json, model*.safetensors, processor files,
+                                  params.json + consolidated*.safetensors
     all:      README.md (card), metrics.json, spec.yaml, vllm.json (how vLLM serves it:
               publish/vllm.py)
 

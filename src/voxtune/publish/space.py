@@ -80,6 +80,7 @@ class SpaceFacts:
     smoke: bool = False
     # the run's token limit, so the Space transcribes as the card's WER was measured
     limit: inference.TokenLimit = field(default_factory=inference.TokenLimit)
+    loading: str = ""  # the model card's transformers snippet (card.loading_snippet)
 
 
 def render_readme(facts: SpaceFacts) -> str:
@@ -93,6 +94,8 @@ def render_readme(facts: SpaceFacts) -> str:
              "its transcripts are noise.\n" if facts.smoke else "")
     where = (f"This Space is **{'private' if facts.private else 'public'}**. "
              if facts.on_hub else "")
+    transformers = (f"With transformers (as the model card shows):\n\n```python\n{facts.loading}\n"
+                    "```\n\n" if facts.loading else "")
     body = f"""
 # {facts.name} demo
 
@@ -104,7 +107,7 @@ Run it locally: `pip install -r requirements.txt && python app.py`.
 
 ## Use the model from code
 
-{openai_section(facts.model_ref)}
+{transformers}{openai_section(facts.model_ref)}
 
 ## Privacy
 

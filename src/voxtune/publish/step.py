@@ -33,7 +33,7 @@ from voxtune.data.manifest import Clip
 from voxtune.errors import UserError
 from voxtune.plan.geometry import load_geometry
 from voxtune.publish.bundle import TrainedRun, read_run, stage_model
-from voxtune.publish.card import render_model_card
+from voxtune.publish.card import loading_snippet, render_model_card
 from voxtune.publish.card_facts import ModelFacts, default_language
 from voxtune.publish.dataset import DataSummary, read_prepared, summarize, write_parquet
 from voxtune.publish.dataset_card import render_dataset_card
@@ -55,6 +55,7 @@ from voxtune.publish.space import (
     space_hardware_problem,
     write_space,
 )
+from voxtune.publish.vllm import vllm_note
 from voxtune.run.layout import (
     SPEC,
     RunFolder,
@@ -81,6 +82,7 @@ class Published:
     space: str | None = None
     space_token: str | None = None  # which token the Hub Space got, in words
     commits: dict[str, str] = field(default_factory=dict)  # repo → commit URL
+    vllm_note: str = ""  # what vLLM serves differently (vllm.json's note), if anything
 
     def record(self) -> Publication:
         """The public part, for published.json and the run's status (never the Space token
@@ -96,6 +98,7 @@ class Published:
         lines += [f"  Space:   {self.space}"] if self.space else []
         lines += [f"  Space token: {self.space_token}"] if self.space_token else []
         lines += [f"  commit {repo}: {url}" for repo, url in self.commits.items()]
+        lines += [f"  vLLM: {self.vllm_note}"] if self.vllm_note else []
         if "wer" in self.metrics:
             merged = "merged_wer" in self.metrics
             lines += [f"  {'':4} {'base':>8} {'tuned':>8}" + (f" {'merged':>8}" if merged else "")]
@@ -143,12 +146,14 @@ class Contents:
             data=self.summary, dataset_ref=dataset_ref,
             space_ref=space_ref)
 
-    def space_facts(self, model_ref: str, on_hub: bool, revision: str | None) -> SpaceFacts:
+    def space_facts(self, layout: str, model_ref: str, on_hub: bool, revision: str | None
+                    ) -> SpaceFacts:
         smoke = self.base_preset is not None or bool(self.run.metrics.get("smoke_model"))
+        loading = loading_snippet(self.facts(layout, model_ref, on_hub, revision))
         return SpaceFacts(name=self.name, model_ref=model_ref, on_hub=on_hub,
                           private=self.publish.private, revision=revision,
                           language=default_language(self.run.spec, self.summary), smoke=smoke,
-                          limit=run_limit(self.run))
+                          limit=run_limit(self.run), loading=loading)
 
 
 # --- the step -----------------------------------------------------------------------------------
@@ -265,17 +270,20 @@ def check_space_hardware(base_model: str, hardware: str | None) -> None:
 def to_registry(contents: Contents, registry: Registry) -> Published:
     """A new version `<registry>/<name>/<n>/`: model, card, and the dataset and Space folders."""
     layouts: list[str] = []
+    notes: list[str] = []
 
     def build(staging: Path, final: Path) -> None:
         layout = stage_model(contents.run, staging, contents.publish.merge)
         check_export(contents.run, staging, layout, contents.publish.max_wer_drift)
         layouts.append(layout)
+        notes.append(vllm_note(staging))
         dataset_ref = str(final / DATASET_DIR) if contents.prepared else None
         if dataset_ref:
             write_dataset(contents, staging / DATASET_DIR, dataset_ref, on_hub=False)
         space_ref = str(final / SPACE_DIR) if contents.space else None
         if space_ref:
-            write_space(staging / SPACE_DIR, contents.space_facts(str(final), False, None))
+            write_space(staging / SPACE_DIR, contents.space_facts(layout, str(final), False,
+                                                                 None))
         card = render_model_card(contents.facts(layout, str(final), False,
                                                 dataset_ref=dataset_ref, space_ref=space_ref))
         (staging / "README.md").write_text(card, encoding="utf-8")
@@ -284,7 +292,8 @@ def to_registry(contents: Contents, registry: Registry) -> Published:
     return Published(contents.name, layouts[-1], str(final), contents.run.metrics,
                      version=int(final.name),
                      dataset=str(final / DATASET_DIR) if contents.prepared else None,
-                     space=str(final / SPACE_DIR) if contents.space else None)
+                     space=str(final / SPACE_DIR) if contents.space else None,
+                     vllm_note=notes[-1])
 
 
 def to_hub(contents: Contents, hub: Hub, owner: str, target: HubTarget, space: str | None,
@@ -309,12 +318,14 @@ def to_hub(contents: Contents, hub: Hub, owner: str, target: HubTarget, space: s
         staging = Path(scratch)
         layout = stage_model(contents.run, staging / "model", contents.publish.merge)
         check_export(contents.run, staging / "model", layout, contents.publish.max_wer_drift)
+        note = vllm_note(staging / "model")
         facts = contents.facts(layout, model_repo, True, revision, dataset_repo, space_repo)
         (staging / "model" / "README.md").write_text(render_model_card(facts), encoding="utf-8")
         if dataset_repo:
             write_dataset(contents, staging / DATASET_DIR, dataset_repo, on_hub=True)
         if space_repo:
-            write_space(staging / SPACE_DIR, contents.space_facts(model_repo, True, revision))
+            write_space(staging / SPACE_DIR, contents.space_facts(layout, model_repo, True,
+                                                                 revision))
 
         # 3. commit: the dataset before the model whose card names it, the Space last
         if dataset_repo:
@@ -337,7 +348,7 @@ def to_hub(contents: Contents, hub: Hub, owner: str, target: HubTarget, space: s
                 message=f"Demo of {model_repo}", description="Generated by voxtune.")
     return Published(contents.name, layout, commits[model_repo], contents.run.metrics,
                      dataset=dataset_repo, space=space_repo, space_token=token_note,
-                     commits=commits)
+                     commits=commits, vllm_note=note)
 
 
 def commit_message(contents: Contents, layout: str) -> str:
