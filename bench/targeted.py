@@ -165,7 +165,8 @@ def run(workdir: Path, prompts: int, base_recipe: Recipe = BASE,
     print(f"2. calibrate: {len(calibration)} prompts in the user's voice ({HELD_OUT_VOICE})",
           flush=True)
     calibrated = spoken(workdir / "calibration", calibration, rng)
-    report = error_report(transcripts(base, calibrated))
+    heard = transcripts(base, calibrated)
+    report = error_report(heard)
     print("\n".join(f"   {line}" for line in report_lines(report, 10)), flush=True)
     found = report.errors[0].word if report.errors else None
 
@@ -188,7 +189,8 @@ def run(workdir: Path, prompts: int, base_recipe: Recipe = BASE,
         "base_train_clips": base_recipe.train_clips, "round_steps": round_recipe.steps,
         "round_learning_rate": round_recipe.learning_rate, "prompts_per_arm": prompts,
         "pool": POOL, "held_out_clips": HELD_OUT, "user_voice": HELD_OUT_VOICE,
-        "calibration": {"prompts": calibration, "wer": report.wer,
+        # what the suite re-runs the chooser on: the base's transcripts and the candidates
+        "calibration": {"pairs": heard, "wer": report.wer, "candidates": rest,
                         "worst_words": [[e.word, e.failed, e.said, e.heard_as()]
                                         for e in report.errors[:5]]},
         "calibration_found": found, "first_choice": asdict(ranked[0]),

@@ -156,8 +156,8 @@ def calibration_set(domain: Sequence[str], fallback: Sequence[str],
                     count: int = CALIBRATION_PROMPTS, normalizer: Normalizer = "simple",
                     language: str | None = None) -> list[str]:
     """`count` prompts that cover the most distinct words of the domain prompts (greedily,
-    ties to the earlier), topped up from `fallback` (the built-in sentences) when the domain
-    text has fewer."""
+    ties to the earlier), topped up from `fallback` (the built-in sentences) once the domain
+    prompts add no new word."""
     chosen: list[str] = []
     covered: set[str] = set()
     for pool in (domain, fallback):
@@ -165,6 +165,8 @@ def calibration_set(domain: Sequence[str], fallback: Sequence[str],
         while left and len(chosen) < count:
             best = max(left, key=lambda prompt: len(
                 set(words_of(prompt, normalizer, language)) - covered))
+            if pool is domain and not set(words_of(best, normalizer, language)) - covered:
+                break  # the domain's words are covered: the rest is better spent elsewhere
             chosen.append(best)
             covered |= set(words_of(best, normalizer, language))
             left.remove(best)
