@@ -139,3 +139,15 @@ def test_the_benchmark_found_the_weak_word_and_targeted_beat_random() -> None:
     assert [choice.prompt for choice in chosen] == result["arms"]["targeted"]["prompts"]
     targeted, random = result["arms"]["targeted"], result["arms"]["random"]
     assert targeted["weak_error"] < random["weak_error"], result["arms"]
+
+
+def test_the_runs_page_says_which_calibration_words_are_fixed() -> None:
+    from voxtune.ui.views import calibration_outcomes
+
+    after = error_report([("Kubernetes runs Helm charts", "kubernetes runs charts")])
+    text = calibration_outcomes("ana-run", outcomes(error_report(PAIRS), after))
+    assert text.startswith("**1 of 3 calibration words fixed** by ana-run")
+    assert "| helm | left out once | still wrong: left out once |" in text
+    assert "| kubernetes | misheard as 'cooper netties' twice | **fixed** |" in text
+    assert "| great | misheard as 'grate' once | not in the checked clips |" in text
+    assert "Check the words" in calibration_outcomes("ana-run", None)
