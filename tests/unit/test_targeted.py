@@ -73,9 +73,13 @@ def test_the_report_keeps_what_each_word_was_heard_as_from_jiwers_alignment() ->
     assert report_lines(report)[1].split()[:4] == ["kubernetes", "wrong", "2", "of"]
 
 
-def test_varied_failures_are_summed_up() -> None:
-    report = error_report([("seven", "eleven"), ("seven", ""), ("seven", "heaven")])
+def test_varied_failures_are_summed_up_and_a_word_always_wrong_comes_first() -> None:
+    report = error_report([("seven four", "eleven four"), ("seven four", "four"),
+                           ("seven four", "heaven for"), ("four", "for"), ("four", "fore"),
+                           ("four", "four")])
     assert report.words["seven"].heard_as() == "wrong 3 times (as 'eleven', nothing, 'heaven')"
+    # both failed 3 times; seven in 3 of 3 clips, four in 3 of 6
+    assert [errors.word for errors in report.errors] == ["seven", "four"]
 
 
 CANDIDATES = ["The weather is nice today.", "Helm installs the chart.",
@@ -90,7 +94,8 @@ def test_the_chooser_ranks_by_failed_words_and_says_why() -> None:
         "Use kubectl to apply it.", "The weather is nice today."]  # the calibration one: skipped
     assert choices[0].why == "contains 'Kubernetes', misheard as 'cooper netties' twice"
     # kubectl shares the trigrams of "kubernetes": half the weight, and said so
-    assert choices[2].score == pytest.approx(0.5 * 2) and "sounds like 'kubernetes'" in \
+    # failed 2 of 3 times: weight 2 × 2/3
+    assert choices[2].score == pytest.approx(0.5 * 4 / 3) and "sounds like 'kubernetes'" in \
         choices[2].why
     assert choices[3].score == 0 and "nothing the model got wrong" in choices[3].why
 
@@ -101,10 +106,10 @@ def test_words_recorded_already_earn_less() -> None:
     assert fresh[0].prompt.startswith("Kubernetes")
     recorded = ["Kubernetes again.", "Kubernetes once more.", "Kubernetes, a third time."]
     tired = rank(CANDIDATES, report, recorded=recorded, skip=[PAIRS[0][0]])
-    # kubernetes: 2 failures / (1 + 3 clips) = 0.5 < helm's 1 / (1 + 0)
+    # kubernetes: 4/3 / (1 + 3 clips) = 1/3 < helm's 1 / (1 + 0)
     assert tired[0].prompt == "Helm installs the chart."
     kubernetes = next(choice for choice in tired if choice.prompt.startswith("Kubernetes s"))
-    assert kubernetes.score == pytest.approx(0.5)
+    assert kubernetes.score == pytest.approx(1 / 3)
     assert "recorded already: 'kubernetes' 3 times" in kubernetes.why
 
 
@@ -137,8 +142,10 @@ def test_the_benchmark_found_the_weak_word_and_targeted_beat_random() -> None:
     chosen = rank(result["calibration"]["candidates"], report)[:prompts]
     assert all(weak in choice.prompt.split() for choice in chosen)
     assert [choice.prompt for choice in chosen] == result["arms"]["targeted"]["prompts"]
-    targeted, random = result["arms"]["targeted"], result["arms"]["random"]
-    assert targeted["weak_error"] < random["weak_error"], result["arms"]
+    draws = [arm for name, arm in result["arms"].items() if name.startswith("random")]
+    assert len(draws) >= 3, "one random draw proves little"
+    assert all(result["arms"]["targeted"]["weak_error"] < arm["weak_error"] for arm in draws), \
+        result["arms"]
 
 
 def test_the_runs_page_says_which_calibration_words_are_fixed() -> None:

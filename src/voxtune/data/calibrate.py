@@ -10,10 +10,10 @@
    jiwer inserted beside a substitution belong to it: "kubernetes" → "cooper netties"), and its
    character trigrams.
 3. `rank`: the candidate prompts, best first. A prompt earns each failed word it contains,
-   weighted by how often that word failed, divided by one more than the number of times the
-   user has recorded it already (diminishing returns: the fifth clip of a word teaches less than
-   the first); a word that shares enough of a failed word's trigrams ("kubectl" for
-   "kubernetes") earns half. Each choice says why, in words.
+   weighted by how often that word failed (times failed × share of times failed), divided by
+   one more than the number of times the user has recorded it already (diminishing returns:
+   the fifth clip of a word teaches less than the first); a word that shares enough of a failed
+   word's trigrams ("kubectl" for "kubernetes") earns half. Each choice says why, in words.
 4. `outcomes`: after a run, the same clips transcribed by the tuned model: which failed words
    are fixed, which still fail.
 
@@ -62,6 +62,13 @@ class WordErrors:
     def ngrams(self) -> frozenset[str]:
         return ngrams(self.word)
 
+    @property
+    def weight(self) -> float:
+        """How much recording this word is worth: how many times it failed, times the share
+        of times it failed — 5 of 5 is surely a word the model does not know, 5 of 20 a word
+        it mostly hears."""
+        return self.failed * self.failed / self.said if self.said else 0.0
+
     def heard_as(self) -> str:
         """"misheard as 'cooper netties' twice", "left out once", or "wrong 3 times (as 'cube',
         'cubit', nothing)" when the failures differ."""
@@ -83,9 +90,9 @@ class ErrorReport:
 
     @property
     def errors(self) -> list[WordErrors]:
-        """The words that failed at least once, most failures first."""
+        """The words that failed at least once, the worst (by `WordErrors.weight`) first."""
         failed = [errors for errors in self.words.values() if errors.failed]
-        return sorted(failed, key=lambda errors: (-errors.failed, -errors.said, errors.word))
+        return sorted(failed, key=lambda errors: (-errors.weight, errors.word))
 
 
 def words_of(text: str, normalizer: Normalizer = "simple", language: str | None = None
@@ -160,12 +167,12 @@ def calibration_set(domain: Sequence[str], fallback: Sequence[str],
     prompts add no new word."""
     chosen: list[str] = []
     covered: set[str] = set()
-    for pool in (domain, fallback):
+    for first, pool in ((True, domain), (False, fallback)):
         left = [prompt for prompt in pool if prompt not in chosen]
         while left and len(chosen) < count:
             best = max(left, key=lambda prompt: len(
                 set(words_of(prompt, normalizer, language)) - covered))
-            if pool is domain and not set(words_of(best, normalizer, language)) - covered:
+            if first and not set(words_of(best, normalizer, language)) - covered:
                 break  # the domain's words are covered: the rest is better spent elsewhere
             chosen.append(best)
             covered |= set(words_of(best, normalizer, language))
@@ -200,7 +207,7 @@ def rank(candidates: Sequence[str], report: ErrorReport, recorded: Sequence[str]
     failed = {errors.word: errors for errors in report.errors}
 
     def weight(word: str) -> float:
-        return failed[word].failed / (1 + done[word])
+        return failed[word].weight / (1 + done[word])
 
     choices = []
     for prompt in candidates:
