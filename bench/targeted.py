@@ -109,12 +109,13 @@ def transcripts(model_path: Path, prepared: Path, split: str | None = None) -> l
     from voxtune.data.manifest import read_manifest
     from voxtune.models.inference import TokenLimit
     from voxtune.models.load import load
+    from voxtune.spec import EvalSpec
     from voxtune.train.evaluate import transcribe_clips
 
     model, processor = load(str(model_path))
     clips = read_manifest(prepared, split)
     found = transcribe_clips(model, processor, clips, prepared, "en",
-                             TokenLimit(fixed=BASE.max_new_tokens), 16)
+                             TokenLimit(fixed=BASE.max_new_tokens), EvalSpec().batch_size)
     return [(clip.text, found[index].text) for index, clip in enumerate(clips)]
 
 

@@ -79,6 +79,8 @@ def test_calibrate_prints_the_error_report_and_the_next_prompts(tmp_path: Path,
         speak(clips / f"take{number}.wav", prompt)
         (clips / f"take{number}.txt").write_text(prompt + "\n", encoding="utf-8")
     (clips / "stray.wav").write_bytes(b"no transcript beside it")
+    (clips / "broken.wav").write_bytes(b"not audio at all")
+    (clips / "broken.txt").write_text("Helm chart.", encoding="utf-8")
     done = voxtune("data", "calibrate", "--clips", str(clips), "--text", str(text_file),
                    "--model", "tiny-random-4s", "--count", "3", home=shared_home())
     assert done.returncode == 0, done.stderr[-2000:]
@@ -89,7 +91,7 @@ def test_calibrate_prints_the_error_report_and_the_next_prompts(tmp_path: Path,
     assert len(numbered) == 3
     assert "Kubernetes, Helm chart, kubectl." not in following  # recorded: never proposed
     assert following.count("why: contains '") >= 1
-    assert "skipped" in done.stderr and "stray.wav" in done.stderr
+    assert "stray.wav: no stray.txt" in done.stderr and "broken.wav:" in done.stderr
     missing = voxtune("data", "calibrate", "--clips", str(tmp_path / "none"))
     assert missing.returncode == ExitCode.USER_ERROR and "no such folder" in missing.stderr
 

@@ -93,6 +93,7 @@ def _prompts(args: argparse.Namespace) -> int:
 
 
 def _calibrate(args: argparse.Namespace) -> int:
+    from voxtune.data.audio import AudioRejected, ClipLimits, load_16k
     from voxtune.data.calibrate import error_report, rank, report_lines
     from voxtune.data.manifest import Rejection
     from voxtune.data.prompts import unique
@@ -100,16 +101,20 @@ def _calibrate(args: argparse.Namespace) -> int:
     from voxtune.spec import FolderSource
 
     domain, builtin = _pool(args)
-    clips = []
+    references, audio = [], []
     for item in read_source(FolderSource(path=args.clips)):
         if isinstance(item, Rejection):
             print(f"skipped {item.source}: {item.detail}", file=sys.stderr)
-        else:
-            clips.append(item)
-    if not clips:
-        raise UserError(f"--clips {args.clips}: no clips with a transcript")
-    heard = _transcribe(args.model, [clip.audio for clip in clips], args.language)
-    references = [str(clip.text) for clip in clips]
+            continue
+        try:  # the prepare step's rules: what training would refuse is not calibrated on
+            audio.append(load_16k(item.audio, ClipLimits()))
+        except AudioRejected as problem:
+            print(f"skipped {item.source}: {problem}", file=sys.stderr)
+            continue
+        references.append(str(item.text))
+    if not references:
+        raise UserError(f"--clips {args.clips}: no usable clips with a transcript")
+    heard = _transcribe(args.model, audio, args.language)
     report = error_report(list(zip(references, heard, strict=True)), language=args.language)
     print("\n".join(report_lines(report)))
     print("\nnext prompts (best first):")
@@ -126,14 +131,15 @@ def _transcribe(model: str | None, audio: list[Any], language: str) -> list[str]
     from voxtune.models.inference import TokenLimit, transcribe_batch
     from voxtune.models.load import load_tuned
     from voxtune.models.presets import tiny_preset_window
-    from voxtune.spec import DEFAULT_BASE_MODEL, Settings
+    from voxtune.spec import DEFAULT_BASE_MODEL, EvalSpec, Settings
 
     reference = model or DEFAULT_BASE_MODEL
     preset = tiny_preset_window(reference) is not None  # serve's resolver knows no presets
     loaded, _ = load_tuned(reference if preset else resolve_model(reference, Settings().home))
     heard: list[str] = []
-    for start in range(0, len(audio), 8):  # evaluation's batch size
-        batch = audio[start:start + 8]
+    size = EvalSpec().batch_size  # as evaluation batches them
+    for start in range(0, len(audio), size):
+        batch = audio[start:start + size]
         heard += [transcript.text for transcript in transcribe_batch(
             loaded.model, loaded.processor, batch, [language] * len(batch),
             max_new_tokens=TokenLimit())]
