@@ -153,3 +153,38 @@ def test_calibrate_choose_check_and_record_more_through_the_handlers(
     assert handlers.targeted(ctx, "ana").prompt is None
     # calibration clips are not training data: the workspace holds none of them
     assert ctx.workspace("ana").clips() == {}
+
+
+def test_a_local_runs_model_checks_the_calibration_words(voxtune_home: Path,
+                                                         tmp_path: Path) -> None:
+    """Without a demo service the UI serves the run's own folder (`voxtune serve RUN_DIR`)."""
+    from tests.train_fixtures import prepare_samples
+    from voxtune.client import Client
+    from voxtune.run.layout import RunFolder
+    from voxtune.ui import handlers
+    from voxtune.ui.calibration import State
+    from voxtune.ui.demo import DemoServers
+    from voxtune.ui.settings import UiSettings
+
+    run = RunFolder.named(voxtune_home, "local-voice")
+    done = voxtune("train", "--data", str(prepare_samples(tmp_path)), "--output", str(run.path),
+                   "--model", "tiny-random-4s", "--mode", "full", "--max-steps", "1",
+                   "--precision", "fp32", "--language", "en", home=voxtune_home)
+    assert done.returncode == 0, done.stderr[-2000:]
+    ctx = handlers.Context(Client("local"), UiSettings(), voxtune_home,
+                           DemoServers(voxtune_home / "ui"))
+    store = handlers.calibration_of(ctx, "local")
+    prompt = "The operator watches the Jobs and their Pods."
+    store.start(State(text=TEXT, prompts=[prompt], model="base", active=True))
+    store.add(speak(tmp_path / "take.wav", prompt), prompt, "the operator watches jobs")
+    try:
+        with pytest.raises(handlers.UserError, match="no trained model"):
+            handlers.rescore(ctx, "local", "no-such-run")
+        found = handlers.rescore(ctx, "local", "local-voice")
+    finally:
+        ctx.demo.stop()
+    # the base left out the second "the", "and", "their" and "pods"
+    assert {outcome.word for outcome in found} == {"the", "and", "their", "pods"}
+    assert all(outcome.after is not None for outcome in found)  # heard by the tuned model
+    tuned = store.run_transcripts()["local-voice"]
+    assert list(tuned) == [next(iter(store.clips().values()))["id"]]
