@@ -525,7 +525,8 @@ def stop_targeted(ctx: Context, user: str) -> None:
 
 def rescore(ctx: Context, user: str, run: str) -> list[Outcome]:
     """Transcribe the calibration clips with `run`'s tuned model (`voxtune serve` of its
-    folder, or the demo service on a cluster) and compare with the base's words."""
+    folder; on a cluster the demo service, which must be serving that run's model) and compare
+    with the base's words."""
     from voxtune.data.calibrate import outcomes
 
     _mine(ctx, user, run)
@@ -534,13 +535,14 @@ def rescore(ctx: Context, user: str, run: str) -> list[Outcome]:
     if not clips:
         raise UserError("no calibration clips yet: record them on the Record page (Targeted "
                         "recording)")
-    if ctx.settings.demo_url:
+    folder = RunFolder.named(ctx.home, publish_of(ctx, run) or run)
+    if not ctx.kubernetes and folder.final.is_dir():
+        url = ctx.demo.ensure(str(folder.path))
+    elif ctx.settings.demo_url:
+        # the UI pod loads no model: the demo service answers, so it must serve this run's
         url = ctx.settings.demo_url
     else:
-        folder = RunFolder.named(ctx.home, publish_of(ctx, run) or run)
-        if ctx.kubernetes or not folder.final.is_dir():
-            raise UserError(f"run {run!r} has no trained model to check yet")
-        url = ctx.demo.ensure(str(folder.path))
+        raise UserError(f"run {run!r} has no trained model to check yet")
     language = store.state().language
     store.set_run_transcripts(run, {row["id"]: ctx.demo.transcribe(
         url, store.audio(row), language)["tuned"] for row in clips.values()})
