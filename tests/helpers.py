@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 import socket
+import subprocess
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -43,3 +48,26 @@ def alive(pid: int) -> bool:
     except FileNotFoundError:
         return False
     return state != "Z"
+
+
+@contextmanager
+def serving(model: Path, *flags: str) -> Iterator[str]:
+    """The URL of `voxtune serve MODEL FLAGS` on a free port, stopped afterwards (the targeted
+    recording tests transcribe their calibration clips with it)."""
+    process = subprocess.Popen([sys.executable, "-m", "voxtune", "serve", str(model), "--port",
+                                "0", *flags], stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT, text=True)
+    assert process.stdout is not None
+    said = []
+    try:
+        for line in process.stdout:  # the port opens only once the model is loaded
+            said.append(line)
+            if found := re.search(r"on (http://127\.0\.0\.1:\d+)", line):
+                yield found[1]
+                break
+        else:
+            pytest.fail(f"voxtune serve exited with {process.wait()} before listening: "
+                        + "".join(said[-5:]))
+    finally:
+        process.terminate()
+        process.wait(timeout=30)

@@ -68,6 +68,9 @@ class Recipe:
     speeds: tuple[int, ...] = SPEEDS
     max_new_tokens: int = 32  # 6 digit words ≈ 15 tokens; a looping model stops here
     seed: int = 0
+    # a digit word only `rare_clips` training clips hold (bench/targeted.py: a weak word)
+    rare_word: str | None = None
+    rare_clips: int = 0
 
 
 # --- 1–2. corpus and control ---------------------------------------------------------------------
@@ -94,8 +97,7 @@ def digit_corpus(folder: Path, recipe: Recipe, on_clip: Any = lambda: None,
         plans[name] = digit_utterances(recipe.eval_clips, voices, recipe.speeds, rng, held_out,
                                        recipe.digits)
         held_out |= {utterance.text for utterance in plans[name]}
-    plans["train"] = digit_utterances(recipe.train_clips, recipe.voices, recipe.speeds, rng,
-                                      held_out, (recipe.train_min_digits, recipe.digits[1]))
+    plans["train"] = train_utterances(recipe, rng, held_out)
     speak = synthesize if shutil.which("espeak-ng") else compose
     key = hashlib.sha256(repr((speak.__name__, sorted(plans.items()))).encode()).hexdigest()[:12]
     prepared, done = folder / key / "prepared", folder / key / "split-done"
@@ -114,6 +116,21 @@ def digit_corpus(folder: Path, recipe: Recipe, on_clip: Any = lambda: None,
     write_atomic(prepared / MANIFEST, jsonl_bytes(clips))
     done.touch()
     return prepared
+
+
+def train_utterances(recipe: Recipe, rng: random.Random, avoid: set[str]) -> list[Any]:
+    """The training strings: any digits, or with `recipe.rare_word` in only `rare_clips`."""
+    from voxtune.data.synth import DIGITS, digit_utterances
+
+    lengths = (recipe.train_min_digits, recipe.digits[1])
+    if recipe.rare_word is None:
+        return digit_utterances(recipe.train_clips, recipe.voices, recipe.speeds, rng, avoid,
+                                lengths)
+    common = tuple(word for word in DIGITS if word != recipe.rare_word)
+    return (digit_utterances(recipe.train_clips - recipe.rare_clips, recipe.voices,
+                             recipe.speeds, rng, avoid, lengths, common)
+            + digit_utterances(recipe.rare_clips, recipe.voices, recipe.speeds, rng, avoid,
+                               lengths, containing=recipe.rare_word))
 
 
 def group(clip: Any) -> str:

@@ -72,18 +72,20 @@ class Utterance:
     speed: int
 
 
-def digit_string(rng: random.Random, length: int) -> str:
-    return " ".join(rng.choice(DIGITS) for _ in range(length))
+def digit_string(rng: random.Random, length: int, words: tuple[str, ...] = DIGITS) -> str:
+    return " ".join(rng.choice(words) for _ in range(length))
 
 
 def digit_utterances(count: int, voices: tuple[str, ...], speeds: tuple[int, ...],
-                     rng: random.Random, avoid: set[str],
-                     digits: tuple[int, int]) -> list[Utterance]:
-    """`count` different utterances of digit strings (`digits` words long) not in `avoid`."""
+                     rng: random.Random, avoid: set[str], digits: tuple[int, int],
+                     words: tuple[str, ...] = DIGITS,
+                     containing: str | None = None) -> list[Utterance]:
+    """`count` different utterances of digit strings (`digits` words long, drawn from `words`)
+    not in `avoid`; with `containing`, only strings that hold that word."""
     chosen: dict[Utterance, None] = {}  # ordered set: same arguments, same corpus
     while len(chosen) < count:
-        text = digit_string(rng, rng.randint(*digits))
-        if text not in avoid:
+        text = digit_string(rng, rng.randint(*digits), words)
+        if text not in avoid and (containing is None or containing in text.split()):
             chosen.setdefault(Utterance(text, rng.choice(voices), rng.choice(speeds)))
     return list(chosen)
 

@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from voxtune.client import Client, cluster_gpu_profiles
+from voxtune.data.calibrate import ErrorReport, Outcome
 from voxtune.errors import UserError
 from voxtune.plan import DEFAULT_PROFILES, GpuProfile
 from voxtune.plan.geometry import TINY_PRESET
@@ -44,8 +45,10 @@ from voxtune.spec import (
     RunSpec,
     read_resolved_spec,
 )
+from voxtune.ui.calibration import Calibration, State
 from voxtune.ui.demo import DemoServers
 from voxtune.ui.hardware import detect_gpus
+from voxtune.ui.phrases import PHRASES
 from voxtune.ui.settings import UiSettings
 from voxtune.ui.trackio_reader import Curves, read_curves
 from voxtune.ui.workspace import Workspace
@@ -387,3 +390,180 @@ def try_it(ctx: Context, user: str, model: str, audio: str | None,
             raise UserError("choose one of your published models (Publish tab first)")
         url = ctx.demo.ensure(str(registry_dir(ctx.home) / model.replace("@", os.sep)))
     return ctx.demo.transcribe(url, Path(audio), language)
+
+
+# --- targeted recording ---------------------------------------------------------------------
+# Calibrate on the user's voice, then prompt what the model gets wrong (voxtune.data.calibrate);
+# the transcripts come from `voxtune serve` (the demo service on a cluster), never from torch
+# here. The files are voxtune.ui.calibration's.
+
+
+@dataclass
+class Targeted:
+    """Where the user's targeted recording stands, and what to read next."""
+
+    state: State
+    recorded: int  # calibration prompts recorded
+    prompt: str | None  # what to read next; None while targeted recording is off
+    why: str  # why that prompt
+    report: ErrorReport  # the words of the round being recorded for
+
+    @property
+    def calibrating(self) -> bool:
+        return self.state.active and self.recorded < len(self.state.prompts)
+
+
+def calibration_of(ctx: Context, user: str) -> Calibration:
+    return Calibration(ctx.workspace(user))
+
+
+def _transcriber(ctx: Context, user: str, model: str) -> str:
+    """The URL of the server that transcribes the calibration clips: the demo service when the
+    UI has one, else `voxtune serve` of one of the user's published models or a Hub id (the
+    base transcripts of a tuned model are its base's)."""
+    if ctx.settings.demo_url:
+        return ctx.settings.demo_url
+    if ctx.kubernetes:
+        raise UserError("calibration on a cluster transcribes with the demo service: enable it "
+                        "in the chart (demo.enabled)")
+    if model in my_models(ctx, user):
+        return ctx.demo.ensure(str(registry_dir(ctx.home) / model.replace("@", os.sep)))
+    if HUB_REPO.match(model.strip()):
+        return ctx.demo.ensure(model.strip())
+    raise UserError(f"model {model!r}: choose one of your published models, or a Hub id "
+                    "(owner/name) such as the base model you will fine-tune")
+
+
+def targeted(ctx: Context, user: str) -> Targeted:
+    """The next prompt: the first calibration prompt not recorded yet, then the candidates
+    ranked by the words the model got wrong (recorded clips' words earn less)."""
+    from voxtune.data.calibrate import rank
+    from voxtune.data.prompts import pool
+
+    workspace = ctx.workspace(user)
+    store = Calibration(workspace)
+    state, clips = store.state(), store.clips()
+    report = store.report(state.round_of)
+    recorded = sum(prompt in clips for prompt in state.prompts)
+    if not state.active:
+        return Targeted(state, recorded, None, "", report)
+    left = [prompt for prompt in state.prompts if prompt not in clips]
+    if left:
+        return Targeted(state, recorded, left[0], f"calibration prompt {recorded + 1} of "
+                        f"{len(state.prompts)}: chosen to cover your text's words", report)
+    choices = rank(pool(state.text, PHRASES.get(state.language, ())), report,
+                   recorded=[row["text"] for row in workspace.clips().values()],
+                   skip=[*state.prompts, *state.skipped], language=state.language)
+    if not choices:
+        return Targeted(state, recorded, None, "every prompt is recorded or skipped: add more "
+                        "text and start again", report)
+    return Targeted(state, recorded, choices[0].prompt, choices[0].why, report)
+
+
+def start_targeted(ctx: Context, user: str, text: str, language: str, count: int,
+                   model: str) -> Targeted:
+    """A new calibration: `count` prompts covering `text`'s words (built-in sentences top it
+    up), transcribed by `model`. The server is started now, so a model that cannot be served
+    fails before anything is recorded."""
+    from voxtune.data.calibrate import calibration_set
+    from voxtune.data.prompts import cut
+
+    if language not in PHRASES:
+        raise UserError(f"language {language!r}: built-in sentences exist for "
+                        f"{', '.join(PHRASES)}")
+    if not 1 <= int(count or 0) <= 50:
+        raise UserError("calibration prompts: between 1 and 50")
+    _transcriber(ctx, user, model)
+    prompts = calibration_set(cut(text), PHRASES[language], int(count), language=language)
+    calibration_of(ctx, user).start(State(text=text, language=language,
+                                          model=ctx.settings.demo_url or model.strip(),
+                                          prompts=prompts, active=True))
+    return targeted(ctx, user)
+
+
+def save_calibration_take(ctx: Context, user: str, audio: str | None,
+                          text: str) -> dict[str, Any]:
+    """Check a take of a calibration prompt with the prepare step's audio rules, have it
+    transcribed, keep both."""
+    from voxtune.data.audio import ClipLimits, load_16k
+
+    store = calibration_of(ctx, user)
+    state = store.state()
+    if not audio:
+        raise UserError("record something first (click the microphone's record button)")
+    if text.strip() not in state.prompts:
+        raise UserError("read the calibration prompt as shown: the report compares what the "
+                        "model heard with it")
+    load_16k(Path(audio), ClipLimits())  # AudioRejected with the reason
+    reply = ctx.demo.transcribe(_transcriber(ctx, user, state.model), Path(audio),
+                                state.language)
+    heard = reply["base"] if reply.get("base") is not None else reply["tuned"]
+    return store.add(Path(audio), text.strip(), heard)
+
+
+def skip_targeted(ctx: Context, user: str, prompt: str) -> Targeted:
+    """Pass over `prompt`: a calibration prompt leaves the calibration set, a targeted one is
+    not proposed again this round."""
+    store = calibration_of(ctx, user)
+    state, prompt = store.state(), prompt.strip()
+    if prompt in state.prompts and prompt not in store.clips():
+        state.prompts.remove(prompt)
+    elif prompt not in state.prompts:
+        state.skipped.append(prompt)
+    store.save(state)
+    return targeted(ctx, user)
+
+
+def stop_targeted(ctx: Context, user: str) -> None:
+    store = calibration_of(ctx, user)
+    state = store.state()
+    state.active = False
+    store.save(state)
+
+
+def rescore(ctx: Context, user: str, run: str) -> list[Outcome]:
+    """Transcribe the calibration clips with `run`'s tuned model (`voxtune serve` of its
+    folder; on a cluster the demo service, which must be serving that run's model) and compare
+    with the base's words."""
+    from voxtune.data.calibrate import outcomes
+
+    _mine(ctx, user, run)
+    store = calibration_of(ctx, user)
+    clips = store.clips()
+    if not clips:
+        raise UserError("no calibration clips yet: record them on the Record page (Targeted "
+                        "recording)")
+    folder = RunFolder.named(ctx.home, publish_of(ctx, run) or run)
+    if not ctx.kubernetes and folder.final.is_dir():
+        url = ctx.demo.ensure(str(folder.path))
+    elif ctx.settings.demo_url:
+        # the UI pod loads no model: the demo service answers, so it must serve this run's
+        url = ctx.settings.demo_url
+    else:
+        raise UserError(f"run {run!r} has no trained model to check yet")
+    language = store.state().language
+    store.set_run_transcripts(run, {row["id"]: ctx.demo.transcribe(
+        url, store.audio(row), language)["tuned"] for row in clips.values()})
+    return outcomes(store.report(), store.report(run))
+
+
+def checked_words(ctx: Context, user: str, run: str) -> list[Outcome] | None:
+    """The last check of the calibration words with `run`'s model (None: not checked)."""
+    from voxtune.data.calibrate import outcomes
+
+    store = calibration_of(ctx, user)
+    if run not in store.run_transcripts():
+        return None
+    return outcomes(store.report(), store.report(run))
+
+
+def record_more(ctx: Context, user: str, run: str) -> Targeted:
+    """A new targeted round for the words `run`'s model still gets wrong."""
+    _mine(ctx, user, run)
+    store = calibration_of(ctx, user)
+    if run not in store.run_transcripts():
+        raise UserError("check the calibration words with this run's model first")
+    state = store.state()
+    state.round_of, state.active, state.skipped = run, True, []
+    store.save(state)
+    return targeted(ctx, user)

@@ -11,10 +11,11 @@ from typing import Any
 
 import pandas
 
+from voxtune.data.calibrate import Outcome
 from voxtune.run.progress import format_duration
 from voxtune.run.status import Publication, RunStatus, format_percent
 from voxtune.run.steps import TERMINAL
-from voxtune.ui.handlers import RunPage, progress
+from voxtune.ui.handlers import RunPage, Targeted, progress
 from voxtune.ui.workspace import Rejected
 
 # bar label → (series, metric key in metrics.json)
@@ -214,3 +215,60 @@ def published_text(record: Publication | None) -> str:
 def models_text(models: list[str]) -> str:
     listing = "\n".join(f"- `{model}`" for model in models) or "nothing published yet"
     return f"**Your models in the local registry:**\n{listing}"
+
+
+# --- targeted recording ------------------------------------------------------------------------
+
+
+def _cell(text: str) -> str:
+    """Text for a Markdown table cell: its pipes escaped, never empty."""
+    return text.replace("|", "\\|") or " "
+
+
+def targeted_why(view: Targeted) -> str:
+    return f"**Why this prompt:** {view.why}" if view.prompt is not None and view.why else ""
+
+
+def calibration_report(view: Targeted, limit: int = 12) -> str:
+    """Where calibration stands, and the words the model got wrong with what it heard."""
+    state, report = view.state, view.report
+    if not state.prompts:
+        return ""
+    lines = [f"**Calibration: {view.recorded} of {len(state.prompts)} prompts recorded** "
+             f"(transcribed by `{state.model}`)"]
+    if state.round_of:
+        lines.append(f"This round records for the words **{state.round_of}** still gets wrong.")
+    if not report.clips:
+        return "\n\n".join(lines)
+    errors = report.errors
+    lines.append(f"WER {format_percent(report.wer)}; **{len(errors)} of {len(report.words)} "
+                 "words wrong** at least once:" if errors else
+                 "The model got every word right: the built-in sentences and your text follow "
+                 "in order.")
+    if errors:
+        rows = [f"| {_cell(errors.word)} | {errors.failed} of {errors.said} | "
+                f"{_cell(errors.heard_as())} |" for errors in errors[:limit]]
+        more = [f"\n… and {len(errors) - limit} more"] if len(errors) > limit else []
+        lines.append("\n".join(["| word | wrong | heard |", "|---|---|---|", *rows]) +
+                     "".join(more))
+    return "\n\n".join(lines)
+
+
+def calibration_outcomes(run: str, found: list[Outcome] | None) -> str:
+    """Which of the words the base got wrong in the calibration clips `run`'s model now gets
+    right, and which still fail."""
+    if found is None:
+        return ("Check the words your calibration clips showed wrong with this run's model "
+                "(Record → Targeted recording).")
+    if not found:
+        return "The base model got every calibration word right: nothing to check."
+    fixed = sum(outcome.fixed for outcome in found)
+    rows = []
+    for outcome in found:
+        after = outcome.after
+        now = ("**fixed**" if outcome.fixed else "not in the checked clips" if after is None
+               else f"still wrong: {after.heard_as()}")
+        rows.append(f"| {_cell(outcome.word)} | {_cell(outcome.before.heard_as())} | "
+                    f"{_cell(now)} |")
+    return "\n".join([f"**{fixed} of {len(found)} calibration words fixed** by {run}:", "",
+                      "| word | base model | tuned model |", "|---|---|---|", *rows])

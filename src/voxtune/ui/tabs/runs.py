@@ -1,7 +1,9 @@
 """Runs: the user's runs (newest first), and one run's page — phase and why, a progress bar with
 the time left, loss curve, base vs tuned scores, per-clip transcripts, where it was published,
 the latest log lines — with Cancel, Launch again (failed or cancelled), Delete (confirmed) and
-Clone into Train; polled every POLL_S seconds."""
+Clone into Train; polled every POLL_S seconds. Below, the user's calibration clips (Record →
+Targeted recording) checked with the run's model: which words are fixed, and a button that
+starts a targeted round for the ones still wrong."""
 
 from __future__ import annotations
 
@@ -43,6 +45,13 @@ def layout(ctx: Context, user: UserOf, tab: gr.Tab, clone: gr.State, tabs: gr.Ta
     logs = gr.Textbox(label="Logs (latest lines; all of them: `voxtune logs RUN`)",
                       lines=handlers.LOG_TAIL, max_lines=handlers.LOG_TAIL,
                       elem_id="run-logs")
+    with gr.Accordion("Calibration words: which ones this run's model now gets right",
+                      open=False, elem_id="run-calibration-box"):
+        calibration = gr.Markdown(elem_id="run-calibration")
+        with gr.Row():
+            check = gr.Button("Check my calibration clips with this run's model",
+                              elem_id="run-calibrate")
+            more = gr.Button("Record more for the words still wrong", elem_id="run-record-more")
     timer = gr.Timer(POLL_S)
 
     @friendly
@@ -115,3 +124,24 @@ def layout(ctx: Context, user: UserOf, tab: gr.Tab, clone: gr.State, tabs: gr.Ta
     keep.click(lambda: gr.update(visible=False), None, confirm_row)
     confirm.click(remove, chosen, [confirm_row, table, chosen])
     clone_button.click(cloned, chosen, [clone, tabs])
+
+    # targeted recording: the calibration clips, transcribed by this run's tuned model
+    def checked(run: str | None, request: gr.Request) -> str:
+        if not run:
+            return ""
+        return views.calibration_outcomes(run, handlers.checked_words(ctx, user(request), run))
+
+    @friendly
+    def check_words(run: str | None, request: gr.Request) -> str:
+        if not run:
+            raise gr.Error("choose a run first", print_exception=False)
+        return views.calibration_outcomes(run, handlers.rescore(ctx, user(request), run))
+
+    @friendly
+    def record_more(run: str | None, request: gr.Request):
+        handlers.record_more(ctx, user(request), run or "")
+        return gr.Tabs(selected="record")
+
+    chosen.change(checked, chosen, calibration)
+    check.click(check_words, chosen, calibration)
+    more.click(record_more, chosen, tabs)
