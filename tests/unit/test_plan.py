@@ -111,6 +111,11 @@ def test_plan_answers_every_model_mode_and_gpu_count(model: str, mode: str, gpus
     assert data["fits"] == (not (model == SMALL and mode == "full" and gpus == 1))
     assert data["feature_path"] == "device" and data["disk_gb"][
         "feature_cache_per_1000_clips"] == 0
+    # publish writes the adapter, or the whole bf16 model twice (transformers' and vLLM's)
+    bf16_model = plan.geometry.total_parameters * 2 / 2**30
+    published = data["disk_gb"]["publish"]
+    assert published == pytest.approx(2 * bf16_model, rel=1e-3) if mode == "full" else \
+        published < 0.05 * bf16_model
     # each rank loads straight onto its own GPU: no full host copy per rank (D5)
     bf16_copy = plan.geometry.total_parameters * 2 / 2**30
     if gpus == 8:

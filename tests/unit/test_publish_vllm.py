@@ -45,3 +45,27 @@ def test_merged_and_full_weights_are_served_from_the_folders_mistral_layout() ->
     assert manifest(None, []) == {"model": ".", "adapter": None, "dtype": "bfloat16",
                                   "args": MISTRAL_FORMAT, "dropped": [], "note": ""}
     assert "sinusoids" in manifest(None, [], positions_match=False)["note"]
+
+
+def test_a_hub_upload_is_staged_beside_the_run_not_in_the_pods_scratch(tmp_path) -> None:
+    """A merged Mini in both layouts is ≈19 GB: the shared volume holds it, /tmp (8 GiB) not."""
+    import os
+    import tempfile
+
+    from voxtune.publish.bundle import TrainedRun
+    from voxtune.publish.step import staging_folder
+    from voxtune.spec import RunSpec
+
+    run = TrainedRun(tmp_path / "run" / "final", RunSpec(name="r"), {})
+    run.final.mkdir(parents=True)
+    with staging_folder(run) as staged:
+        assert os.path.dirname(staged) == str(tmp_path / "run")
+    assert list((tmp_path / "run").iterdir()) == [run.final]  # and removed after
+    (tmp_path / "run").chmod(0o555)  # a folder this user cannot write: /tmp after all
+    try:
+        if os.access(tmp_path / "run", os.W_OK):
+            return  # root writes anywhere: nothing more to see
+        with staging_folder(run) as staged:
+            assert os.path.dirname(staged) == tempfile.gettempdir()
+    finally:
+        (tmp_path / "run").chmod(0o755)

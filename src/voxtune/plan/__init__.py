@@ -90,12 +90,17 @@ class Plan:
 
     @property
     def disk_gib(self) -> dict[str, float]:
-        """The shared volume: kept checkpoints (+1 while the next is written), final/, and
-        the feature cache per 1,000 clips (none when features are computed on the device)."""
-        e = self.estimate
+        """The shared volume: kept checkpoints (+1 while the next is written), final/, the
+        feature cache per 1,000 clips (none when features are computed on the device), and
+        what publish writes (staged beside the run while it uploads, or the registry version):
+        the adapter, or a whole bf16 model in transformers' layout and in Mistral's (vLLM's)."""
+        e, spec = self.estimate, self.spec
         cache = e.feature_cache_gib_per_1000_clips if self.feature_path == "cache" else 0.0
+        whole = spec.mode == "full" or spec.publish.merge
+        published = 2 * (2 * e.parameters_total / 2**30) if whole else e.final_gib
         return {"checkpoints": e.checkpoint_gib * (self.setup.keep_checkpoints + 1),
-                "final": e.final_gib, "feature_cache_per_1000_clips": cache}
+                "final": e.final_gib, "feature_cache_per_1000_clips": cache,
+                "publish": published if "publish" in spec.steps else 0.0}
 
     def to_json(self) -> dict[str, Any]:
         """The machine-readable plan; these key names are a contract for scripts."""
@@ -160,7 +165,7 @@ class Plan:
             f"disk        checkpoint {e.checkpoint_gib:.2f} GiB "
             f"(×{self.setup.keep_checkpoints} kept, +1 while writing; "
             f"{self.checkpoint_write_s:.0f} s at {self.write_mb_per_s:g} MB/s), final "
-            f"{e.final_gib:.2f} GiB, {cache}",
+            f"{e.final_gib:.2f} GiB, publish {disk['publish']:.2f} GiB, {cache}",
             f"optimizer   {e.optimizer}",
             "verdict     " + ("fits" if self.fits else "does NOT fit"),
         ]

@@ -296,6 +296,16 @@ def to_registry(contents: Contents, registry: Registry) -> Published:
                      vllm_note=notes[-1])
 
 
+def staging_folder(run: TrainedRun) -> tempfile.TemporaryDirectory:
+    """Where a Hub upload is staged: beside the run, on the volume sized for models (a merged
+    Mini is ≈19 GB with Mistral's layout beside transformers'), not the pod's /tmp scratch
+    (8 GiB); /tmp only when the run's folder cannot be written."""
+    try:
+        return tempfile.TemporaryDirectory(dir=run.run_dir, prefix=".publish-")
+    except OSError:
+        return tempfile.TemporaryDirectory(prefix="voxtune-publish-")
+
+
 def to_hub(contents: Contents, hub: Hub, owner: str, target: HubTarget, space: str | None,
            hardware: str | None, token: SpaceToken | None) -> Published:
     """Model repo (+ dataset repo, + Space), each in one commit; all checked before any write."""
@@ -313,7 +323,7 @@ def to_hub(contents: Contents, hub: Hub, owner: str, target: HubTarget, space: s
 
     commits: dict[str, str] = {}
     token_note = None
-    with tempfile.TemporaryDirectory(prefix="voxtune-publish-") as scratch:
+    with staging_folder(contents.run) as scratch:
         # 2. stage every file set first (merging can fail; then nothing was committed)
         staging = Path(scratch)
         layout = stage_model(contents.run, staging / "model", contents.publish.merge)

@@ -221,8 +221,9 @@ def plan_text(plan: Plan | None, problem: str = "") -> str:
     limit = f"{plan.host_limit_gib:.0f} GiB" if plan.host_limit_gib else "the pod's limit"
     rows.append(f"| host RAM | {data['host_memory_gb']:.1f} GiB | {limit} |")
     disk = data["disk_gb"]
-    rows.append(f"| disk | {disk['checkpoints'] + disk['final']:.1f} GiB (checkpoints "
-                f"{disk['checkpoints']:.1f}, final {disk['final']:.1f}) | the shared volume |")
+    rows.append(f"| disk | {disk['checkpoints'] + disk['final'] + disk['publish']:.1f} GiB "
+                f"(checkpoints {disk['checkpoints']:.1f}, final {disk['final']:.1f}, publish "
+                f"{disk['publish']:.1f}) | the shared volume |")
     lines = [f"**Plan: {verdict}** on {where} · {data['parameters']['trainable']:,} trainable "
              f"of {data['parameters']['total'] / 1e9:.2f} B parameters · optimizer "
              f"{data['optimizer']}", "", *rows]
