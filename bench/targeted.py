@@ -60,7 +60,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never download: the model is bui
 RESULT = Path(__file__).resolve().parent / "results" / "targeted.json"
 WEAK = "seven"
 RARE_CLIPS = 20  # of the base's 2,000 training clips hold WEAK (≈38 % would by chance)
-BASE = Recipe(rare_word=WEAK, rare_clips=RARE_CLIPS)  # the demo's 1,200 steps on 2,000 clips
+# the demo's 1,200 steps on 2,000 clips, its encoder trained as when the saved result was measured
+BASE = Recipe(rare_word=WEAK, rare_clips=RARE_CLIPS, freeze_audio_encoder=False)
 POOL, PROMPTS, HELD_OUT = 200, 24, 30  # candidate strings, prompts per arm, held-out clips
 RANDOM_DRAWS = 3  # random arms, each its own draw from the pool (one lucky draw proves little)
 USER_SPEEDS = (140, 160, 180)

@@ -43,6 +43,7 @@ def test_demo_learns_and_says_what_it_means(voxtune_home: Path) -> None:
     # what digit strings look like reaches without listening
     assert metrics["cer"] * 4 <= metrics["base_cer"], metrics
     assert metrics["cer"] <= BLIND_CER - CLEARLY_BELOW, metrics
+    assert metrics["cer"] <= 0.25, metrics  # measured 8.2% on 2 idle cores (README)
     assert metrics["wer"] < metrics["base_wer"], metrics
     # the table shows those numbers, then what they mean and what to run next
     for metric in ("cer", "wer"):  # in percent, as everything people read
