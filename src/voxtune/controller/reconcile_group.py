@@ -109,8 +109,10 @@ SETTLE_S = 60  # how long a finished group's pods may take to show how they ende
 
 
 def settling(outcome: dict[str, Any], pods: list[dict[str, Any]], now: datetime) -> bool:
-    """The group has finished but some of its pods do not show their end yet (for at most
-    SETTLE_S after the group's condition; pods that are gone no longer count)."""
+    """The group has finished but its pods do not show their end yet — some still run, or
+    none has been seen at all (the pods' watch is behind the group's) — for at most SETTLE_S
+    after the group's condition."""
     since = parse_time(outcome.get("lastTransitionTime"))
     recent = since is None or (now - since).total_seconds() < SETTLE_S
-    return recent and any(phase_of(pod) not in ("Succeeded", "Failed") for pod in pods)
+    return recent and (not pods or any(phase_of(pod) not in ("Succeeded", "Failed")
+                                       for pod in pods))
