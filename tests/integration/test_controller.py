@@ -40,7 +40,9 @@ EXAMPLE = ROOT / "jobs" / "finetunerun.yaml"
 KUBECTL = Path(sys.executable).parent / "kubectl"
 
 
-def eventually(check: Callable[[], Any], timeout: float = 10.0, what: str = "") -> Any:
+def eventually(check: Callable[[], Any], timeout: float = 30.0, what: str = "") -> Any:
+    # returns as soon as `check` holds; the bound is for a loaded 2-core machine, where a
+    # 10-s bound once ran out
     deadline = time.monotonic() + timeout
     while True:
         value = check()
