@@ -256,8 +256,8 @@ class Controller:
                         "; ".join(decision.unreadable))
         for action in decision.actions:
             if refused := self._apply(action):
-                # retrying cannot help (a webhook or quota said no, or RBAC lacks a verb): the
-                # run says why instead of waiting for ever
+                # retrying cannot help (a webhook or policy said no, or RBAC lacks a verb):
+                # the run says why instead of waiting for ever
                 status = decision.status
                 for step in status.steps.values():
                     if step.state == "running":

@@ -12,9 +12,9 @@ The log-mel `input_features` come by one of two paths (`voxtune.plan.features` p
 
 - **cache**: each clip's prompt ids and log-mel are computed once (as the device path computes
   them, many clips at a time) and cached on disk, keyed by the processor's audio and tokenizer
-  settings; epochs after the first never decode audio or
-  compute log-mels again. A whole 30-s window of fp32 log-mel is 1.46 MiB per clip, whatever the
-  clip's length: worth it only for small CPU runs.
+  settings; epochs after the first never decode audio or compute log-mels again. A whole 30-s
+  window of fp32 log-mel is 1.46 MiB per clip, whatever the clip's length: worth it only for
+  small CPU runs.
 - **device**: items carry the clip's 16-kHz audio; `LogMel` computes the log-mel per batch with
   the processor's feature extractor on its torch path, on the device the model runs on. The
   prompt depends only on the clip's number of windows and its language, so it is asked of the
@@ -30,6 +30,7 @@ clip in 30-s windows gives 2 rows), concatenated in batch order — the model ma
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import io
 import json
@@ -135,8 +136,7 @@ def cache_clips(clips: Sequence[Clip], prepared: Path, processor: VoxtralProcess
     `features_key(processor)`; `on_done(n)` is told as n more clips are ready (a progress bar).
     """
     key = key or features_key(processor)
-    log_mel = LogMel.of(processor)
-    prompts: dict[tuple[int, str | None], list[int]] = {}
+    log_mel, prompt = LogMel.of(processor), prompt_memo(processor)
     entries: list[tuple[Path, list[int]] | None] = []
     missing: list[int] = []
     for index, clip in enumerate(clips):
@@ -154,10 +154,8 @@ def cache_clips(clips: Sequence[Clip], prepared: Path, processor: VoxtralProcess
         offset = 0
         for index, samples in zip(batch, audio, strict=True):
             count, code = log_mel.windows(len(samples)), clips[index].language or language
-            if (count, code) not in prompts:
-                prompts[count, code] = prompt_ids(processor, count, code)
             # a copy: saving a slice would store the whole batch's tensor in every file
-            features = ClipFeatures(prompts[count, code], windows[offset:offset + count].clone())
+            features = ClipFeatures(prompt(count, code), windows[offset:offset + count].clone())
             offset += count
             path = cache_path(cache_dir, clips[index], code, key)
             save_features(path, features)
@@ -221,6 +219,11 @@ class LogMel:
             for index, clip_features in zip(indices, split, strict=True):
                 per_clip[index] = clip_features
         return torch.cat(per_clip)
+
+
+def prompt_memo(processor: VoxtralProcessor) -> Callable[[int, str | None], list[int]]:
+    """`prompt_ids(processor, windows, language)`, asked of the processor once per pair."""
+    return functools.cache(lambda windows, language: prompt_ids(processor, windows, language))
 
 
 def prompt_ids(processor: VoxtralProcessor, windows: int, language: str | None) -> list[int]:
@@ -344,15 +347,10 @@ class TranscriptionDataset(Dataset):
             self.paths = [path for path, _ in entries]
             prompts = [prompt for _, prompt in entries]
         else:
-            log_mel = LogMel.of(processor)
-            by_windows: dict[tuple[int, str | None], list[int]] = {}  # (windows, language)
-            prompts = []
-            for clip in tqdm(clips, desc="audio", unit="clip", disable=None):
-                shape = (log_mel.windows(len(prepared_audio(clip, prepared))),
-                         clip.language or language)
-                if shape not in by_windows:
-                    by_windows[shape] = prompt_ids(processor, *shape)
-                prompts.append(by_windows[shape])
+            log_mel, prompt = LogMel.of(processor), prompt_memo(processor)
+            prompts = [prompt(log_mel.windows(len(prepared_audio(clip, prepared))),
+                              clip.language or language)
+                       for clip in tqdm(clips, desc="audio", unit="clip", disable=None)]
         self.input_ids: list[list[int]] = []
         self.labels: list[list[int]] = []
         for clip, prompt in zip(clips, prompts, strict=True):
