@@ -153,9 +153,17 @@ class Informer:
         with self._lock:
             return list(self._items.values())
 
-    def put(self, obj: dict) -> None:
-        """Store an object this process just wrote (newer than what the watch said so far)."""
-        self._store(obj["metadata"]["name"], obj)
+    def put(self, obj: dict, base: str | None) -> None:
+        """Store an object this process just wrote, so the next reconcile sees it before the
+        watch brings it — unless the watch has brought it already, or a later version: the
+        cache no longer holding `base`, the version the write started from (None: the object
+        was absent), says so. Storing it then would hide that later version (a Job that
+        completed while its create was answered) until the object next changes."""
+        name = obj["metadata"]["name"]
+        with self._lock:
+            cached = self._items.get(name)
+            if (cached["metadata"].get("resourceVersion") if cached else None) == base:
+                self._store_locked(name, obj)
 
     def close(self) -> None:
         response = self._response
@@ -165,12 +173,15 @@ class Informer:
 
     def _store(self, name: str, obj: dict | None) -> None:
         with self._lock:
-            old = self._items.pop(name, None)
-            if old is not None:
-                self._by_run[self.index(old)].discard(name)
-            if obj is not None:
-                self._items[name] = obj
-                self._by_run[self.index(obj)].add(name)
+            self._store_locked(name, obj)
+
+    def _store_locked(self, name: str, obj: dict | None) -> None:
+        old = self._items.pop(name, None)
+        if old is not None:
+            self._by_run[self.index(old)].discard(name)
+        if obj is not None:
+            self._items[name] = obj
+            self._by_run[self.index(obj)].add(name)
 
     def _run(self) -> None:
         failures = 0

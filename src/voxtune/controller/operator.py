@@ -278,7 +278,7 @@ class Controller:
                 if error.status == 404:
                     return
                 raise
-            self.runs.put(written)
+            self.runs.put(written, run["metadata"].get("resourceVersion"))
 
     def _apply(self, action: Action) -> str | None:
         """Carry out `action`; why the API refused it, when it refused a create for good."""
@@ -288,7 +288,7 @@ class Controller:
                 engine = action.engine
                 created = self.custom.create_namespaced_custom_object(
                     engine.group, engine.version, ns, engine.plural, action.document)
-                self.groups[engine.name].put(created)
+                self.groups[engine.name].put(created, None)
                 self.metrics.jobs_created.inc()
                 log.info("created %s %s/%s", engine.kind, ns, action.name)
             elif isinstance(action, DeleteObject):
@@ -298,7 +298,7 @@ class Controller:
                     propagation_policy="Background")
                 log.info("deleted %s %s/%s", engine.kind, ns, action.name)
             elif isinstance(action, CreateJob):
-                self.jobs.put(raw(self.batch.create_namespaced_job, ns, action.job))
+                self.jobs.put(raw(self.batch.create_namespaced_job, ns, action.job), None)
                 self.metrics.jobs_created.inc()
                 log.info("created Job %s/%s", ns, action.name)
             elif isinstance(action, DeleteJob):
