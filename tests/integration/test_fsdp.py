@@ -37,8 +37,9 @@ LOSS_TOLERANCE = 1e-3
 
 def train(prepared: Path, output: Path, *extra: str, processes: int = 1,
           wait: bool = True) -> subprocess.CompletedProcess | subprocess.Popen:
-    """`voxtune train` with `processes` ranks; its own session, so a kill takes all of them."""
-    launcher = (("-m", "torch.distributed.run", f"--nproc-per-node={processes}", __file__)
+    """`voxtune train` with `processes` ranks (the launcher a Job runs); its own session, so a
+    kill takes all of them."""
+    launcher = (("-m", "voxtune.train.launch", f"--nproc-per-node={processes}", __file__)
                 if processes > 1 else ("-m", "voxtune"))
     command = [sys.executable, *launcher, "train", "--data", str(prepared), "--output",
                str(output), "--language", "en", *ARGS, *extra]

@@ -234,8 +234,12 @@ def test_two_processes_train_data_parallel(prepared: Path, tmp_path: Path) -> No
     """torchrun with 2 CPU processes (gloo): each step consumes twice the examples."""
     args = ("--model", "tiny-random-4s", "--mode", "lora", "--max-steps", "2", "--batch-size",
             "1", "--grad-accum", "1", "--save-steps", "2")
-    done = train(prepared, tmp_path / "ddp", *args, launcher=TWO_RANKS)
+    temporary = tmp_path / "tmp"
+    temporary.mkdir()
+    done = train(prepared, tmp_path / "ddp", *args, launcher=TWO_RANKS,
+                 env={**os.environ, "TMPDIR": str(temporary)})
     assert done.returncode == 0, done.stderr[-3000:]
+    assert not list(temporary.iterdir())  # torchrun's files went with it
     single = train(prepared, tmp_path / "one", *args)
     assert single.returncode == 0
     epochs = [json.loads((tmp_path / name / "checkpoints" / "checkpoint-2" /

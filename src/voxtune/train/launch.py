@@ -7,13 +7,16 @@ ranks exited with, so a rank's 2 (the spec's fault: fail once, see `voxtune.erro
 full) or 75 (SIGTERM, checkpoint saved: retry) would reach the Job's podFailurePolicy as an
 unknown failure and be retried as one. Here the launcher exits with the code of the rank that
 failed first (the others are stopped by torchrun after it, so theirs say nothing), and the
-ranks' own log lines carry the reason.
+ranks' own log lines carry the reason. torchrun's own files (its ranks' error records) go to a
+temporary folder that is removed when it ends; torchrun would leave a /tmp/torchelastic_* for
+every run.
 """
 
 from __future__ import annotations
 
 import signal
 import sys
+import tempfile
 
 from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
 from torch.distributed.run import parse_args, run
@@ -28,15 +31,18 @@ def exit_code(failed: ChildFailedError) -> tuple[int, int]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    try:
-        run(parse_args(argv))
-    except ChildFailedError as failed:
-        rank, code = exit_code(failed)
-        number = code - 128
-        name = f" ({signal.Signals(number).name})" if number in signal.valid_signals() else ""
-        print(f"rank {rank} exited with code {code}{name}; its log lines above say why",
-              file=sys.stderr, flush=True)
-        return code
+    argv = sys.argv[1:] if argv is None else argv
+    with tempfile.TemporaryDirectory(prefix="voxtune-torchrun-") as logs:
+        try:
+            run(parse_args(["--log-dir", logs, *argv]))  # a --log-dir of the caller's wins
+        except ChildFailedError as failed:
+            rank, code = exit_code(failed)
+            number = code - 128
+            name = f" ({signal.Signals(number).name})" if number in signal.valid_signals() \
+                else ""
+            print(f"rank {rank} exited with code {code}{name}; its log lines above say why",
+                  file=sys.stderr, flush=True)
+            return code
     return 0
 
 
