@@ -5,10 +5,12 @@ stale datasets, re-takes, and the run actions on the local backend (real run fol
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
 
+import jiwer
 import pytest
 from gradio.components.native_plot import NativePlot
 
@@ -132,6 +134,19 @@ def test_score_and_loss_frames_are_numeric_however_the_page_was_reached() -> Non
 def test_per_clip_errors_are_marked(hypothesis: str, marked: str) -> None:
     reference = "the quick brown fox" if hypothesis != "a <b>" else "x"
     assert views.marked(reference, hypothesis) == marked
+
+
+def test_the_marked_words_are_the_edits_wer_counts() -> None:
+    # WER's minimal alignment: "three" inserted, one → "two", "two" deleted (3 edits);
+    # difflib's longest-block matching made it 4
+    reference, hypothesis = "one one two", "three two one"
+    measured = jiwer.process_words(reference, hypothesis)
+    shown = views.marked(reference, hypothesis)
+    marked_words = sum(len(part.split()) for part in re.findall(
+        r'<mark class="vt-wrong">(.*?)</mark>', shown))
+    assert marked_words == measured.substitutions + measured.insertions == 2
+    assert shown.count("[…]") == measured.deletions == 1
+    assert shown.endswith("one <mark class=\"vt-missing\">[…]</mark>")
 
 
 def test_the_per_clip_table() -> None:

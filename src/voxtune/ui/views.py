@@ -4,11 +4,12 @@ call them directly."""
 
 from __future__ import annotations
 
-import difflib
 import html
+import itertools
 import re
 from typing import Any
 
+import jiwer
 import pandas
 
 from voxtune.data.calibrate import Outcome
@@ -155,22 +156,31 @@ def _plain(word: str) -> str:
 
 def marked(reference: str, hypothesis: str | None) -> str:
     """`hypothesis` as HTML with the words that differ from `reference` marked (case and
-    punctuation aside), and `[…]` where reference words are missing."""
+    punctuation aside), and `[…]` where reference words are missing. The alignment is jiwer's,
+    the minimal word edits that WER counts (difflib's longest blocks can mark more)."""
     if hypothesis is None:
         return "<i>not evaluated</i>"
     ref, hyp = _words(reference), _words(hypothesis)
-    matcher = difflib.SequenceMatcher(a=[_plain(w) for w in ref], b=[_plain(w) for w in hyp],
-                                      autojunk=False)
-    out = []
-    for tag, ref_start, ref_end, start, end in matcher.get_opcodes():
-        words = html.escape(" ".join(hyp[start:end]))
-        if tag == "equal":
+    if not hyp:
+        return '<mark class="vt-missing">(nothing)</mark>'
+    if not ref:
+        return f'<mark class="vt-wrong">{html.escape(" ".join(hyp))}</mark>'
+    chunks = jiwer.process_words(" ".join(_plain(w) or w for w in ref),
+                                 " ".join(_plain(w) or w for w in hyp)).alignments[0]
+    out: list[str] = []
+    # consecutive edits show as one mark, as a reader sees a wrong stretch
+    for same, run in itertools.groupby(chunks, key=lambda chunk: chunk.type == "equal"):
+        run = list(run)
+        words = html.escape(" ".join(hyp[run[0].hyp_start_idx:run[-1].hyp_end_idx]))
+        if same:
             out.append(words)
-        elif words:
+            continue
+        if words:
             out.append(f'<mark class="vt-wrong">{words}</mark>')
-        if tag == "delete" or (tag == "replace" and ref_end - ref_start > end - start):
+        if run[-1].ref_end_idx - run[0].ref_start_idx > \
+                run[-1].hyp_end_idx - run[0].hyp_start_idx:
             out.append('<mark class="vt-missing">[…]</mark>')
-    return " ".join(out) if hyp else '<mark class="vt-missing">(nothing)</mark>'
+    return " ".join(out)
 
 
 def samples_table(samples: list[dict[str, Any]]) -> str:
