@@ -50,6 +50,8 @@ def test_calibrate_then_record_what_the_model_gets_wrong(start_ui, browser, tiny
     for number, prompt in enumerate(CALIBRATION, start=1):
         expect(page.locator("#prompt textarea")).to_have_value(prompt)
         expect(page.locator("#record-why")).to_contain_text(f"calibration prompt {number} of 2")
+        expect(page.locator("#record-counter")).to_contain_text(
+            f"Calibration prompt {number} of 2 ·")
         page.locator("#record-audio button.record-button").click()
         page.wait_for_timeout(2500)
         page.locator("#record-audio button.stop-button").click()
@@ -64,6 +66,7 @@ def test_calibrate_then_record_what_the_model_gets_wrong(start_ui, browser, tiny
     expect(errors.locator("table")).to_contain_text("kubernetes")
     why = page.locator("#record-why")
     expect(why).to_contain_text("Why this prompt: contains '")
+    expect(page.locator("#record-counter")).to_contain_text("Targeted prompt ·")
     chosen = page.locator("#prompt textarea").input_value()
     assert chosen not in CALIBRATION
     screenshot(page, "ui-targeted")

@@ -18,6 +18,7 @@ from tests.conftest import marked_processes
 from tests.helpers import speechlike, write_audio
 from voxtune.cli.runs import summary
 from voxtune.client import Client
+from voxtune.data.calibrate import ErrorReport
 from voxtune.errors import UserError
 from voxtune.run.layout import RunFolder
 from voxtune.run.process import claim_run_folder, failure_message
@@ -32,6 +33,7 @@ from voxtune.run.progress import (
 from voxtune.run.status import Publication, RunStatus, StepStatus
 from voxtune.spec import RunSpec
 from voxtune.ui import handlers, sources, views
+from voxtune.ui.calibration import State
 from voxtune.ui.demo import DemoServers
 from voxtune.ui.handlers import Context, PublishForm
 from voxtune.ui.settings import UiSettings
@@ -218,6 +220,16 @@ def test_a_new_take_of_a_sentence_replaces_its_clip(voxtune_home: Path) -> None:
     assert list(workspace.clips()) == [first["id"]]
     assert views.record_count(workspace.clips(), 1, 30).startswith(
         "Sentence 2 of 30 · **1 recorded**, 1 clips in all (0.0 min) — ~50 phrases")
+
+
+def test_the_counter_says_where_targeted_recording_stands() -> None:
+    state = State(prompts=["one", "two"], active=True)
+    calibrating = handlers.Targeted(state, 1, "two", "", ErrorReport({}, 0, 0.0))
+    assert views.record_count({}, 4, 30, calibrating).startswith("Calibration prompt 2 of 2 ·")
+    ranked = handlers.Targeted(state, 2, "three", "contains 'x'", ErrorReport({}, 0, 0.0))
+    assert views.record_count({}, 4, 30, ranked).startswith("Targeted prompt ·")
+    off = handlers.Targeted(State(prompts=["one"]), 1, None, "", ErrorReport({}, 0, 0.0))
+    assert views.record_count({}, 4, 30, off).startswith("Sentence 5 of 30 ·")
 
 
 # --- runs on the local backend ------------------------------------------------------------------

@@ -45,13 +45,19 @@ def dataset_total(clips: dict[str, dict[str, Any]], stale: bool = False) -> str:
     return text
 
 
-def record_count(clips: dict[str, dict[str, Any]], sentence: int, sentences: int) -> str:
-    """"Sentence 13 of 30 · 12 clips recorded (1.4 min) — ~50 phrases is a good start"."""
+def record_count(clips: dict[str, dict[str, Any]], sentence: int, sentences: int,
+                 targeted: Targeted | None = None) -> str:
+    """"Sentence 13 of 30 · 12 recorded, 14 clips in all (1.4 min) — ~50 phrases is a good
+    start"; while targeted recording is on, where it stands instead of the sentence."""
     recorded = sum(row.get("name") == "recording.wav" for row in clips.values())
     goal = (f"~{GOOD_START} phrases is a good start" if len(clips) < GOOD_START
             else "enough for a first run; more helps")
-    return (f"Sentence {sentence + 1} of {sentences} · **{recorded} recorded**, {len(clips)} "
-            f"clips in all ({minutes_of(clips):.1f} min) — {goal}")
+    where = f"Sentence {sentence + 1} of {sentences}"
+    if targeted is not None and targeted.prompt is not None:
+        where = (f"Calibration prompt {targeted.recorded + 1} of {len(targeted.state.prompts)}"
+                 if targeted.calibrating else "Targeted prompt")
+    return (f"{where} · **{recorded} recorded**, {len(clips)} clips in all "
+            f"({minutes_of(clips):.1f} min) — {goal}")
 
 
 def clips_table(clips: dict[str, dict[str, Any]]) -> pandas.DataFrame:

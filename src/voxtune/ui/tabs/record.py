@@ -64,16 +64,17 @@ def layout(ctx: Context, user: UserOf, tab: gr.Tab) -> None:
         save = gr.Button("Save clip & next", variant="primary", elem_id="save-clip")
     saved = gr.Markdown(elem_id="record-status")
 
-    def count(code: str, number: float, request: gr.Request) -> str:
+    def count(code: str, number: float, request: gr.Request,
+              view: handlers.Targeted | None = None) -> str:
         clips = ctx.workspace(user(request)).clips()
-        return views.record_count(clips, int(number or 0), len(PHRASES[code]))
+        return views.record_count(clips, int(number or 0), len(PHRASES[code]), view)
 
     def move(code: str, number: float, request: gr.Request):
         """The prompt to show: targeted recording's next one while it is on, else sentence
         `number` of the built-in list."""
         view = handlers.targeted(ctx, user(request))
         if view.prompt is not None:
-            return (number, view.prompt, count(code, number, request),
+            return (number, view.prompt, count(code, number, request, view),
                     views.targeted_why(view), views.calibration_report(view))
         shown, text = sentence(code, number)
         return shown, text, count(code, shown, request), "", views.calibration_report(view)
