@@ -4,6 +4,8 @@ vLLM's Voxtral has, and a note when the run trained a part vLLM cannot load besi
 
 from __future__ import annotations
 
+import pytest
+
 from voxtune.publish.vllm import MISTRAL_FORMAT, manifest, restrict_to_language_model
 
 # peft's name under transformers 5, and the same module as vLLM names it (its Voxtral holds
@@ -50,22 +52,39 @@ def test_merged_and_full_weights_are_served_from_the_folders_mistral_layout() ->
 def test_a_hub_upload_is_staged_beside_the_run_not_in_the_pods_scratch(tmp_path) -> None:
     """A merged Mini in both layouts is ≈19 GB: the shared volume holds it, /tmp (8 GiB) not."""
     import os
+    import subprocess
     import tempfile
 
     from voxtune.publish.bundle import TrainedRun
     from voxtune.publish.step import staging_folder
     from voxtune.spec import RunSpec
 
-    run = TrainedRun(tmp_path / "run" / "final", RunSpec(name="r"), {})
+    folder = tmp_path / "run"
+    run = TrainedRun(folder / "final", RunSpec(name="r"), {})
     run.final.mkdir(parents=True)
     with staging_folder(run) as staged:
-        assert os.path.dirname(staged) == str(tmp_path / "run")
-    assert list((tmp_path / "run").iterdir()) == [run.final]  # and removed after
-    (tmp_path / "run").chmod(0o555)  # a folder this user cannot write: /tmp after all
+        assert os.path.dirname(staged) == str(folder)
+    assert list(folder.iterdir()) == [run.final]  # and removed after
+
+    # a run folder that cannot be written: /tmp after all. Root writes through any mode, so
+    # as root (CI) the folder is a read-only mount
+    if os.geteuid() == 0:
+        def mount(*options: str) -> None:
+            subprocess.run(["mount", "-t", "tmpfs", "-o", ",".join(options), "tmpfs",
+                            str(folder)], check=True)
+        if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(folder)],
+                          capture_output=True).returncode:
+            pytest.skip("as root, a read-only folder needs a mount, and mounting failed")
+        run.final.mkdir()
+        mount("remount", "ro")
+    else:
+        folder.chmod(0o555)
     try:
-        if os.access(tmp_path / "run", os.W_OK):
-            return  # root writes anywhere: nothing more to see
+        assert not os.access(folder, os.W_OK)
         with staging_folder(run) as staged:
             assert os.path.dirname(staged) == tempfile.gettempdir()
     finally:
-        (tmp_path / "run").chmod(0o755)
+        if os.geteuid() == 0:
+            subprocess.run(["umount", str(folder)], check=True)
+        else:
+            folder.chmod(0o755)
