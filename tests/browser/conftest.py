@@ -100,7 +100,10 @@ def new_page(browser, url: str):
     context = browser.new_context(viewport={"width": 1280, "height": 1000})
     context.grant_permissions(["microphone"], origin=url)
     page = context.new_page()
+    # a round trip through the UI's queue can take seconds while the other test worker
+    # trains; waits and expectations return as soon as they hold
     page.set_default_timeout(30_000)
+    expect.set_options(timeout=30_000)  # expect's own default is 5 s
     return page
 
 

@@ -293,9 +293,11 @@ def test_publishing_to_the_hub_without_a_token_is_refused_at_once(
 
 
 def test_the_suite_sees_a_detached_child(tmp_path: Path) -> None:
-    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"],
-                             start_new_session=True)
+    child = subprocess.Popen([sys.executable, "-c", "import time; print(flush=True); "
+                              "time.sleep(60)"], start_new_session=True, stdout=subprocess.PIPE)
     try:
+        assert child.stdout is not None
+        child.stdout.readline()  # started: mid-exec, /proc/PID/environ may read empty
         assert child.pid in marked_processes(os.environ["VOXTUNE_TEST_SESSION"])
     finally:
         child.kill()
