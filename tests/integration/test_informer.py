@@ -4,7 +4,6 @@ controller writes is seen at once, and never hides a later version the watch bro
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Iterator
 
 import pytest
@@ -12,6 +11,7 @@ from kubernetes import client
 
 from tests.emulators import kube
 from tests.emulators.kube import KubeEmulator
+from tests.integration.test_controller import eventually
 from voxtune.controller.kubeapi import Informer, raw
 
 kube_emulator = kube.kube_emulator
@@ -49,20 +49,14 @@ def jobs(batch: client.BatchV1Api) -> Iterator[Informer]:
     informer.thread.join(10)
 
 
-def until(check, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        assert time.monotonic() < deadline, "the watch never brought the change"
-        time.sleep(0.02)
-
-
 def test_a_job_that_finished_while_its_create_was_answered_stays_finished_in_the_cache(
         kube_emulator: KubeEmulator, batch: client.BatchV1Api, jobs: Informer) -> None:
     # the create's answer holds the first version; the Job controller has moved the Job on
     # before the controller stores that answer, and the watch has brought the newer version
     created = raw(batch.create_namespaced_job, NS, a_job("r-publish"))
     done = kube_emulator.complete_job(NS, "r-publish")
-    until(lambda: version(jobs.get("r-publish")) == version(done))
+    eventually(lambda: version(jobs.get("r-publish")) == version(done),
+               what="the watch to bring the completed Job")
 
     jobs.put(created, None)  # the create started from "absent"
 

@@ -4,8 +4,9 @@ vLLM's Voxtral has, and a note when the run trained a part vLLM cannot load besi
 
 from __future__ import annotations
 
-import pytest
+import contextlib
 
+from tests.unit.test_train_holes import small_disk
 from voxtune.publish.vllm import MISTRAL_FORMAT, manifest, restrict_to_language_model
 
 # peft's name under transformers 5, and the same module as vLLM names it (its Voxtral holds
@@ -68,23 +69,14 @@ def test_a_hub_upload_is_staged_beside_the_run_not_in_the_pods_scratch(tmp_path)
 
     # a run folder that cannot be written: /tmp after all. Root writes through any mode, so
     # as root (CI) the folder is a read-only mount
-    if os.geteuid() == 0:
-        def mount(*options: str) -> None:
-            subprocess.run(["mount", "-t", "tmpfs", "-o", ",".join(options), "tmpfs",
-                            str(folder)], check=True)
-        if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(folder)],
-                          capture_output=True).returncode:
-            pytest.skip("as root, a read-only folder needs a mount, and mounting failed")
-        run.final.mkdir()
-        mount("remount", "ro")
-    else:
-        folder.chmod(0o555)
-    try:
+    with contextlib.ExitStack() as stack:
+        if os.geteuid() == 0:
+            stack.enter_context(small_disk(folder, "1m"))  # skips if it cannot mount
+            run.final.mkdir()
+            subprocess.run(["mount", "-o", "remount,ro", str(folder)], check=True)
+        else:
+            folder.chmod(0o555)
+            stack.callback(folder.chmod, 0o755)
         assert not os.access(folder, os.W_OK)
         with staging_folder(run) as staged:
             assert os.path.dirname(staged) == tempfile.gettempdir()
-    finally:
-        if os.geteuid() == 0:
-            subprocess.run(["umount", str(folder)], check=True)
-        else:
-            folder.chmod(0o755)
